@@ -1,0 +1,170 @@
+//! `drover plan`: validate, expand and summarize a restore, and optionally write the full plan.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use super::Failure;
+use crate::plan::doc::{PlanDoc, Summary};
+use crate::plan::{self, Plan, PlanOptions};
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Workflow file (TOML): products, step templates, pools. See docs/workflow-format.md.
+    #[arg(long, short)]
+    workflow: PathBuf,
+    /// Restore request (TOML): sites, products, point in time. See docs/request-format.md.
+    #[arg(long, short)]
+    request: PathBuf,
+    /// Pool capacity overrides, e.g. `db=8,s3=32`.
+    #[arg(long, value_parser = super::parse_pools)]
+    pools: Option<std::collections::BTreeMap<String, u32>>,
+    /// Summary format on standard output.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write the full plan (every step with deps, pool use and rank) as JSON to this file,
+    /// for review and for `drover run --plan`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(args: PlanArgs) -> Result<(), Failure> {
+    let plan = make(
+        &args.workflow,
+        &args.request,
+        args.pools.unwrap_or_default(),
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.format {
+        Format::Text => print_text(&mut out, &plan).context("writing the summary")?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &Summary::new(&plan))
+                .context("writing the summary")?;
+            writeln!(out).context("writing the summary")?;
+        }
+    }
+    if let Some(path) = args.out {
+        write_plan(&path, &plan)?;
+        eprintln!(
+            "wrote the full plan to {} (hash {})",
+            path.display(),
+            &plan.hash
+        );
+    }
+    Ok(())
+}
+
+/// Loads both inputs, reporting the problems of both at once, and plans.
+pub(crate) fn make(
+    workflow: &std::path::Path,
+    request: &std::path::Path,
+    pool_capacity: std::collections::BTreeMap<String, u32>,
+) -> Result<Plan, Failure> {
+    let wf = crate::load::workflow(workflow);
+    let req = crate::load::request(request);
+    let (wf, req) = match (wf, req) {
+        (Ok(w), Ok(r)) => (w, r),
+        (w, r) => {
+            let mut problems = w.err().unwrap_or_default();
+            problems.extend(r.err().unwrap_or_default());
+            return Err(Failure::Input(problems));
+        }
+    };
+    Ok(plan::plan(&wf, &req, &PlanOptions { pool_capacity })?)
+}
+
+fn write_plan(path: &std::path::Path, plan: &Plan) -> Result<(), Failure> {
+    let tmp = path.with_extension("json.tmp");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    serde_json::to_writer(&mut w, &PlanDoc::new(plan))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    w.flush()
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+fn print_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
+    let s = Summary::new(plan);
+    writeln!(out, "plan {}", plan.hash)?;
+    writeln!(out, "  workflow       {}", plan.workflow)?;
+    writeln!(
+        out,
+        "  request        {} (point in time {})",
+        if plan.request.is_empty() {
+            "-"
+        } else {
+            &plan.request
+        },
+        plan.point_in_time
+    )?;
+    let tiers: Vec<String> = plan
+        .tiers
+        .iter()
+        .filter_map(|t| s.sites_by_tier.get(t.as_str()).map(|n| format!("{t} {n}")))
+        .collect();
+    writeln!(out, "  sites          {} ({})", s.sites, tiers.join(", "))?;
+    let products: Vec<String> = s
+        .sites_by_product
+        .iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
+    writeln!(out, "  products       {}", products.join(", "))?;
+    let kinds: Vec<String> = s
+        .steps_by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    writeln!(out, "  steps          {} ({})", s.steps, kinds.join(", "))?;
+    writeln!(out, "  edges          {}", s.edges)?;
+    writeln!(
+        out,
+        "  pools          demand ÷ capacity = least time for the pool alone"
+    )?;
+    for p in &plan.pools {
+        writeln!(
+            out,
+            "    {:<12} {:>12} ÷ {:<5} = {}",
+            p.name,
+            human(p.demand),
+            p.capacity,
+            human(p.bound())
+        )?;
+    }
+    let cp = &plan.critical_path;
+    writeln!(
+        out,
+        "  critical path  {} over {} steps",
+        human(plan.critical_path_length()),
+        cp.len()
+    )?;
+    if let (Some(&first), Some(&last)) = (cp.first(), cp.last()) {
+        writeln!(out, "    first        {}", plan.steps[first as usize].id)?;
+        writeln!(out, "    last         {}", plan.steps[last as usize].id)?;
+    }
+    writeln!(
+        out,
+        "  lower bound    {} (no schedule can finish sooner with these pools)",
+        human(plan.lower_bound)
+    )?;
+    writeln!(out, "  total work     {}", human(plan.total_work()))?;
+    Ok(())
+}
+
+/// A duration rounded to whole seconds, in humantime's notation.
+pub(crate) fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}

@@ -1,0 +1,203 @@
+//! Problems with an operator's input: where (file, line, column), which entry, what is wrong and
+//! how to fix it. The planner collects every problem it finds instead of stopping at the first.
+
+use std::fmt;
+
+use crate::ids::SiteIdError;
+
+/// Where a problem is: a file, and the line and column where the parser knows them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+}
+
+impl Location {
+    pub fn file(name: &str) -> Location {
+        Location {
+            file: name.to_owned(),
+            line: None,
+            column: None,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One problem in the input.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{at}: {}{kind}\n    fix: {}", entry_prefix(.entry), .kind.fix())]
+pub struct Problem {
+    pub at: Location,
+    /// The entry the problem is in, e.g. `steps.rebuild.timeout` or `site site-0042`.
+    pub entry: String,
+    pub kind: ProblemKind,
+}
+
+fn entry_prefix(entry: &str) -> String {
+    if entry.is_empty() {
+        String::new()
+    } else {
+        format!("{entry}: ")
+    }
+}
+
+impl Problem {
+    pub fn new(at: Location, entry: impl Into<String>, kind: ProblemKind) -> Problem {
+        Problem {
+            at,
+            entry: entry.into(),
+            kind,
+        }
+    }
+}
+
+/// What is wrong. Each variant knows the fix to suggest.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ProblemKind {
+    #[error("cannot read the file: {reason}")]
+    Unreadable { reason: String },
+    #[error("the file is {size} bytes; drover reads at most {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("the file is empty")]
+    EmptyFile,
+    #[error("the file is not UTF-8 text (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    #[error("{message}")]
+    Syntax { message: String },
+    #[error("dependency cycle: {}", path.join(" -> "))]
+    Cycle { path: Vec<String> },
+    #[error("unknown {what} '{name}'")]
+    Unknown {
+        what: &'static str,
+        name: String,
+        known: Vec<String>,
+    },
+    #[error("site attribute '{attribute}' is not set for site {site}{}", product_suffix(.product))]
+    MissingAttribute {
+        attribute: String,
+        site: String,
+        product: Option<String>,
+    },
+    #[error("attribute '{attribute}' of site {site} is '{value}', not a number")]
+    NotANumber {
+        attribute: String,
+        site: String,
+        value: String,
+    },
+    #[error("pool '{pool}' has capacity 0, so nothing that uses it could ever run")]
+    ZeroCapacity { pool: String },
+    #[error("needs {needs} units of pool '{pool}', which has only {capacity}")]
+    PoolTooSmall {
+        pool: String,
+        needs: u32,
+        capacity: u32,
+    },
+    #[error("site {site} is listed twice (first at {first})")]
+    DuplicateSite { site: String, first: String },
+    #[error("the request lists no sites")]
+    EmptyRequest,
+    #[error("'{value}' is not a duration ({reason})")]
+    BadDuration { value: String, reason: String },
+    #[error("'{value}' is not an RFC 3339 timestamp ({reason})")]
+    BadTimestamp { value: String, reason: String },
+    #[error("{0}")]
+    BadSiteId(SiteIdError),
+    #[error(
+        "site {site} has product '{product}', which needs '{needs}', but the site does not list '{needs}'"
+    )]
+    MissingProductDependency {
+        site: String,
+        product: String,
+        needs: String,
+    },
+    #[error("{message}")]
+    Invalid { message: String, fix: String },
+}
+
+fn product_suffix(product: &Option<String>) -> String {
+    match product {
+        Some(p) => format!(" (looked up as '{p}.<attribute>' and '<attribute>')"),
+        None => String::new(),
+    }
+}
+
+impl ProblemKind {
+    /// What the operator should do about it.
+    pub fn fix(&self) -> String {
+        use ProblemKind::*;
+        match self {
+            Unreadable { .. } => "check the path and its permissions".into(),
+            TooLarge { .. } => "split the input, or check that this is the file you meant".into(),
+            EmptyFile => "give a file with content; see docs/workflow-format.md".into(),
+            NotUtf8 { .. } => "save the file as UTF-8 text; check that it is not a binary file".into(),
+            Syntax { .. } => "correct the syntax at the position shown".into(),
+            Cycle { .. } => "remove one of the dependencies on the cycle".into(),
+            Unknown { what, known, .. } => {
+                if known.is_empty() {
+                    format!("declare the {what} first")
+                } else {
+                    format!("use one of: {}", one_line_list(known))
+                }
+            }
+            MissingAttribute { attribute, .. } => {
+                format!("set '{attribute}' in the site's attrs (or its CSV row)")
+            }
+            NotANumber { .. } => "give a number, e.g. 12.5".into(),
+            ZeroCapacity { .. } => "give the pool a capacity of at least 1".into(),
+            PoolTooSmall { .. } => "raise the pool's capacity or lower the step's use".into(),
+            DuplicateSite { .. } => "list each site once".into(),
+            EmptyRequest => "add sites under [[sites]] or name a CSV with request.sites_csv".into(),
+            BadDuration { .. } => "write a duration like \"90s\", \"15m\" or \"1h 30m\"".into(),
+            BadTimestamp { .. } => "write a time like \"2022-04-05T07:38:00Z\"".into(),
+            BadSiteId(_) => {
+                "check that this list really names sites; a site ID is 'site-' followed by lowercase letters, digits and hyphens".into()
+            }
+            MissingProductDependency { needs, .. } => {
+                format!("add '{needs}' to the site's products")
+            }
+            Invalid { fix, .. } => fix.clone(),
+        }
+    }
+}
+
+fn one_line_list(items: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut out = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        out.push_str(&format!(", … ({} in all)", items.len()));
+    }
+    out
+}
+
+/// A problem for a TOML deserialization error, located by its span.
+pub fn from_toml(source: &crate::source::Source, err: &toml::de::Error) -> Problem {
+    let at = match err.span() {
+        Some(span) => source.locate(span.start),
+        None => source.whole(),
+    };
+    Problem::new(
+        at,
+        "",
+        ProblemKind::Syntax {
+            message: err.message().trim().to_owned(),
+        },
+    )
+}

@@ -1,0 +1,178 @@
+//! The planner: workflow × request → one DAG of step instances, validated, ranked and hashed.
+//!
+//! Pure and synchronous: no tokio, no IO. petgraph is used only inside this module.
+//! - `expand`: instances, their parameters, dependencies and pool use;
+//! - `graph`: cycle detection with the cycle's path, topological order;
+//! - `rank`: upward rank, critical path, makespan lower bound;
+//! - `hash`: the canonical plan hash;
+//! - `doc`: the JSON documents `drover plan` prints and writes.
+
+pub mod doc;
+mod expand;
+mod graph;
+mod hash;
+mod rank;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::diag::Problem;
+use crate::ids::SiteId;
+use crate::request::Request;
+use crate::workflow::{Retry, Workflow};
+
+/// Index of a step in [`Plan::steps`].
+pub type StepIdx = u32;
+
+/// An executable plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub workflow: String,
+    pub request: String,
+    /// RFC 3339, as given in the request.
+    pub point_in_time: String,
+    pub pools: Vec<PoolPlan>,
+    pub tiers: Vec<String>,
+    /// Product names; `Step::product` indexes this.
+    pub products: Vec<String>,
+    /// Template names and kinds; `Step::template` indexes this.
+    pub templates: Vec<TemplateInfo>,
+    /// Sites in ID order.
+    pub sites: Vec<SitePlan>,
+    /// Steps, grouped by site in ID order; `deps` always point at other entries here.
+    pub steps: Vec<Step>,
+    /// Step indices along the critical path, first to last.
+    pub critical_path: Vec<StepIdx>,
+    /// max(critical path, busiest pool's demand ÷ capacity).
+    pub lower_bound: Duration,
+    /// SHA-256 of the canonical serialization, lowercase hex.
+    pub hash: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolPlan {
+    pub name: String,
+    pub capacity: u32,
+    /// Σ estimate × units over every step that uses the pool.
+    pub demand: Duration,
+}
+
+impl PoolPlan {
+    /// The time this pool alone needs: demand ÷ capacity.
+    pub fn bound(&self) -> Duration {
+        self.demand / self.capacity.max(1)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TemplateInfo {
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct SitePlan {
+    pub id: SiteId,
+    pub tier: usize,
+    /// Indices into `Plan::products`.
+    pub products: Vec<u16>,
+}
+
+/// What one step instance is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A step of one site (and maybe one of its products).
+    Site { site: u32, product: Option<u16> },
+    /// A step of a shared unit that many sites need: attribute name, unit value, and the
+    /// product the unit belongs to.
+    Shared {
+        attribute: String,
+        unit: String,
+        product: u16,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Stable, readable: `site-0042/wiki/rebuild`, `site-0042/reactivate`, `shard/wiki-3/fetch-shard`.
+    pub id: String,
+    pub template: u16,
+    pub owner: Owner,
+    pub params: BTreeMap<String, String>,
+    pub deps: Vec<StepIdx>,
+    /// Pool index and units held while running.
+    pub uses: Vec<(u16, u32)>,
+    pub estimate: Duration,
+    pub timeout: Duration,
+    pub retry: Retry,
+    /// Longest estimate-weighted path from this step to a sink, itself included.
+    pub rank: Duration,
+    /// Most urgent tier among the sites that need this step.
+    pub tier: usize,
+}
+
+/// Options that change how a plan is made (not what it restores).
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// Pool capacity overrides, e.g. from `--pools db=8`.
+    pub pool_capacity: BTreeMap<String, u32>,
+}
+
+impl Plan {
+    pub fn kind(&self, step: &Step) -> &str {
+        &self.templates[step.template as usize].kind
+    }
+
+    /// Σ of every step's estimate: the time one worker would need.
+    pub fn total_work(&self) -> Duration {
+        self.steps.iter().map(|s| s.estimate).sum()
+    }
+
+    pub fn critical_path_length(&self) -> Duration {
+        self.critical_path
+            .first()
+            .map_or(Duration::ZERO, |&s| self.steps[s as usize].rank)
+    }
+
+    pub fn edge_count(&self) -> usize {
+        self.steps.iter().map(|s| s.deps.len()).sum()
+    }
+}
+
+/// Expands, validates, ranks and hashes. Reports every problem found, not just the first.
+pub fn plan(wf: &Workflow, req: &Request, opts: &PlanOptions) -> Result<Plan, Vec<Problem>> {
+    let mut problems = graph::check_workflow(wf);
+    problems.extend(check_overrides(wf, opts));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut plan = expand::expand(wf, req, opts)?;
+    let order = graph::topological_order(&plan)?;
+    rank::rank(&mut plan, &order);
+    plan.hash = hash::hash(&plan);
+    Ok(plan)
+}
+
+fn check_overrides(wf: &Workflow, opts: &PlanOptions) -> Vec<Problem> {
+    use crate::diag::{Location, ProblemKind};
+    let known: Vec<String> = wf.pools.iter().map(|p| p.name.clone()).collect();
+    let mut problems = Vec::new();
+    for (name, &cap) in &opts.pool_capacity {
+        let at = Location::file("--pools");
+        if !known.contains(name) {
+            let kind = ProblemKind::Unknown {
+                what: "pool",
+                name: name.clone(),
+                known: known.clone(),
+            };
+            problems.push(Problem::new(at, name.clone(), kind));
+        } else if cap == 0 {
+            problems.push(Problem::new(
+                at,
+                name.clone(),
+                ProblemKind::ZeroCapacity { pool: name.clone() },
+            ));
+        }
+    }
+    problems
+}

@@ -1,0 +1,204 @@
+//! The JSON documents of a plan: the summary `drover plan --format json` prints, and the full plan
+//! `--out` writes for review and for `drover run --plan`. Field meanings: docs/plan-format.md.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Owner, Plan, Step};
+use crate::workflow::Retry;
+
+pub const SUMMARY_FORMAT: &str = "drover-plan-summary/1";
+pub const PLAN_FORMAT: &str = "drover-plan/1";
+
+#[derive(Serialize)]
+pub struct Summary<'a> {
+    pub format: &'static str,
+    pub hash: &'a str,
+    pub workflow: &'a str,
+    pub request: &'a str,
+    pub point_in_time: &'a str,
+    pub sites: usize,
+    pub sites_by_tier: BTreeMap<&'a str, usize>,
+    pub sites_by_product: BTreeMap<&'a str, usize>,
+    pub steps: usize,
+    pub steps_by_kind: BTreeMap<&'a str, usize>,
+    pub edges: usize,
+    pub pools: Vec<PoolDoc<'a>>,
+    pub critical_path: CriticalPath<'a>,
+    pub lower_bound_s: f64,
+    pub total_work_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct PoolDoc<'a> {
+    pub name: &'a str,
+    pub capacity: u32,
+    /// Σ estimate × units, in seconds.
+    pub demand_s: f64,
+    /// demand ÷ capacity: the least time this pool alone needs.
+    pub bound_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct CriticalPath<'a> {
+    pub length_s: f64,
+    pub steps: Vec<&'a str>,
+}
+
+impl<'a> Summary<'a> {
+    pub fn new(plan: &'a Plan) -> Summary<'a> {
+        let mut sites_by_tier = BTreeMap::new();
+        let mut sites_by_product = BTreeMap::new();
+        for site in &plan.sites {
+            *sites_by_tier
+                .entry(plan.tiers[site.tier].as_str())
+                .or_default() += 1;
+            for &p in &site.products {
+                *sites_by_product
+                    .entry(plan.products[p as usize].as_str())
+                    .or_default() += 1;
+            }
+        }
+        let mut steps_by_kind = BTreeMap::new();
+        for step in &plan.steps {
+            *steps_by_kind.entry(plan.kind(step)).or_default() += 1;
+        }
+        Summary {
+            format: SUMMARY_FORMAT,
+            hash: &plan.hash,
+            workflow: &plan.workflow,
+            request: &plan.request,
+            point_in_time: &plan.point_in_time,
+            sites: plan.sites.len(),
+            sites_by_tier,
+            sites_by_product,
+            steps: plan.steps.len(),
+            steps_by_kind,
+            edges: plan.edge_count(),
+            pools: plan
+                .pools
+                .iter()
+                .map(|p| PoolDoc {
+                    name: &p.name,
+                    capacity: p.capacity,
+                    demand_s: p.demand.as_secs_f64(),
+                    bound_s: p.bound().as_secs_f64(),
+                })
+                .collect(),
+            critical_path: CriticalPath {
+                length_s: plan.critical_path_length().as_secs_f64(),
+                steps: plan
+                    .critical_path
+                    .iter()
+                    .map(|&i| plan.steps[i as usize].id.as_str())
+                    .collect(),
+            },
+            lower_bound_s: plan.lower_bound.as_secs_f64(),
+            total_work_s: plan.total_work().as_secs_f64(),
+        }
+    }
+}
+
+/// The full plan: every step with its dependencies, pool use and rank.
+#[derive(Serialize)]
+pub struct PlanDoc<'a> {
+    pub format: &'static str,
+    pub hash: &'a str,
+    pub summary: Summary<'a>,
+    pub tiers: &'a [String],
+    pub sites: Vec<SiteDoc<'a>>,
+    pub steps: Vec<StepDoc<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct SiteDoc<'a> {
+    pub id: &'a str,
+    pub tier: &'a str,
+    pub products: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+pub struct StepDoc<'a> {
+    pub id: &'a str,
+    pub template: &'a str,
+    pub kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<&'a str>,
+    pub params: &'a BTreeMap<String, String>,
+    pub deps: Vec<&'a str>,
+    pub uses: BTreeMap<&'a str, u32>,
+    pub estimate_ms: u64,
+    pub timeout_ms: u64,
+    pub retry: Retry,
+    pub rank_ms: u64,
+    pub tier: &'a str,
+}
+
+impl<'a> PlanDoc<'a> {
+    pub fn new(plan: &'a Plan) -> PlanDoc<'a> {
+        PlanDoc {
+            format: PLAN_FORMAT,
+            hash: &plan.hash,
+            summary: Summary::new(plan),
+            tiers: &plan.tiers,
+            sites: plan
+                .sites
+                .iter()
+                .map(|s| SiteDoc {
+                    id: s.id.as_str(),
+                    tier: &plan.tiers[s.tier],
+                    products: s
+                        .products
+                        .iter()
+                        .map(|&p| plan.products[p as usize].as_str())
+                        .collect(),
+                })
+                .collect(),
+            steps: plan.steps.iter().map(|s| step_doc(plan, s)).collect(),
+        }
+    }
+}
+
+fn step_doc<'a>(plan: &'a Plan, step: &'a Step) -> StepDoc<'a> {
+    let (site, product, unit) = match &step.owner {
+        Owner::Site { site, product } => (
+            Some(plan.sites[*site as usize].id.as_str()),
+            product.map(|p| plan.products[p as usize].as_str()),
+            None,
+        ),
+        Owner::Shared { unit, product, .. } => (
+            None,
+            Some(plan.products[*product as usize].as_str()),
+            Some(unit.as_str()),
+        ),
+    };
+    StepDoc {
+        id: &step.id,
+        template: &plan.templates[step.template as usize].name,
+        kind: plan.kind(step),
+        site,
+        product,
+        unit,
+        params: &step.params,
+        deps: step
+            .deps
+            .iter()
+            .map(|&d| plan.steps[d as usize].id.as_str())
+            .collect(),
+        uses: step
+            .uses
+            .iter()
+            .map(|&(p, n)| (plan.pools[p as usize].name.as_str(), n))
+            .collect(),
+        estimate_ms: step.estimate.as_millis() as u64,
+        timeout_ms: step.timeout.as_millis() as u64,
+        retry: step.retry,
+        rank_ms: step.rank.as_millis() as u64,
+        tier: &plan.tiers[step.tier],
+    }
+}

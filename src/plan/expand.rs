@@ -1,0 +1,588 @@
+//! Expansion: every (site, product, template), (site, template) and (shared unit, template)
+//! instance, with rendered parameters, resolved dependencies, pool use and estimates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use super::{Owner, Plan, PlanOptions, PoolPlan, SitePlan, Step, StepIdx, TemplateInfo};
+use crate::diag::{Location, Problem, ProblemKind};
+use crate::request::{Request, Site};
+use crate::workflow::{Scope, Template, Workflow};
+
+const NONE: StepIdx = StepIdx::MAX;
+
+pub(super) fn expand(
+    wf: &Workflow,
+    req: &Request,
+    opts: &PlanOptions,
+) -> Result<Plan, Vec<Problem>> {
+    let mut order: Vec<&Site> = req.sites.iter().collect();
+    order.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut x = Expander::new(wf, req, opts, order.len());
+    for (s, site) in order.iter().enumerate() {
+        x.site(s as u32, site);
+    }
+    for (s, site) in order.iter().enumerate() {
+        x.link_site(s as u32, site);
+    }
+    if !x.problems.is_empty() {
+        return Err(x.problems);
+    }
+    Ok(x.finish(req))
+}
+
+struct Expander<'a> {
+    wf: &'a Workflow,
+    req: &'a Request,
+    capacity: Vec<u32>,
+    steps: Vec<Step>,
+    sites: Vec<SitePlan>,
+    problems: Vec<Problem>,
+    /// `[site][product][template]` → step, flattened.
+    product_slot: Vec<StepIdx>,
+    /// `[site][template]` → step, flattened.
+    site_slot: Vec<StepIdx>,
+    /// (template, unit value) → step, and the product that first claimed the unit.
+    shared: HashMap<(usize, String), (StepIdx, usize)>,
+    /// Σ of the scaling attribute over a shared step's sites.
+    shared_scale: HashMap<StepIdx, f64>,
+    pit: String,
+}
+
+impl<'a> Expander<'a> {
+    fn new(wf: &'a Workflow, req: &'a Request, opts: &PlanOptions, n_sites: usize) -> Self {
+        let (p, t) = (wf.products.len(), wf.templates.len());
+        let capacity = wf
+            .pools
+            .iter()
+            .map(|pool| {
+                opts.pool_capacity
+                    .get(&pool.name)
+                    .copied()
+                    .unwrap_or(pool.capacity)
+            })
+            .collect();
+        Expander {
+            wf,
+            req,
+            capacity,
+            steps: Vec::with_capacity(n_sites * (p * 3 + 2)),
+            sites: Vec::with_capacity(n_sites),
+            problems: Vec::new(),
+            product_slot: vec![NONE; n_sites * p * t],
+            site_slot: vec![NONE; n_sites * t],
+            shared: HashMap::new(),
+            shared_scale: HashMap::new(),
+            pit: req
+                .point_in_time
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        }
+    }
+
+    fn report(&mut self, at: &Location, entry: String, kind: ProblemKind) {
+        self.problems.push(Problem::new(at.clone(), entry, kind));
+    }
+
+    /// Resolves the site's products and creates its instances (dependencies come later).
+    fn site(&mut self, s: u32, site: &Site) {
+        let products = self.products_of(site);
+        for (t, template) in self.wf.templates.iter().enumerate() {
+            match &template.scope {
+                Scope::Product => {
+                    for &p in products.iter().filter(|&&p| template.applies_to(p)) {
+                        let id =
+                            format!("{}/{}/{}", site.id, self.wf.products[p].name, template.name);
+                        let idx = self.instance(
+                            id,
+                            t,
+                            Owner::Site {
+                                site: s,
+                                product: Some(p as u16),
+                            },
+                            site,
+                        );
+                        let slot = self.pslot(s, p, t);
+                        self.product_slot[slot] = idx;
+                    }
+                }
+                Scope::Site => {
+                    let id = format!("{}/{}", site.id, template.name);
+                    let idx = self.instance(
+                        id,
+                        t,
+                        Owner::Site {
+                            site: s,
+                            product: None,
+                        },
+                        site,
+                    );
+                    self.site_slot[s as usize * self.wf.templates.len() + t] = idx;
+                }
+                Scope::Shared { attribute } => {
+                    for &p in products.iter().filter(|&&p| template.applies_to(p)) {
+                        self.join_shared(site, t, attribute, p);
+                    }
+                }
+            }
+        }
+        self.sites.push(SitePlan {
+            id: site.id.clone(),
+            tier: site.tier,
+            products: products.iter().map(|&p| p as u16).collect(),
+        });
+    }
+
+    fn pslot(&self, s: u32, p: usize, t: usize) -> usize {
+        (s as usize * self.wf.products.len() + p) * self.wf.templates.len() + t
+    }
+
+    /// The site's product indices in workflow order, with unknown names and missing
+    /// dependencies reported.
+    fn products_of(&mut self, site: &Site) -> Vec<usize> {
+        let (names, at) = match (&site.products, &self.req.default_products) {
+            (Some(own), _) => (own.clone(), site.at.clone()),
+            (None, Some((default, at))) => (default.clone(), at.clone()),
+            (None, None) => {
+                let kind = ProblemKind::Invalid {
+                    message: "the site lists no products and the request has no default `products`"
+                        .into(),
+                    fix: "give the site a products list, or set request.products".into(),
+                };
+                self.report(&site.at, format!("site {}", site.id), kind);
+                return Vec::new();
+            }
+        };
+        let mut products = Vec::new();
+        for name in &names {
+            match self.wf.product_index(name) {
+                Some(p) if !products.contains(&p) => products.push(p),
+                Some(_) => {}
+                None => {
+                    let known = self.wf.products.iter().map(|p| p.name.clone()).collect();
+                    self.report(
+                        &at,
+                        format!("site {} products", site.id),
+                        ProblemKind::Unknown {
+                            what: "product",
+                            name: name.clone(),
+                            known,
+                        },
+                    );
+                }
+            }
+        }
+        if products.is_empty() && self.problems.is_empty() {
+            let kind = ProblemKind::Invalid {
+                message: "the site's product list is empty".into(),
+                fix: "list at least one product".into(),
+            };
+            self.report(&at, format!("site {}", site.id), kind);
+        }
+        products.sort_unstable();
+        for &p in &products {
+            for &q in &self.wf.products[p].after {
+                if !products.contains(&q) {
+                    let kind = ProblemKind::MissingProductDependency {
+                        site: site.id.to_string(),
+                        product: self.wf.products[p].name.clone(),
+                        needs: self.wf.products[q].name.clone(),
+                    };
+                    self.report(&site.at, format!("site {} products", site.id), kind);
+                }
+            }
+        }
+        products
+    }
+
+    fn join_shared(&mut self, site: &Site, t: usize, attribute: &str, p: usize) {
+        let wf = self.wf;
+        let Some(unit) = attr(site, Some(&self.wf.products[p].name), attribute) else {
+            let kind = ProblemKind::MissingAttribute {
+                attribute: attribute.to_owned(),
+                site: site.id.to_string(),
+                product: Some(self.wf.products[p].name.clone()),
+            };
+            self.report(
+                &site.at,
+                format!(
+                    "site {} (needed by step '{}')",
+                    site.id, self.wf.templates[t].name
+                ),
+                kind,
+            );
+            return;
+        };
+        let unit = unit.to_owned();
+        let template = &wf.templates[t];
+        let idx = match self.shared.get(&(t, unit.clone())) {
+            Some(&(idx, first)) if first != p => {
+                let kind = ProblemKind::Invalid {
+                    message: format!(
+                        "shared unit '{unit}' is named by products '{}' and '{}'",
+                        self.wf.products[first].name, self.wf.products[p].name
+                    ),
+                    fix: "give each product's units distinct names, e.g. wiki-3 and issues-3"
+                        .into(),
+                };
+                self.report(&site.at, format!("site {} attrs", site.id), kind);
+                idx
+            }
+            Some(&(idx, _)) => idx,
+            None => {
+                let id = format!("{attribute}/{unit}/{}", template.name);
+                let owner = Owner::Shared {
+                    attribute: attribute.to_owned(),
+                    unit: unit.clone(),
+                    product: p as u16,
+                };
+                let idx = self.instance(id, t, owner, site);
+                self.shared.insert((t, unit.clone()), (idx, p));
+                idx
+            }
+        };
+        let step = &mut self.steps[idx as usize];
+        step.tier = step.tier.min(site.tier);
+        if let Some((attribute, _)) = &template.estimate.scale {
+            let product = self.wf.products[p].name.clone();
+            if let Some(v) = self.number(site, Some(&product), attribute, t) {
+                *self.shared_scale.entry(idx).or_default() += v;
+            }
+        }
+    }
+
+    /// Creates one instance with rendered params, pool use and its unscaled-or-scaled estimate.
+    fn instance(&mut self, id: String, t: usize, owner: Owner, site: &Site) -> StepIdx {
+        let wf = self.wf;
+        let template = &wf.templates[t];
+        let product = match &owner {
+            Owner::Site {
+                product: Some(p), ..
+            }
+            | Owner::Shared { product: p, .. } => Some(wf.products[*p as usize].name.as_str()),
+            _ => None,
+        };
+        let mut params = BTreeMap::new();
+        for (key, value) in &template.params {
+            let rendered = value.render(|var| self.var(var, &owner, site, product, &template.name));
+            match rendered {
+                Ok(v) => {
+                    params.insert(key.clone(), v);
+                }
+                Err(var) => {
+                    let var = var.as_str();
+                    let site_for = if matches!(owner, Owner::Shared { .. }) {
+                        None
+                    } else {
+                        Some(site)
+                    };
+                    self.missing_var(var, site_for, template, key, product);
+                }
+            }
+        }
+        let estimate = match (&template.estimate.scale, &owner) {
+            (Some((attribute, per)), Owner::Site { .. }) => {
+                let v = self.number(site, product, attribute, t).unwrap_or(0.0);
+                template.estimate.base + per.mul_f64(v)
+            }
+            _ => template.estimate.base,
+        };
+        let uses: Vec<(u16, u32)> = template
+            .uses
+            .iter()
+            .map(|&(pool, n)| (pool as u16, n))
+            .collect();
+        for &(pool, n) in &uses {
+            let cap = self.capacity[pool as usize];
+            if n > cap {
+                let wf_at = Location {
+                    file: self.wf.file.clone(),
+                    line: Some(template.line),
+                    column: None,
+                };
+                let kind = ProblemKind::PoolTooSmall {
+                    pool: self.wf.pools[pool as usize].name.clone(),
+                    needs: n,
+                    capacity: cap,
+                };
+                if !self.problems.iter().any(|p| p.at == wf_at) {
+                    self.report(&wf_at, format!("steps.{}.uses", template.name), kind);
+                }
+            }
+        }
+        self.steps.push(Step {
+            id,
+            template: t as u16,
+            owner,
+            params,
+            deps: Vec::new(),
+            uses,
+            estimate,
+            timeout: template.timeout,
+            retry: template.retry,
+            rank: Duration::ZERO,
+            tier: site.tier,
+        });
+        (self.steps.len() - 1) as StepIdx
+    }
+
+    fn var<'s>(
+        &'s self,
+        var: &str,
+        owner: &'s Owner,
+        site: &'s Site,
+        product: Option<&'s str>,
+        step: &'s str,
+    ) -> Option<&'s str> {
+        let shared = matches!(owner, Owner::Shared { .. });
+        match (var, owner) {
+            ("unit", Owner::Shared { unit, .. }) => Some(unit),
+            (
+                v,
+                Owner::Shared {
+                    attribute, unit, ..
+                },
+            ) if v == attribute => Some(unit),
+            ("site", _) if !shared => Some(site.id.as_str()),
+            ("tier", _) if !shared => Some(&self.req.tiers[site.tier]),
+            (
+                "product",
+                Owner::Site {
+                    product: Some(p), ..
+                }
+                | Owner::Shared { product: p, .. },
+            ) => Some(&self.wf.products[*p as usize].name),
+            ("point_in_time", _) => Some(&self.pit),
+            ("request", _) => Some(&self.req.name),
+            ("backups", _) => self.req.backups.as_deref(),
+            ("target", _) => self.req.target.as_deref(),
+            ("step", _) => Some(step),
+            (attribute, _) if !shared => attr(site, product, attribute),
+            _ => None,
+        }
+    }
+
+    fn missing_var(
+        &mut self,
+        var: &str,
+        site: Option<&Site>,
+        template: &Template,
+        key: &str,
+        product: Option<&str>,
+    ) {
+        let entry = format!("steps.{}.params.{key}", template.name);
+        let (at, kind) = match site {
+            Some(site) if !crate::workflow::params::BUILTIN_VARS.contains(&var) => (
+                site.at.clone(),
+                ProblemKind::MissingAttribute {
+                    attribute: var.to_owned(),
+                    site: site.id.to_string(),
+                    product: product.map(str::to_owned),
+                },
+            ),
+            _ => {
+                let at = Location {
+                    file: self.wf.file.clone(),
+                    line: Some(template.line),
+                    column: None,
+                };
+                let message = format!("variable '{{{var}}}' has no value here");
+                let fix = match (var, site) {
+                    ("backups", _) => "set [backups] source in the request".to_owned(),
+                    ("target", _) => "set [target] registry in the request".to_owned(),
+                    (_, None) => "a shared step's params may use {unit}, its unit attribute, {product}, {point_in_time}, {request}, {backups} and {target}".to_owned(),
+                    _ => "a site step has no {product} or {unit}; remove the variable".to_owned(),
+                };
+                (at, ProblemKind::Invalid { message, fix })
+            }
+        };
+        if !self.problems.iter().any(|p| p.entry == entry && p.at == at) {
+            self.problems.push(Problem::new(at, entry, kind));
+        }
+    }
+
+    fn number(
+        &mut self,
+        site: &Site,
+        product: Option<&str>,
+        attribute: &str,
+        t: usize,
+    ) -> Option<f64> {
+        let entry = format!(
+            "site {} (estimate of step '{}')",
+            site.id, self.wf.templates[t].name
+        );
+        match attr(site, product, attribute) {
+            None => {
+                let kind = ProblemKind::MissingAttribute {
+                    attribute: attribute.to_owned(),
+                    site: site.id.to_string(),
+                    product: product.map(str::to_owned),
+                };
+                self.report(&site.at, entry, kind);
+                None
+            }
+            Some(text) => match text.parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
+                _ => {
+                    let kind = ProblemKind::NotANumber {
+                        attribute: attribute.to_owned(),
+                        site: site.id.to_string(),
+                        value: text.to_owned(),
+                    };
+                    self.report(&site.at, entry, kind);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Resolves the dependencies of every instance of one site.
+    fn link_site(&mut self, s: u32, site: &Site) {
+        let products: Vec<usize> = self.sites[s as usize]
+            .products
+            .iter()
+            .map(|&p| p as usize)
+            .collect();
+        for (t, template) in self.wf.templates.iter().enumerate() {
+            match &template.scope {
+                Scope::Product => {
+                    for &p in products.iter().filter(|&&p| template.applies_to(p)) {
+                        let me = self.product_slot[self.pslot(s, p, t)];
+                        let mut deps: Vec<StepIdx> = template
+                            .after
+                            .iter()
+                            .flat_map(|&a| self.resolve(s, site, Some(p), a))
+                            .collect();
+                        if let Some(gate) = self.wf.gate.filter(|g| g.step == t) {
+                            for &q in &self.wf.products[p].after {
+                                deps.push(self.product_slot[self.pslot(s, q, gate.waits_for)]);
+                            }
+                        }
+                        self.set_deps(me, deps);
+                    }
+                }
+                Scope::Site => {
+                    let me = self.site_slot[s as usize * self.wf.templates.len() + t];
+                    let deps = template
+                        .after
+                        .iter()
+                        .flat_map(|&a| self.resolve(s, site, None, a))
+                        .collect();
+                    self.set_deps(me, deps);
+                }
+                Scope::Shared { attribute } => {
+                    for &p in products.iter().filter(|&&p| template.applies_to(p)) {
+                        let Some(unit) = attr(site, Some(&self.wf.products[p].name), attribute)
+                        else {
+                            continue;
+                        };
+                        let Some(&(me, _)) = self.shared.get(&(t, unit.to_owned())) else {
+                            continue;
+                        };
+                        if self.steps[me as usize].deps.is_empty() {
+                            let deps = template
+                                .after
+                                .iter()
+                                .flat_map(|&a| self.resolve(s, site, Some(p), a))
+                                .collect();
+                            self.set_deps(me, deps);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The instances that template `a` means, seen from site `s` (and product `p`).
+    fn resolve(&self, s: u32, site: &Site, p: Option<usize>, a: usize) -> Vec<StepIdx> {
+        let dep = &self.wf.templates[a];
+        let products: Vec<usize> = match p {
+            Some(p) => vec![p],
+            None => self.sites[s as usize]
+                .products
+                .iter()
+                .map(|&p| p as usize)
+                .filter(|&p| dep.applies_to(p))
+                .collect(),
+        };
+        let found: Vec<StepIdx> = match &dep.scope {
+            Scope::Product => products
+                .iter()
+                .map(|&p| self.product_slot[self.pslot(s, p, a)])
+                .collect(),
+            Scope::Site => vec![self.site_slot[s as usize * self.wf.templates.len() + a]],
+            Scope::Shared { attribute } => products
+                .iter()
+                .filter_map(|&p| attr(site, Some(&self.wf.products[p].name), attribute))
+                .filter_map(|unit| self.shared.get(&(a, unit.to_owned())).map(|&(idx, _)| idx))
+                .collect(),
+        };
+        found.into_iter().filter(|&i| i != NONE).collect()
+    }
+
+    fn set_deps(&mut self, me: StepIdx, mut deps: Vec<StepIdx>) {
+        deps.sort_unstable();
+        deps.dedup();
+        self.steps[me as usize].deps = deps;
+    }
+
+    fn finish(mut self, req: &Request) -> Plan {
+        for (&idx, &v) in &self.shared_scale {
+            let step = &mut self.steps[idx as usize];
+            let per = self.wf.templates[step.template as usize]
+                .estimate
+                .scale
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.1);
+            step.estimate += per.mul_f64(v);
+        }
+        let mut demand = vec![Duration::ZERO; self.wf.pools.len()];
+        for step in &self.steps {
+            for &(pool, n) in &step.uses {
+                demand[pool as usize] += step.estimate * n;
+            }
+        }
+        let pools = self
+            .wf
+            .pools
+            .iter()
+            .zip(demand)
+            .zip(&self.capacity)
+            .map(|((p, demand), &capacity)| PoolPlan {
+                name: p.name.clone(),
+                capacity,
+                demand,
+            })
+            .collect();
+        Plan {
+            workflow: self.wf.name.clone(),
+            request: req.name.clone(),
+            point_in_time: self.pit,
+            pools,
+            tiers: req.tiers.clone(),
+            products: self.wf.products.iter().map(|p| p.name.clone()).collect(),
+            templates: self
+                .wf
+                .templates
+                .iter()
+                .map(|t| TemplateInfo {
+                    name: t.name.clone(),
+                    kind: t.kind.clone(),
+                })
+                .collect(),
+            sites: self.sites,
+            steps: self.steps,
+            critical_path: Vec::new(),
+            lower_bound: Duration::ZERO,
+            hash: String::new(),
+        }
+    }
+}
+
+/// A site attribute, product-specific (`wiki.shard`) before site-wide (`shard`).
+fn attr<'s>(site: &'s Site, product: Option<&str>, name: &str) -> Option<&'s str> {
+    product
+        .and_then(|p| site.attrs.get(&format!("{p}.{name}")))
+        .or_else(|| site.attrs.get(name))
+        .map(String::as_str)
+}

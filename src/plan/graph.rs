@@ -1,0 +1,142 @@
+//! Graph checks with petgraph: cycles among products and step templates (reported with their
+//! path), and the topological order of the expanded instances.
+
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::{Plan, StepIdx};
+use crate::diag::{Location, Problem, ProblemKind};
+use crate::workflow::Workflow;
+
+/// Cycles in product ordering and in step templates' `after` lists.
+pub(super) fn check_workflow(wf: &Workflow) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let products = edges_graph(
+        wf.products.len(),
+        wf.products
+            .iter()
+            .enumerate()
+            .flat_map(|(p, prod)| prod.after.iter().map(move |&q| (q, p))),
+    );
+    for cycle in cycles(&products) {
+        let path = cycle
+            .iter()
+            .map(|&n| format!("product {}", wf.products[n].name))
+            .collect();
+        let entry = format!("products.{}.after", wf.products[cycle[0]].name);
+        problems.push(Problem::new(
+            Location::file(&wf.file),
+            entry,
+            ProblemKind::Cycle { path },
+        ));
+    }
+    let templates = edges_graph(
+        wf.templates.len(),
+        wf.templates
+            .iter()
+            .enumerate()
+            .flat_map(|(t, tpl)| tpl.after.iter().map(move |&a| (a, t))),
+    );
+    for cycle in cycles(&templates) {
+        let first = &wf.templates[cycle[0]];
+        let path = cycle
+            .iter()
+            .map(|&n| format!("step {}", wf.templates[n].name))
+            .collect();
+        let at = Location {
+            file: wf.file.clone(),
+            line: Some(first.line),
+            column: None,
+        };
+        problems.push(Problem::new(
+            at,
+            format!("steps.{}.after", first.name),
+            ProblemKind::Cycle { path },
+        ));
+    }
+    problems
+}
+
+/// Step indices in an order where every step comes after its dependencies.
+pub(super) fn topological_order(plan: &Plan) -> Result<Vec<StepIdx>, Vec<Problem>> {
+    let edges = plan
+        .steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.deps.iter().map(move |&d| (d as usize, i)));
+    let graph = edges_graph(plan.steps.len(), edges);
+    match toposort(&graph, None) {
+        Ok(order) => Ok(order.into_iter().map(|n| n.index() as StepIdx).collect()),
+        Err(_) => Err(cycles(&graph)
+            .into_iter()
+            .take(5)
+            .map(|cycle| {
+                let path = cycle.iter().map(|&n| plan.steps[n].id.clone()).collect();
+                Problem::new(
+                    Location::file("plan"),
+                    "expanded steps",
+                    ProblemKind::Cycle { path },
+                )
+            })
+            .collect()),
+    }
+}
+
+fn edges_graph(n: usize, edges: impl Iterator<Item = (usize, usize)>) -> DiGraph<(), ()> {
+    let mut g = DiGraph::with_capacity(n, n * 2);
+    for _ in 0..n {
+        g.add_node(());
+    }
+    for (a, b) in edges {
+        g.add_edge(NodeIndex::new(a), NodeIndex::new(b), ());
+    }
+    g
+}
+
+/// One cycle per strongly connected component that has one, as a closed path
+/// (the first node repeated at the end).
+fn cycles(g: &DiGraph<(), ()>) -> Vec<Vec<usize>> {
+    let mut found = Vec::new();
+    for scc in tarjan_scc(g) {
+        let start = scc[0];
+        let self_loop = g.contains_edge(start, start);
+        if scc.len() == 1 && !self_loop {
+            continue;
+        }
+        if self_loop {
+            found.push(vec![start.index(), start.index()]);
+            continue;
+        }
+        found.push(path_back(g, start, &scc));
+    }
+    found.sort();
+    found
+}
+
+/// Breadth-first search from `start` back to itself inside one component.
+fn path_back(g: &DiGraph<(), ()>, start: NodeIndex, scc: &[NodeIndex]) -> Vec<usize> {
+    let inside: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
+    let mut parent = std::collections::HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        for next in g.neighbors(n) {
+            if next == start {
+                let mut path = vec![start.index()];
+                let mut cur = n;
+                while cur != start {
+                    path.push(cur.index());
+                    cur = parent[&cur];
+                }
+                path.push(start.index());
+                let inner = path.len() - 1;
+                path[1..inner].reverse();
+                return path;
+            }
+            if inside.contains(&next) && !parent.contains_key(&next) {
+                parent.insert(next, n);
+                queue.push_back(next);
+            }
+        }
+    }
+    vec![start.index(), start.index()]
+}

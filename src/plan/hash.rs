@@ -1,0 +1,73 @@
+//! The plan hash: SHA-256 over a canonical, length-prefixed serialization of everything that
+//! decides what the plan does — steps, kinds, parameters, dependencies, pool use, estimates,
+//! timeouts and retries — and nothing that only decides how fast (pool capacities).
+//! Identical across runs and machines for the same inputs; see docs/plan-format.md.
+
+use sha2::{Digest, Sha256};
+
+use super::Plan;
+
+/// Bumped whenever the canonical serialization changes.
+const DOMAIN: &str = "drover-plan-v1";
+
+pub(super) fn hash(plan: &Plan) -> String {
+    let mut h = Canonical(Sha256::new());
+    h.str(DOMAIN);
+    h.str(&plan.workflow);
+    h.str(&plan.request);
+    h.str(&plan.point_in_time);
+    h.list(&plan.tiers);
+    h.list(plan.pools.iter().map(|p| &p.name));
+    h.num(plan.sites.len() as u64);
+    for site in &plan.sites {
+        h.str(site.id.as_str());
+        h.str(&plan.tiers[site.tier]);
+        h.list(site.products.iter().map(|&p| &plan.products[p as usize]));
+    }
+    h.num(plan.steps.len() as u64);
+    for step in &plan.steps {
+        let template = &plan.templates[step.template as usize];
+        h.str(&step.id);
+        h.str(&template.name);
+        h.str(&template.kind);
+        h.num(step.params.len() as u64);
+        for (k, v) in &step.params {
+            h.str(k);
+            h.str(v);
+        }
+        h.list(step.deps.iter().map(|&d| &plan.steps[d as usize].id));
+        h.num(step.uses.len() as u64);
+        for &(pool, n) in &step.uses {
+            h.str(&plan.pools[pool as usize].name);
+            h.num(n.into());
+        }
+        h.num(step.estimate.as_millis() as u64);
+        h.num(step.timeout.as_millis() as u64);
+        h.num(step.retry.attempts.into());
+        h.num(step.retry.initial_backoff.as_millis() as u64);
+        h.num(step.retry.max_backoff.as_millis() as u64);
+    }
+    hex::encode(h.0.finalize())
+}
+
+/// Length-prefixed fields, so no two different plans serialize to the same bytes.
+struct Canonical(Sha256);
+
+impl Canonical {
+    fn num(&mut self, n: u64) {
+        self.0.update(n.to_le_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.num(s.len() as u64);
+        self.0.update(s.as_bytes());
+    }
+
+    fn list<S: AsRef<str>>(&mut self, items: impl IntoIterator<Item = S>) {
+        let items: Vec<S> = items.into_iter().collect();
+        self.num(items.len() as u64);
+        for item in &items {
+            self.str(item.as_ref());
+        }
+    }
+}

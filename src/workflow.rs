@@ -1,0 +1,591 @@
+//! The workflow: how one multi-product site is restored. `format` holds the TOML types; this module
+//! resolves names to indices, parses durations and reports every problem at once.
+//!
+//! Pure: no IO. The caller reads the file into a [`Source`].
+
+pub mod format;
+pub mod params;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::diag::{self, Problem, ProblemKind};
+use crate::source::Source;
+use format::{ScopeSpec, StepSpec, WorkflowFile};
+pub use params::ParamTemplate;
+
+/// A validated workflow.
+#[derive(Clone, Debug)]
+pub struct Workflow {
+    /// The file it was read from, for messages.
+    pub file: String,
+    pub name: String,
+    pub description: String,
+    pub pools: Vec<Pool>,
+    /// Products in declaration-independent (name) order.
+    pub products: Vec<Product>,
+    /// Step templates in name order.
+    pub templates: Vec<Template>,
+    pub gate: Option<Gate>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Pool {
+    pub name: String,
+    pub capacity: u32,
+    pub description: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Product {
+    pub name: String,
+    pub description: String,
+    /// Products of the same site that must be restored first (indices into `products`).
+    pub after: Vec<usize>,
+}
+
+/// Where one instance of a template exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Once per (site, product).
+    Product,
+    /// Once per site.
+    Site,
+    /// Once per shared unit named by a site attribute (e.g. one fetch per database shard).
+    Shared { attribute: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub name: String,
+    pub scope: Scope,
+    /// For product and shared scope: the products it applies to (indices), all when `None`.
+    pub products: Option<Vec<usize>>,
+    pub kind: String,
+    pub params: BTreeMap<String, ParamTemplate>,
+    /// Templates this one waits for (indices into `templates`).
+    pub after: Vec<usize>,
+    /// Pool index and units held while running.
+    pub uses: Vec<(usize, u32)>,
+    pub retry: Retry,
+    pub timeout: Duration,
+    pub estimate: Estimate,
+    /// 1-based line of the template in the workflow file, for messages.
+    pub line: u32,
+}
+
+impl Template {
+    pub fn applies_to(&self, product: usize) -> bool {
+        self.products
+            .as_ref()
+            .is_none_or(|ps| ps.contains(&product))
+    }
+}
+
+/// Retry policy: `attempts` includes the first try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retry {
+    pub attempts: u32,
+    #[serde(with = "crate::util::millis")]
+    pub initial_backoff: Duration,
+    #[serde(with = "crate::util::millis")]
+    pub max_backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            attempts: 3,
+            initial_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The default step timeout when neither the step nor `[defaults]` sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// `base + per × attribute`.
+#[derive(Clone, Debug)]
+pub struct Estimate {
+    pub base: Duration,
+    pub scale: Option<(String, Duration)>,
+}
+
+/// Product ordering rule: a product's `step` waits for the `waits_for` step of every product
+/// listed in its `after`.
+#[derive(Clone, Copy, Debug)]
+pub struct Gate {
+    pub step: usize,
+    pub waits_for: usize,
+}
+
+impl Workflow {
+    pub fn product_index(&self, name: &str) -> Option<usize> {
+        self.products.iter().position(|p| p.name == name)
+    }
+
+    pub fn pool_index(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
+    }
+
+    /// Parses and validates a workflow. `known_kinds` are the step kinds this build knows.
+    pub fn parse(source: &Source, known_kinds: &[&str]) -> Result<Workflow, Vec<Problem>> {
+        let file: WorkflowFile =
+            toml::from_str(&source.text).map_err(|e| vec![diag::from_toml(source, &e)])?;
+        let mut r = Resolver {
+            source,
+            problems: Vec::new(),
+            known_kinds,
+        };
+        let workflow = r.resolve(file);
+        if r.problems.is_empty() {
+            Ok(workflow)
+        } else {
+            Err(r.problems)
+        }
+    }
+}
+
+struct Resolver<'a> {
+    source: &'a Source,
+    problems: Vec<Problem>,
+    known_kinds: &'a [&'a str],
+}
+
+impl Resolver<'_> {
+    fn report(
+        &mut self,
+        span: std::ops::Range<usize>,
+        entry: impl Into<String>,
+        kind: ProblemKind,
+    ) {
+        let at = self.source.locate(span.start);
+        self.problems.push(Problem::new(at, entry, kind));
+    }
+
+    fn resolve(&mut self, file: WorkflowFile) -> Workflow {
+        if *file.workflow.format.get_ref() != 1 {
+            let span = file.workflow.format.span();
+            self.report(
+                span,
+                "workflow.format",
+                invalid("only format 1 exists", "write format = 1"),
+            );
+        }
+        let pools = self.pools(&file);
+        let products = self.products(&file);
+        let names: Vec<String> = file.steps.keys().cloned().collect();
+        let default_timeout = file
+            .defaults
+            .timeout
+            .as_ref()
+            .and_then(|t| self.duration(t, "defaults.timeout"))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let default_retry = match &file.defaults.retry {
+            Some(spec) => self.retry(spec, Retry::default(), "defaults.retry"),
+            None => Retry::default(),
+        };
+        let ctx = TemplateCtx {
+            pools: &pools,
+            products: &products,
+            names: &names,
+            default_timeout,
+            default_retry,
+        };
+        let templates: Vec<Template> = file
+            .steps
+            .iter()
+            .map(|(name, spec)| self.template(name, spec, &ctx))
+            .collect();
+        self.check_scopes(&file, &templates);
+        let gate = file.gate.as_ref().and_then(|g| self.gate(g, &names));
+        if products.is_empty() {
+            self.report(
+                0..0,
+                "products",
+                invalid(
+                    "the workflow declares no products",
+                    "add at least one [products.<name>] table",
+                ),
+            );
+        }
+        if templates.is_empty() {
+            self.report(
+                0..0,
+                "steps",
+                invalid(
+                    "the workflow declares no steps",
+                    "add at least one [steps.<name>] table",
+                ),
+            );
+        }
+        Workflow {
+            file: self.source.name.clone(),
+            name: file.workflow.name,
+            description: file.workflow.description,
+            pools,
+            products,
+            templates,
+            gate,
+        }
+    }
+
+    fn pools(&mut self, file: &WorkflowFile) -> Vec<Pool> {
+        let mut pools = Vec::new();
+        for (name, spec) in &file.pools {
+            let cap = &spec.get_ref().capacity;
+            let capacity = match u32::try_from(*cap.get_ref()) {
+                Ok(0) => {
+                    self.report(
+                        cap.span(),
+                        format!("pools.{name}.capacity"),
+                        ProblemKind::ZeroCapacity { pool: name.clone() },
+                    );
+                    0
+                }
+                Ok(c) => c,
+                Err(_) => {
+                    self.report(
+                        cap.span(),
+                        format!("pools.{name}.capacity"),
+                        invalid(
+                            format!("capacity {} is out of range", cap.get_ref()),
+                            "give a whole number from 1 to 4294967295",
+                        ),
+                    );
+                    0
+                }
+            };
+            pools.push(Pool {
+                name: name.clone(),
+                capacity,
+                description: spec.get_ref().description.clone(),
+            });
+        }
+        pools
+    }
+
+    fn products(&mut self, file: &WorkflowFile) -> Vec<Product> {
+        let names: Vec<String> = file.products.keys().cloned().collect();
+        let mut products = Vec::new();
+        for (name, spec) in &file.products {
+            let entry = format!("products.{name}.after");
+            let after = spec
+                .get_ref()
+                .after
+                .iter()
+                .filter_map(|a| self.lookup(a, &names, "product", &entry))
+                .collect();
+            products.push(Product {
+                name: name.clone(),
+                description: spec.get_ref().description.clone(),
+                after,
+            });
+        }
+        products
+    }
+
+    fn lookup(
+        &mut self,
+        name: &Spanned<String>,
+        known: &[String],
+        what: &'static str,
+        entry: &str,
+    ) -> Option<usize> {
+        let found = known.iter().position(|k| k == name.get_ref());
+        if found.is_none() {
+            self.report(name.span(), entry, unknown(what, name.get_ref(), known));
+        }
+        found
+    }
+
+    fn duration(&mut self, value: &Spanned<String>, entry: &str) -> Option<Duration> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.report(
+                    value.span(),
+                    entry,
+                    ProblemKind::BadDuration {
+                        value: value.get_ref().clone(),
+                        reason: e.to_string(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn retry(&mut self, spec: &format::RetrySpec, base: Retry, entry: &str) -> Retry {
+        let mut retry = base;
+        if let Some(a) = &spec.attempts {
+            match u32::try_from(*a.get_ref()) {
+                Ok(n) if (1..=100).contains(&n) => retry.attempts = n,
+                _ => self.report(
+                    a.span(),
+                    format!("{entry}.attempts"),
+                    invalid(
+                        format!("attempts = {} is out of range", a.get_ref()),
+                        "give 1 to 100 (1 means no retry)",
+                    ),
+                ),
+            }
+        }
+        if let Some(d) = &spec.initial_backoff {
+            retry.initial_backoff = self
+                .duration(d, &format!("{entry}.initial_backoff"))
+                .unwrap_or(retry.initial_backoff);
+        }
+        if let Some(d) = &spec.max_backoff {
+            retry.max_backoff = self
+                .duration(d, &format!("{entry}.max_backoff"))
+                .unwrap_or(retry.max_backoff);
+        }
+        if retry.max_backoff < retry.initial_backoff {
+            retry.max_backoff = retry.initial_backoff;
+        }
+        retry
+    }
+
+    fn template(&mut self, name: &str, spec: &Spanned<StepSpec>, ctx: &TemplateCtx) -> Template {
+        let line = self.source.line_col(spec.span().start).0;
+        let s = spec.get_ref();
+        let entry = |field: &str| format!("steps.{name}.{field}");
+        if !self.known_kinds.contains(&s.kind.get_ref().as_str()) {
+            let known: Vec<String> = self.known_kinds.iter().map(|k| k.to_string()).collect();
+            self.report(
+                s.kind.span(),
+                entry("kind"),
+                unknown("step kind", s.kind.get_ref(), &known),
+            );
+        }
+        let scope = match (s.scope, &s.unit) {
+            (ScopeSpec::Shared, Some(unit)) => Scope::Shared {
+                attribute: unit.get_ref().clone(),
+            },
+            (ScopeSpec::Shared, None) => {
+                self.report(
+                    spec.span(),
+                    format!("steps.{name}"),
+                    invalid(
+                        "a shared step needs `unit`, the site attribute naming its unit",
+                        "add e.g. unit = \"shard\"",
+                    ),
+                );
+                Scope::Shared {
+                    attribute: String::new(),
+                }
+            }
+            (other, Some(unit)) => {
+                self.report(
+                    unit.span(),
+                    entry("unit"),
+                    invalid(
+                        "`unit` only applies to scope = \"shared\"",
+                        "remove `unit` or set scope = \"shared\"",
+                    ),
+                );
+                if other == ScopeSpec::Site {
+                    Scope::Site
+                } else {
+                    Scope::Product
+                }
+            }
+            (ScopeSpec::Site, None) => Scope::Site,
+            (ScopeSpec::Product, None) => Scope::Product,
+        };
+        let products = match (&s.products, &scope) {
+            (Some(_), Scope::Site) => {
+                self.report(
+                    spec.span(),
+                    entry("products"),
+                    invalid(
+                        "a site step runs once per site; `products` does not apply",
+                        "remove `products`",
+                    ),
+                );
+                None
+            }
+            (Some(list), _) => {
+                let names: Vec<String> = ctx.products.iter().map(|p| p.name.clone()).collect();
+                Some(
+                    list.iter()
+                        .filter_map(|p| self.lookup(p, &names, "product", &entry("products")))
+                        .collect(),
+                )
+            }
+            (None, _) => None,
+        };
+        let mut params = BTreeMap::new();
+        for (key, value) in &s.params {
+            let text = match value.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    self.report(
+                        value.span(),
+                        entry(&format!("params.{key}")),
+                        invalid(
+                            "a parameter must be a string, number or boolean",
+                            "write the value as a string",
+                        ),
+                    );
+                    continue;
+                }
+            };
+            match ParamTemplate::parse(&text) {
+                Ok(t) => {
+                    params.insert(key.clone(), t);
+                }
+                Err(why) => self.report(value.span(), entry(&format!("params.{key}")), invalid(why, "fix the template; variables are {site}, {product}, {unit}, {tier}, {point_in_time} or a site attribute")),
+            }
+        }
+        let after = s
+            .after
+            .iter()
+            .filter_map(|a| self.lookup(a, ctx.names, "step", &entry("after")))
+            .collect();
+        let mut uses = Vec::new();
+        let pool_names: Vec<String> = ctx.pools.iter().map(|p| p.name.clone()).collect();
+        for (pool, units) in &s.uses {
+            let Some(idx) = pool_names.iter().position(|p| p == pool) else {
+                self.report(
+                    units.span(),
+                    entry("uses"),
+                    unknown("pool", pool, &pool_names),
+                );
+                continue;
+            };
+            match u32::try_from(*units.get_ref()) {
+                Ok(0) | Err(_) => self.report(
+                    units.span(),
+                    entry(&format!("uses.{pool}")),
+                    invalid(
+                        format!("uses {} units", units.get_ref()),
+                        "use at least 1 unit, or remove the pool from `uses`",
+                    ),
+                ),
+                Ok(n) if ctx.pools[idx].capacity > 0 && n > ctx.pools[idx].capacity => self.report(
+                    units.span(),
+                    entry(&format!("uses.{pool}")),
+                    ProblemKind::PoolTooSmall {
+                        pool: pool.clone(),
+                        needs: n,
+                        capacity: ctx.pools[idx].capacity,
+                    },
+                ),
+                Ok(n) => uses.push((idx, n)),
+            }
+        }
+        let retry = match &s.retry {
+            Some(r) => self.retry(r, ctx.default_retry, &entry("retry")),
+            None => ctx.default_retry,
+        };
+        let timeout = s
+            .timeout
+            .as_ref()
+            .and_then(|t| self.duration(t, &entry("timeout")))
+            .unwrap_or(ctx.default_timeout);
+        let base = self
+            .duration(&s.estimate, &entry("estimate"))
+            .unwrap_or_default();
+        let scale = s.scale.as_ref().and_then(|sc| {
+            let per = self.duration(&sc.get_ref().per, &entry("scale.per"))?;
+            Some((sc.get_ref().attribute.clone(), per))
+        });
+        Template {
+            name: name.to_owned(),
+            scope,
+            products,
+            kind: s.kind.get_ref().clone(),
+            params,
+            after,
+            uses,
+            retry,
+            timeout,
+            estimate: Estimate { base, scale },
+            line,
+        }
+    }
+
+    /// Cross-scope rules for `after`: what each scope may wait for.
+    fn check_scopes(&mut self, file: &WorkflowFile, templates: &[Template]) {
+        for (t, (_, spec)) in templates.iter().zip(&file.steps) {
+            for (&a, a_spec) in t.after.iter().zip(&spec.get_ref().after) {
+                let dep = &templates[a];
+                let entry = format!("steps.{}.after", t.name);
+                let problem = match (&t.scope, &dep.scope) {
+                    (Scope::Shared { attribute }, Scope::Shared { attribute: other })
+                        if attribute != other =>
+                    {
+                        Some(format!(
+                            "shared step '{}' (unit '{attribute}') cannot wait for '{}' of another unit ('{other}')",
+                            t.name, dep.name
+                        ))
+                    }
+                    (Scope::Shared { .. }, Scope::Shared { .. }) => None,
+                    (Scope::Shared { .. }, _) => Some(format!(
+                        "shared step '{}' runs once for many sites, so it can only wait for shared steps, not '{}'",
+                        t.name, dep.name
+                    )),
+                    (Scope::Product, Scope::Product) if !covers(dep, t) => Some(format!(
+                        "'{}' applies to products '{}' does not",
+                        t.name, dep.name
+                    )),
+                    (Scope::Product, Scope::Shared { .. }) if !covers(dep, t) => Some(format!(
+                        "'{}' applies to products that shared step '{}' does not",
+                        t.name, dep.name
+                    )),
+                    _ => None,
+                };
+                if let Some(message) = problem {
+                    self.report(a_spec.span(), entry, invalid(message, "change `after` or the two steps' `products` so every instance has what it waits for"));
+                }
+            }
+        }
+    }
+
+    fn gate(&mut self, gate: &Spanned<format::GateSpec>, names: &[String]) -> Option<Gate> {
+        let g = gate.get_ref();
+        let step = self.lookup(&g.step, names, "step", "gate.step")?;
+        let waits_for = self.lookup(&g.waits_for, names, "step", "gate.waits_for")?;
+        Some(Gate { step, waits_for })
+    }
+}
+
+/// Whether `dep` exists for every product `t` applies to.
+fn covers(dep: &Template, t: &Template) -> bool {
+    match (&dep.products, &t.products) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(d), Some(ts)) => ts.iter().all(|p| d.contains(p)),
+    }
+}
+
+struct TemplateCtx<'a> {
+    pools: &'a [Pool],
+    products: &'a [Product],
+    names: &'a [String],
+    default_timeout: Duration,
+    default_retry: Retry,
+}
+
+fn invalid(message: impl Into<String>, fix: impl Into<String>) -> ProblemKind {
+    ProblemKind::Invalid {
+        message: message.into(),
+        fix: fix.into(),
+    }
+}
+
+fn unknown(what: &'static str, name: &str, known: &[String]) -> ProblemKind {
+    ProblemKind::Unknown {
+        what,
+        name: name.to_owned(),
+        known: known.to_vec(),
+    }
+}

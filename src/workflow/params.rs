@@ -1,0 +1,129 @@
+//! Parameter templates: `"{site}/attachments/{shard}"` split into literal text and variables,
+//! filled in per step instance by the planner.
+
+use std::fmt::Write;
+
+/// One parsed parameter value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamTemplate {
+    pieces: Vec<Piece>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Var(String),
+}
+
+/// Variables every step instance has; any other name is a site attribute.
+pub const BUILTIN_VARS: &[&str] = &[
+    "site",
+    "product",
+    "unit",
+    "tier",
+    "point_in_time",
+    "request",
+    "backups",
+    "target",
+    "step",
+];
+
+impl ParamTemplate {
+    /// Parses `{name}` variables; `{{` and `}}` are literal braces.
+    pub fn parse(text: &str) -> Result<ParamTemplate, String> {
+        let mut pieces = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '{' => {
+                    let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    if !is_var_name(&name) {
+                        return Err(format!(
+                            "'{{{name}' is not a variable: write {{name}} with letters, digits, '_' or '.', and close it with '}}'"
+                        ));
+                    }
+                    if !lit.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut lit)));
+                    }
+                    pieces.push(Piece::Var(name));
+                }
+                '}' => return Err("a lone '}' (write '}}' for a literal brace)".into()),
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            pieces.push(Piece::Text(lit));
+        }
+        Ok(ParamTemplate { pieces })
+    }
+
+    /// The variable names this template uses.
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Var(v) => Some(v.as_str()),
+            Piece::Text(_) => None,
+        })
+    }
+
+    /// Fills the template; `lookup` returns `None` for an unknown variable, which is reported.
+    pub fn render<'v>(
+        &self,
+        mut lookup: impl FnMut(&str) -> Option<&'v str>,
+    ) -> Result<String, String> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Var(v) => {
+                    let value = lookup(v).ok_or_else(|| v.clone())?;
+                    let _ = write!(out, "{value}");
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn is_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected: Result<&str, &str>) {
+        let vars = |v: &str| match v {
+            "site" => Some("site-0001"),
+            "shard" => Some("wiki-3"),
+            _ => None,
+        };
+        let got = ParamTemplate::parse(text)
+            .map_err(|_| "parse error")
+            .and_then(|t| t.render(vars).map_err(|_| "unknown var"));
+        assert_eq!(got.as_deref(), expected, "{text}");
+    }
+
+    #[test]
+    fn renders_variables_and_escapes() {
+        check("{site}/{shard}", Ok("site-0001/wiki-3"));
+        check("plain", Ok("plain"));
+        check("{{literal}}", Ok("{literal}"));
+        check("{nope}", Err("unknown var"));
+        check("{site", Err("parse error"));
+        check("a } b", Err("parse error"));
+        check("{}", Err("parse error"));
+    }
+}
