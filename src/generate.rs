@@ -17,6 +17,8 @@ pub struct GenerateOptions {
     pub point_in_time: String,
     pub backups: Option<String>,
     pub target: Option<String>,
+    /// Give every site every product (the planning benchmark's 10,000 × 6 shape).
+    pub all_products: bool,
 }
 
 impl Default for GenerateOptions {
@@ -28,6 +30,7 @@ impl Default for GenerateOptions {
             point_in_time: "2022-04-05T07:38:00Z".into(),
             backups: Some("backups".into()),
             target: None,
+            all_products: false,
         }
     }
 }
@@ -71,7 +74,7 @@ pub fn sites(opts: &GenerateOptions) -> Vec<GeneratedSite> {
             let site_gb = (normal(&mut rng) * 1.1).exp() * 2.0;
             let mut products = Vec::new();
             for &(name, share, weight) in PRODUCTS {
-                let wanted = rng.r#gen::<f64>() < share;
+                let wanted = rng.r#gen::<f64>() < share || opts.all_products;
                 let needs_issues =
                     name == "service-desk" && !products.iter().any(|(p, _, _)| *p == "issues");
                 if !wanted || needs_issues {

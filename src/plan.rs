@@ -176,3 +176,6 @@ fn check_overrides(wf: &Workflow, opts: &PlanOptions) -> Vec<Problem> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests;

@@ -44,6 +44,8 @@ pub struct Product {
     pub description: String,
     /// Products of the same site that must be restored first (indices into `products`).
     pub after: Vec<usize>,
+    /// 1-based line of the product's table, for messages.
+    pub line: u32,
 }
 
 /// Where one instance of a template exists.
@@ -280,6 +282,7 @@ impl Resolver<'_> {
                 .filter_map(|a| self.lookup(a, &names, "product", &entry))
                 .collect();
             products.push(Product {
+                line: self.source.line_col(spec.span().start).0,
                 name: name.clone(),
                 description: spec.get_ref().description.clone(),
                 after,

@@ -30,6 +30,9 @@ pub struct RequestArgs {
     /// (relative to the request file).
     #[arg(long, default_value = "backups")]
     backups: String,
+    /// Give every site all six products (instead of a realistic mix).
+    #[arg(long)]
+    all_products: bool,
     /// Write here instead of standard output. An existing file is not overwritten.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -45,6 +48,7 @@ pub fn run(cmd: GenerateCommand) -> Result<(), Failure> {
         seed: args.seed,
         sites_per_shard: args.sites_per_shard as usize,
         backups: Some(args.backups),
+        all_products: args.all_products,
         ..GenerateOptions::default()
     };
     let text = generate::request_toml(&opts);

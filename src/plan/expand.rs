@@ -582,7 +582,18 @@ impl<'a> Expander<'a> {
 /// A site attribute, product-specific (`wiki.shard`) before site-wide (`shard`).
 fn attr<'s>(site: &'s Site, product: Option<&str>, name: &str) -> Option<&'s str> {
     product
-        .and_then(|p| site.attrs.get(&format!("{p}.{name}")))
+        .and_then(|p| {
+            KEY.with_borrow_mut(|key| {
+                // One reused buffer: this runs for every instance of 200k-step plans.
+                key.clear();
+                key.extend([p, ".", name]);
+                site.attrs.get(key.as_str())
+            })
+        })
         .or_else(|| site.attrs.get(name))
         .map(String::as_str)
+}
+
+thread_local! {
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }

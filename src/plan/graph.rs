@@ -23,10 +23,15 @@ pub(super) fn check_workflow(wf: &Workflow) -> Vec<Problem> {
             .iter()
             .map(|&n| format!("product {}", wf.products[n].name))
             .collect();
-        let entry = format!("products.{}.after", wf.products[cycle[0]].name);
+        let first = &wf.products[cycle[0]];
+        let at = Location {
+            file: wf.file.clone(),
+            line: Some(first.line),
+            column: None,
+        };
         problems.push(Problem::new(
-            Location::file(&wf.file),
-            entry,
+            at,
+            format!("products.{}.after", first.name),
             ProblemKind::Cycle { path },
         ));
     }
@@ -107,10 +112,23 @@ fn cycles(g: &DiGraph<(), ()>) -> Vec<Vec<usize>> {
             found.push(vec![start.index(), start.index()]);
             continue;
         }
-        found.push(path_back(g, start, &scc));
+        found.push(rotate_to_smallest(path_back(g, start, &scc)));
     }
     found.sort();
     found
+}
+
+/// The same closed path, starting at its smallest node, so messages are stable.
+fn rotate_to_smallest(mut path: Vec<usize>) -> Vec<usize> {
+    path.pop();
+    let min = path
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, n)| **n)
+        .map_or(0, |(i, _)| i);
+    path.rotate_left(min);
+    path.push(path[0]);
+    path
 }
 
 /// Breadth-first search from `start` back to itself inside one component.

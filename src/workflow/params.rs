@@ -45,8 +45,16 @@ impl ParamTemplate {
                     lit.push('}');
                 }
                 '{' => {
-                    let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                    if !is_var_name(&name) {
+                    let mut name = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        name.push(c);
+                    }
+                    if !closed || !is_var_name(&name) {
                         return Err(format!(
                             "'{{{name}' is not a variable: write {{name}} with letters, digits, '_' or '.', and close it with '}}'"
                         ));
@@ -113,7 +121,7 @@ mod tests {
         let got = ParamTemplate::parse(text)
             .map_err(|_| "parse error")
             .and_then(|t| t.render(vars).map_err(|_| "unknown var"));
-        assert_eq!(got.as_deref(), expected, "{text}");
+        assert_eq!(got.as_deref().map_err(|e| *e), expected, "{text}");
     }
 
     #[test]

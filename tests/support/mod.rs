@@ -1,0 +1,95 @@
+//! Shared helpers for the integration tests: the real binary and small input files.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// The real `drover` binary.
+pub fn drover() -> Command {
+    Command::cargo_bin("drover").expect("the drover binary is built")
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test input");
+    path
+}
+
+/// The repository's shipped workflow.
+pub fn shipped_workflow() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/saas-platform.toml")
+}
+
+/// A small valid workflow: two products, a shared shard fetch, per-product and per-site steps.
+pub const WORKFLOW: &str = r#"
+[workflow]
+name = "mini"
+
+[pools.s3]
+capacity = 4
+
+[pools.db]
+capacity = 2
+
+[products.identity]
+
+[products.wiki]
+after = ["identity"]
+
+[gate]
+step = "rebuild"
+waits_for = "validate"
+
+[steps.fetch-shard]
+scope = "shared"
+unit = "shard"
+kind = "fetch"
+params = { unit = "{shard}" }
+uses = { s3 = 1 }
+estimate = "10s"
+
+[steps.rebuild]
+scope = "product"
+kind = "rebuild"
+after = ["fetch-shard"]
+params = { site = "{site}", product = "{product}" }
+uses = { db = 1 }
+estimate = "20s"
+scale = { attribute = "size_gb", per = "10s" }
+
+[steps.validate]
+scope = "product"
+kind = "validate"
+after = ["rebuild"]
+estimate = "5s"
+
+[steps.reactivate]
+scope = "site"
+kind = "reactivate"
+after = ["validate"]
+estimate = "1s"
+"#;
+
+/// A small valid request for [`WORKFLOW`]: three sites, two on one wiki shard.
+pub const REQUEST: &str = r#"
+[request]
+name = "mini"
+point_in_time = "2022-04-05T07:38:00Z"
+products = ["identity", "wiki"]
+
+[[sites]]
+id = "site-0001"
+tier = "enterprise"
+attrs = { size_gb = 1, "identity.shard" = "identity-1", "wiki.shard" = "wiki-1" }
+
+[[sites]]
+id = "site-0002"
+attrs = { size_gb = 2, "identity.shard" = "identity-1", "wiki.shard" = "wiki-1" }
+
+[[sites]]
+id = "site-0003"
+products = ["identity"]
+attrs = { size_gb = 3, "identity.shard" = "identity-2" }
+"#;
