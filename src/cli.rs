@@ -2,18 +2,26 @@
 
 mod generate;
 mod plan;
+mod progress;
+mod retry;
+mod run;
+mod status;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::diag::Problem;
+use crate::diag::{Location, Problem, ProblemKind};
+use crate::ledger::LedgerError;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
-  1  internal error (a bug or an environment failure; the message says which)
-  2  invalid input (the message names the file, the entry and the fix); nothing was executed";
+  0    success (for run/resume: every site restored)
+  1    internal error (a bug or an environment failure; the message says which)
+  2    invalid input (the message names the file, the entry and the fix); nothing was executed
+  3    the run finished with failed, blocked or quarantined sites (see `drover status`)
+  4    the ledger is held by another live drover process (the message names its PID and host)
+  130  interrupted (Ctrl-C); continue with `drover resume`";
 
 /// Disaster-recovery orchestration: plan, run, checkpoint, resume and forecast the restore of
 /// hundreds or thousands of multi-product sites.
@@ -29,9 +37,31 @@ enum Command {
     /// Expand a workflow and a restore request into a reviewable plan: validate everything,
     /// rank steps by critical path, bound the restore time and print the plan hash.
     Plan(plan::PlanArgs),
+    /// Plan and execute a restore, recording every step transition in a ledger (--state) so an
+    /// interrupted or crashed run can be resumed. First Ctrl-C drains, second stops at once.
+    Run(run::RunArgs),
+    /// Continue a run from its ledger: finished steps are never run again; steps that were
+    /// running when drover stopped run again with the same idempotency key.
+    Resume(run::ResumeArgs),
+    /// Show per-site and per-step state of a run, and every failure with its error.
+    Status(status::StatusArgs),
+    /// Re-queue failed and blocked steps (all, one site's, or one step's); then `resume`.
+    Retry(retry::RetryArgs),
+    /// Mark a failed step skipped, with a recorded reason, releasing its dependents; then `resume`.
+    Skip(retry::SkipArgs),
     /// Generate synthetic input (a restore request) for benchmarks, drills and what-if planning.
     #[command(subcommand)]
     Generate(generate::GenerateCommand),
+}
+
+/// How a command that did its job ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Done {
+    Ok,
+    /// Finished with sites not restored: exit 3.
+    Unfinished,
+    /// Stopped by Ctrl-C: exit 130.
+    Interrupted,
 }
 
 /// How a command failed, which decides the exit code.
@@ -39,6 +69,8 @@ enum Command {
 pub enum Failure {
     /// The operator's input is wrong: exit 2.
     Input(Vec<Problem>),
+    /// Another live process holds the ledger: exit 4.
+    Held(String),
     /// Anything else: exit 1.
     Internal(anyhow::Error),
 }
@@ -55,18 +87,62 @@ impl From<Vec<Problem>> for Failure {
     }
 }
 
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Self {
+        let input = |path: &str, fix: &str| {
+            Failure::Input(vec![Problem::new(
+                Location::file(path),
+                "--state",
+                ProblemKind::Invalid {
+                    message: e.to_string(),
+                    fix: fix.into(),
+                },
+            )])
+        };
+        match &e {
+            LedgerError::Held { .. } => Failure::Held(e.to_string()),
+            LedgerError::DifferentPlan { path, .. } => input(
+                path,
+                "give this plan a new --state file, or continue the recorded run with `drover resume --state <file>`",
+            ),
+            LedgerError::Missing { path } => input(
+                path,
+                "check the --state path; `drover run` creates the ledger",
+            ),
+            LedgerError::Incompatible { path, .. } => {
+                input(path, "check that --state names a drover ledger")
+            }
+            _ => Failure::Internal(e.into()),
+        }
+    }
+}
+
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plan(args) => plan::run(args),
-        Command::Generate(cmd) => generate::run(cmd),
+        Command::Plan(args) => plan::run(args).map(|()| Done::Ok),
+        Command::Run(args) => run::run(args),
+        Command::Resume(args) => run::resume(args),
+        Command::Status(args) => status::run(args),
+        Command::Retry(args) => retry::retry(args),
+        Command::Skip(args) => retry::skip(args),
+        Command::Generate(cmd) => generate::run(cmd).map(|()| Done::Ok),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Done::Ok) => ExitCode::SUCCESS,
+        Ok(Done::Unfinished) => ExitCode::from(3),
+        Ok(Done::Interrupted) => ExitCode::from(130),
         Err(Failure::Input(problems)) => {
             print_problems(&problems);
             ExitCode::from(2)
+        }
+        Err(Failure::Held(message)) => {
+            eprintln!("error: {message}");
+            eprintln!(
+                "    fix: wait for it to finish, or stop it (Ctrl-C) and then `drover resume`"
+            );
+            ExitCode::from(4)
         }
         Err(Failure::Internal(e)) => {
             eprintln!("error: {e:#}");

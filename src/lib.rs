@@ -9,17 +9,25 @@
 //! - [`load`]: reads workflow and request files; the only IO before planning.
 //! - [`plan`]: pure planner: expand, validate, rank, lower bound, hash.
 //! - [`generate`]: synthetic requests for benchmarks and drills.
-//! - [`steps`]: step kinds.
+//! - [`steps`]: the `StepKind` trait, the registry, one file per built-in kind.
+//! - [`ledger`]: the durable record of a run (SQLite; in-memory for tests), group-committed.
+//! - [`schedule`]: the one loop that spawns steps: pools, policies, retries, failure isolation.
+//! - [`events`]: what a run reports; consumed by the CLI's progress display.
+//! - [`status`]: per-site state derived from step states.
 //! - [`cli`]: the command line; the only code that prints.
 
 pub mod cli;
 pub mod diag;
+pub mod events;
 pub mod generate;
 pub mod ids;
+pub mod ledger;
 pub mod load;
 pub mod plan;
 pub mod request;
+pub mod schedule;
 pub mod source;
+pub mod status;
 pub mod steps;
 mod util;
 pub mod workflow;

@@ -1,24 +1,78 @@
-//! Reading a workflow and a request from disk into validated values. The only IO on the way to
-//! a plan; everything after this is pure.
+//! Reading a workflow and a request from disk into validated values, keeping the text of every
+//! file read (the ledger stores it, so a run can always be traced to its exact inputs).
+//! The only IO on the way to a plan; everything after this is pure.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use crate::diag::Problem;
+use crate::ledger::Snapshot;
 use crate::request::Request;
 use crate::source::Source;
 use crate::workflow::Workflow;
 
+/// A workflow and a request, validated, with the text they came from.
+pub struct Inputs {
+    pub workflow: Workflow,
+    pub request: Request,
+    pub snapshot: Snapshot,
+}
+
+/// Reads and validates both files, reporting the problems of both at once.
+pub fn inputs(workflow_path: &Path, request_path: &Path) -> Result<Inputs, Vec<Problem>> {
+    let files = RefCell::new(std::collections::BTreeMap::new());
+    let wf = workflow_with(workflow_path, &files);
+    let req = request_with(request_path, &files);
+    match (wf, req) {
+        (Ok(workflow), Ok(request)) => {
+            let snapshot = Snapshot {
+                files: files.into_inner(),
+                workflow_file: workflow_path.display().to_string(),
+                request_file: request_path.display().to_string(),
+            };
+            Ok(Inputs {
+                workflow,
+                request,
+                snapshot,
+            })
+        }
+        (w, r) => {
+            let mut problems = w.err().unwrap_or_default();
+            problems.extend(r.err().unwrap_or_default());
+            Err(problems)
+        }
+    }
+}
+
 /// Reads and validates a workflow file.
 pub fn workflow(path: &Path) -> Result<Workflow, Vec<Problem>> {
-    let source = Source::read(path).map_err(|p| vec![p])?;
-    Workflow::parse(&source, crate::steps::KNOWN_KINDS)
+    workflow_with(path, &RefCell::default())
 }
 
 /// Reads and validates a request file and the CSV site list it names.
 pub fn request(path: &Path) -> Result<Request, Vec<Problem>> {
-    let source = Source::read(path).map_err(|p| vec![p])?;
+    request_with(path, &RefCell::default())
+}
+
+type Files = RefCell<std::collections::BTreeMap<String, String>>;
+
+fn read(path: &Path, files: &Files) -> Result<Source, Problem> {
+    let source = Source::read(path)?;
+    files
+        .borrow_mut()
+        .insert(source.name.clone(), source.text.clone());
+    Ok(source)
+}
+
+fn workflow_with(path: &Path, files: &Files) -> Result<Workflow, Vec<Problem>> {
+    let source = read(path, files).map_err(|p| vec![p])?;
+    Workflow::parse(&source, crate::steps::KNOWN_KINDS)
+}
+
+fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
+    let source = read(path, files).map_err(|p| vec![p])?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Request::parse(&source, |name| Source::read(&resolve(&dir, name)))
+    Request::parse(&source, |name| read(&resolve(&dir, name), files))
 }
 
 fn resolve(dir: &Path, name: &str) -> PathBuf {

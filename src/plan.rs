@@ -11,10 +11,12 @@ pub mod doc;
 mod expand;
 mod graph;
 mod hash;
-mod rank;
+pub mod rank;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::diag::Problem;
 use crate::ids::SiteId;
@@ -25,7 +27,7 @@ use crate::workflow::{Retry, Workflow};
 pub type StepIdx = u32;
 
 /// An executable plan.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
     pub workflow: String,
     pub request: String,
@@ -49,7 +51,7 @@ pub struct Plan {
     pub hash: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PoolPlan {
     pub name: String,
     pub capacity: u32,
@@ -64,13 +66,13 @@ impl PoolPlan {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TemplateInfo {
     pub name: String,
     pub kind: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SitePlan {
     pub id: SiteId,
     pub tier: usize,
@@ -79,7 +81,7 @@ pub struct SitePlan {
 }
 
 /// What one step instance is for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Owner {
     /// A step of one site (and maybe one of its products).
     Site { site: u32, product: Option<u16> },
@@ -92,7 +94,7 @@ pub enum Owner {
     },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Step {
     /// Stable, readable: `site-0042/wiki/rebuild`, `site-0042/reactivate`, `shard/wiki-3/fetch-shard`.
     pub id: String,
@@ -134,6 +136,11 @@ impl Plan {
             .map_or(Duration::ZERO, |&s| self.steps[s as usize].rank)
     }
 
+    /// Successor lists of every step.
+    pub fn successors(&self) -> rank::Successors {
+        rank::successors(self)
+    }
+
     pub fn edge_count(&self) -> usize {
         self.steps.iter().map(|s| s.deps.len()).sum()
     }
@@ -151,6 +158,11 @@ pub fn plan(wf: &Workflow, req: &Request, opts: &PlanOptions) -> Result<Plan, Ve
     rank::rank(&mut plan, &order);
     plan.hash = hash::hash(&plan);
     Ok(plan)
+}
+
+/// Recomputes the hash of a plan (e.g. one read back from a ledger or a file).
+pub fn rehash(plan: &Plan) -> String {
+    hash::hash(plan)
 }
 
 fn check_overrides(wf: &Workflow, opts: &PlanOptions) -> Vec<Problem> {

@@ -1,6 +1,23 @@
-//! Step kinds: what each step of a plan does when it runs.
+//! Step kinds: what a step does when it runs. A kind implements [`StepKind`]; a [`Registry`] maps
+//! kind names (as written in workflows) to implementations.
+//!
+//! Built-in kinds for tests, benchmarks and drills: `noop`, `sleep`, `flaky`, `fail`.
+
+mod fail;
+mod flaky;
+mod noop;
+mod sleep;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 /// Every step kind this build knows by name. The planner refuses any other kind.
+/// Kinds without an implementation in [`Registry::builtin`] plan, but `run` refuses them up front.
 pub const KNOWN_KINDS: &[&str] = &[
     "fetch",
     "rebuild",
@@ -12,3 +29,101 @@ pub const KNOWN_KINDS: &[&str] = &[
     "flaky",
     "fail",
 ];
+
+/// What a running step is given.
+#[derive(Clone, Debug)]
+pub struct StepContext {
+    /// e.g. `site-0042/wiki/rebuild`.
+    pub step_id: String,
+    pub site: Option<String>,
+    pub product: Option<String>,
+    /// Parameters after templating.
+    pub params: BTreeMap<String, String>,
+    /// Outputs of the steps this one depends on, by step ID.
+    pub upstream: BTreeMap<String, serde_json::Value>,
+    /// The same for every attempt and every resume of this step in this run: pass it to any
+    /// external system so a repeated call is recognised as the same operation.
+    pub idempotency_key: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The workflow's estimate for this step.
+    pub estimate: Duration,
+    /// Cancelled when the run is interrupted; a step should stop promptly and leave no partial
+    /// result under its final name.
+    pub cancel: CancellationToken,
+    /// A directory the step may use for its files (created on demand by the step).
+    pub staging: PathBuf,
+}
+
+impl StepContext {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+}
+
+/// How a step failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// Worth another attempt (a timeout, a 503, a reset connection).
+    #[error("{0}")]
+    Retryable(String),
+    /// Another attempt would fail the same way (bad data, a checksum mismatch, a 404).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl StepError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StepError::Retryable(_))
+    }
+}
+
+/// A small JSON value recorded in the ledger and handed to dependent steps.
+pub type StepOutput = serde_json::Value;
+
+/// One kind of step. Implementations must be idempotent: running a step again with the same
+/// idempotency key must give the same result and never duplicate an effect.
+#[async_trait]
+pub trait StepKind: Send + Sync {
+    async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError>;
+}
+
+/// Step kinds by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: HashMap<String, Arc<dyn StepKind>>,
+}
+
+impl Registry {
+    /// The kinds implemented in this crate.
+    pub fn builtin() -> Registry {
+        let mut r = Registry::default();
+        r.register("noop", noop::Noop);
+        r.register("sleep", sleep::Sleep);
+        r.register("flaky", flaky::Flaky);
+        r.register("fail", fail::Fail);
+        r
+    }
+
+    pub fn register(&mut self, name: &str, kind: impl StepKind + 'static) {
+        self.kinds.insert(name.to_owned(), Arc::new(kind));
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn StepKind>> {
+        self.kinds.get(name).cloned()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.kinds.contains_key(name)
+    }
+}
+
+/// Reads a humantime duration parameter.
+pub(crate) fn duration_param(ctx: &StepContext, name: &str) -> Result<Option<Duration>, StepError> {
+    ctx.param(name)
+        .map(|v| {
+            humantime::parse_duration(v)
+                .map_err(|e| StepError::Permanent(format!("param {name} = '{v}': {e}")))
+        })
+        .transpose()
+}

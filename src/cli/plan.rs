@@ -72,17 +72,12 @@ pub(crate) fn make(
     request: &std::path::Path,
     pool_capacity: std::collections::BTreeMap<String, u32>,
 ) -> Result<Plan, Failure> {
-    let wf = crate::load::workflow(workflow);
-    let req = crate::load::request(request);
-    let (wf, req) = match (wf, req) {
-        (Ok(w), Ok(r)) => (w, r),
-        (w, r) => {
-            let mut problems = w.err().unwrap_or_default();
-            problems.extend(r.err().unwrap_or_default());
-            return Err(Failure::Input(problems));
-        }
-    };
-    Ok(plan::plan(&wf, &req, &PlanOptions { pool_capacity })?)
+    let inputs = crate::load::inputs(workflow, request)?;
+    Ok(plan::plan(
+        &inputs.workflow,
+        &inputs.request,
+        &PlanOptions { pool_capacity },
+    )?)
 }
 
 fn write_plan(path: &std::path::Path, plan: &Plan) -> Result<(), Failure> {

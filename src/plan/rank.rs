@@ -41,13 +41,13 @@ fn critical_path(plan: &Plan, succ: &Successors) -> Vec<StepIdx> {
 }
 
 /// Successor lists in compressed form: `targets[offsets[i]..offsets[i + 1]]`.
-pub(crate) struct Successors {
+pub struct Successors {
     offsets: Vec<u32>,
     targets: Vec<StepIdx>,
 }
 
 impl Successors {
-    pub(crate) fn of(&self, i: usize) -> &[StepIdx] {
+    pub fn of(&self, i: usize) -> &[StepIdx] {
         &self.targets[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 }

@@ -1,0 +1,306 @@
+//! Renders run events: indicatif bars on a terminal, a plain line every few seconds otherwise, or
+//! JSON log lines (`--log-format json`, through tracing). Failures are always reported as they
+//! happen.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::events::{EventSink, Progress, RunEvent};
+use crate::plan::Plan;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How often a plain (non-terminal) progress line is printed.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Renderer {
+    plan: Arc<Plan>,
+    mode: Mode,
+}
+
+enum Mode {
+    Bars(Bars),
+    Plain(Mutex<Instant>),
+    Json(Mutex<Instant>),
+}
+
+struct Bars {
+    multi: MultiProgress,
+    steps: ProgressBar,
+    sites: ProgressBar,
+    pools: Vec<ProgressBar>,
+}
+
+impl Renderer {
+    pub fn new(plan: Arc<Plan>, format: LogFormat) -> Renderer {
+        let long_ago = Instant::now() - PLAIN_EVERY;
+        let mode = match format {
+            LogFormat::Json => {
+                let _ = tracing_subscriber::fmt()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .try_init();
+                Mode::Json(Mutex::new(long_ago))
+            }
+            LogFormat::Text if std::io::stderr().is_terminal() => Mode::Bars(Bars::new(&plan)),
+            LogFormat::Text => Mode::Plain(Mutex::new(long_ago)),
+        };
+        Renderer { plan, mode }
+    }
+
+    pub fn finish(&self) {
+        if let Mode::Bars(b) = &self.mode {
+            b.steps.finish();
+            b.sites.finish();
+            for p in &b.pools {
+                p.finish_and_clear();
+            }
+        }
+    }
+
+    fn id(&self, step: u32) -> &str {
+        &self.plan.steps[step as usize].id
+    }
+
+    /// A line that must be seen (failures, retries, interrupts).
+    fn say(&self, line: String) {
+        match &self.mode {
+            Mode::Bars(b) => {
+                let _ = b.multi.println(line);
+            }
+            Mode::Plain(_) => eprintln!("{line}"),
+            Mode::Json(_) => {}
+        }
+    }
+
+    fn progress(&self, p: &Progress) {
+        match &self.mode {
+            Mode::Bars(b) => b.update(p),
+            Mode::Plain(last) => {
+                if due(last, p) {
+                    eprintln!("{}", plain_line(&self.plan, p));
+                }
+            }
+            Mode::Json(last) => {
+                if due(last, p) {
+                    tracing::info!(
+                        event = "progress",
+                        steps_done = p.steps_done,
+                        steps_total = p.steps_total,
+                        steps_failed = p.steps_failed,
+                        steps_blocked = p.steps_blocked,
+                        sites_restored = p.sites_restored,
+                        sites_total = p.sites_total,
+                        running = p.running,
+                        elapsed_s = p.elapsed.as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether a periodic line is due (always for the final snapshot).
+fn due(last: &Mutex<Instant>, p: &Progress) -> bool {
+    let mut last = last.lock().expect("progress clock");
+    let finished =
+        p.steps_done + p.steps_failed + p.steps_blocked >= p.steps_total && p.running == 0;
+    if last.elapsed() >= PLAIN_EVERY || finished {
+        *last = Instant::now();
+        true
+    } else {
+        false
+    }
+}
+
+impl EventSink for Renderer {
+    fn emit(&self, event: &RunEvent) {
+        let json = matches!(self.mode, Mode::Json(_));
+        match event {
+            RunEvent::Progress(p) => self.progress(p),
+            RunEvent::StepFailed {
+                step,
+                error,
+                blocked,
+            } => {
+                if json {
+                    tracing::warn!(
+                        event = "step_failed",
+                        step = self.id(*step),
+                        error = error.as_str(),
+                        blocked
+                    );
+                } else {
+                    self.say(format!(
+                        "FAILED {}: {error}{}",
+                        self.id(*step),
+                        if *blocked > 0 {
+                            format!(" ({blocked} dependent steps blocked)")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+            }
+            RunEvent::StepRetrying {
+                step,
+                attempt,
+                delay,
+                error,
+            } => {
+                if json {
+                    tracing::info!(
+                        event = "step_retrying",
+                        step = self.id(*step),
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        error = error.as_str()
+                    );
+                } else {
+                    self.say(format!(
+                        "retry  {} (attempt {attempt} failed: {error}); next attempt in {}",
+                        self.id(*step),
+                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    ));
+                }
+            }
+            RunEvent::Draining { in_flight, grace } => self.say(format!(
+                "draining: {in_flight} steps in flight, {} grace",
+                humantime::format_duration(*grace)
+            )),
+            RunEvent::Cancelling { in_flight } => {
+                self.say(format!("grace period over: cancelling {in_flight} steps"))
+            }
+            RunEvent::Started {
+                steps,
+                steps_done,
+                sites,
+                sites_done,
+            } => {
+                if json {
+                    tracing::info!(event = "run_started", steps, steps_done, sites, sites_done);
+                } else if *steps_done > 0 {
+                    self.say(format!("resuming: {steps_done} of {steps} steps and {sites_done} of {sites} sites already done"));
+                }
+            }
+            RunEvent::StepStarted { step, attempt } if json => {
+                tracing::debug!(event = "step_started", step = self.id(*step), attempt)
+            }
+            RunEvent::StepSucceeded { step } if json => {
+                tracing::debug!(event = "step_succeeded", step = self.id(*step))
+            }
+            RunEvent::SiteRestored { site } if json => tracing::info!(
+                event = "site_restored",
+                site = self.plan.sites[*site as usize].id.as_str()
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl Bars {
+    fn new(plan: &Plan) -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+        let style = |t: &str| {
+            ProgressStyle::with_template(t)
+                .expect("valid template")
+                .progress_chars("=> ")
+        };
+        let steps = multi.add(
+            ProgressBar::new(plan.steps.len() as u64)
+                .with_style(style("{elapsed_precise} steps {bar:40} {pos}/{len} {msg}")),
+        );
+        let sites = multi.add(
+            ProgressBar::new(plan.sites.len() as u64)
+                .with_style(style("         sites {bar:40} {pos}/{len} restored {msg}")),
+        );
+        let pools = plan
+            .pools
+            .iter()
+            .map(|p| {
+                multi.add(
+                    ProgressBar::new(p.capacity as u64).with_style(style(&format!(
+                        "{:>14} {{bar:40}} {{pos}}/{{len}} in use",
+                        format!("pool {}", p.name)
+                    ))),
+                )
+            })
+            .collect();
+        Bars {
+            multi,
+            steps,
+            sites,
+            pools,
+        }
+    }
+
+    fn update(&self, p: &Progress) {
+        self.steps.set_position(p.steps_done as u64);
+        let mut msg = format!("running {}", p.running);
+        if p.steps_failed > 0 {
+            msg.push_str(&format!(", failed {}", p.steps_failed));
+        }
+        if p.steps_blocked > 0 {
+            msg.push_str(&format!(", blocked {}", p.steps_blocked));
+        }
+        if let Some(eta) = p.eta {
+            msg.push_str(&format!(
+                ", ETA {}",
+                humantime::format_duration(Duration::from_secs(eta.as_secs()))
+            ));
+        }
+        self.steps.set_message(msg);
+        self.sites.set_position(p.sites_restored as u64);
+        for (bar, (&used, &cap)) in self
+            .pools
+            .iter()
+            .zip(p.pools_in_use.iter().zip(&p.pools_capacity))
+        {
+            bar.set_length(cap as u64);
+            bar.set_position(used as u64);
+        }
+    }
+}
+
+fn plain_line(plan: &Plan, p: &Progress) -> String {
+    let pct = if p.steps_total == 0 {
+        100.0
+    } else {
+        100.0 * p.steps_done as f64 / p.steps_total as f64
+    };
+    let pools: Vec<String> = plan
+        .pools
+        .iter()
+        .zip(p.pools_in_use.iter().zip(&p.pools_capacity))
+        .map(|(pool, (u, c))| format!("{} {u}/{c}", pool.name))
+        .collect();
+    let eta = p
+        .eta
+        .map(|e| {
+            format!(
+                " eta {}",
+                humantime::format_duration(Duration::from_secs(e.as_secs()))
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "[{}] steps {}/{} ({pct:.0}%) failed {} blocked {} | sites {}/{} restored | running {} | pools {}{eta}",
+        humantime::format_duration(Duration::from_secs(p.elapsed.as_secs())),
+        p.steps_done,
+        p.steps_total,
+        p.steps_failed,
+        p.steps_blocked,
+        p.sites_restored,
+        p.sites_total,
+        p.running,
+        pools.join(", ")
+    )
+}

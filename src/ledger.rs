@@ -1,0 +1,276 @@
+//! The ledger: the durable record of a run — what was planned, and every step transition — from
+//! which a crashed or interrupted run resumes without redoing finished work.
+//!
+//! The scheduler speaks to it only through [`Ledger`], in batches of [`Op`]s, each batch one
+//! atomic, durable commit (group commit). The operations are named for a future shared ledger
+//! where several workers claim steps with leases: `Claim`, `Heartbeat`, `Complete`, `Fail`.
+//!
+//! - `sqlite`: the embedded default (one file, WAL, single writer guarded by `lock`).
+//! - `memory`: nothing durable; for tests under paused time and to measure the cost of durability.
+
+pub mod lock;
+pub mod memory;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{Plan, StepIdx};
+
+/// The state of one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Blocked,
+    Skipped,
+}
+
+impl StepState {
+    pub const ALL: [StepState; 6] = [
+        StepState::Pending,
+        StepState::Running,
+        StepState::Succeeded,
+        StepState::Failed,
+        StepState::Blocked,
+        StepState::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Blocked => "blocked",
+            StepState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepState> {
+        StepState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Succeeded or skipped: its dependents may run.
+    pub fn is_done(self) -> bool {
+        matches!(self, StepState::Succeeded | StepState::Skipped)
+    }
+}
+
+/// One recorded transition. Times are milliseconds since the Unix epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The step starts its `attempt`.
+    Claim {
+        step: StepIdx,
+        attempt: u32,
+        at: i64,
+    },
+    /// The holder is alive (and, for a shared ledger, keeps its leases).
+    Heartbeat { at: i64 },
+    /// The step succeeded, with its output (JSON) if any.
+    Complete {
+        step: StepIdx,
+        attempt: u32,
+        at: i64,
+        output: Option<String>,
+    },
+    /// The attempt failed; `retryable` means another attempt follows (the step stays pending).
+    Fail {
+        step: StepIdx,
+        attempt: u32,
+        at: i64,
+        error: String,
+        retryable: bool,
+    },
+    /// The step cannot run because `by` failed.
+    Block { step: StepIdx, by: StepIdx, at: i64 },
+    /// An operator re-queued a failed or blocked step (`drover retry`), or a resume found it
+    /// running when drover died.
+    Requeue {
+        step: StepIdx,
+        at: i64,
+        reason: String,
+    },
+    /// An operator skipped a failed step (`drover skip`), releasing its dependents.
+    Skip {
+        step: StepIdx,
+        at: i64,
+        reason: String,
+    },
+}
+
+/// What the ledger holds for one step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepRecord {
+    pub state: StepState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub output: Option<String>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    /// For blocked steps, the step that failed; for skipped ones, the reason.
+    pub note: Option<String>,
+}
+
+impl Default for StepRecord {
+    fn default() -> Self {
+        StepRecord {
+            state: StepState::Pending,
+            attempts: 0,
+            last_error: None,
+            output: None,
+            started_at: None,
+            ended_at: None,
+            note: None,
+        }
+    }
+}
+
+impl StepRecord {
+    /// Applies one op to this record (the same rule in every ledger implementation).
+    pub fn apply(&mut self, op: &Op, blocked_by: impl FnOnce(StepIdx) -> String) {
+        match op {
+            Op::Claim { attempt, at, .. } => {
+                self.state = StepState::Running;
+                self.attempts = *attempt;
+                self.started_at = Some(*at);
+                self.ended_at = None;
+            }
+            Op::Complete { at, output, .. } => {
+                self.state = StepState::Succeeded;
+                self.ended_at = Some(*at);
+                self.output = output.clone();
+                self.last_error = None;
+            }
+            Op::Fail {
+                at,
+                error,
+                retryable,
+                ..
+            } => {
+                self.state = if *retryable {
+                    StepState::Pending
+                } else {
+                    StepState::Failed
+                };
+                self.ended_at = Some(*at);
+                self.last_error = Some(error.clone());
+            }
+            Op::Block { by, .. } => {
+                self.state = StepState::Blocked;
+                self.note = Some(blocked_by(*by));
+            }
+            Op::Requeue { .. } => {
+                self.state = StepState::Pending;
+                self.attempts = 0;
+                self.note = None;
+            }
+            Op::Skip { at, reason, .. } => {
+                self.state = StepState::Skipped;
+                self.ended_at = Some(*at);
+                self.note = Some(reason.clone());
+            }
+            Op::Heartbeat { .. } => {}
+        }
+    }
+}
+
+/// Facts about the run, recorded when the ledger is created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub created_at: i64,
+    pub drover_version: String,
+    pub plan_hash: String,
+    pub workflow_name: String,
+    pub request_name: String,
+    /// Pool capacities in force (the workflow's, with `--pools` overrides).
+    pub pools: BTreeMap<String, u32>,
+    pub max_parallel: usize,
+}
+
+/// The inputs the plan was made from, so `resume` needs nothing but the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// File name → text: the workflow, the request and any CSV site list.
+    pub files: BTreeMap<String, String>,
+    pub workflow_file: String,
+    pub request_file: String,
+}
+
+/// What a new ledger starts with.
+pub struct NewRun<'a> {
+    pub info: RunInfo,
+    pub snapshot: Snapshot,
+    pub plan: &'a Plan,
+}
+
+/// Everything a resume needs.
+pub struct Stored {
+    pub info: RunInfo,
+    pub snapshot: Snapshot,
+    pub plan: Plan,
+    pub steps: Vec<StepRecord>,
+}
+
+/// Ledger failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "ledger {path} is held by process {pid} on host {host} (since {since}); it is still running"
+    )]
+    Held {
+        path: String,
+        pid: u32,
+        host: String,
+        since: String,
+    },
+    #[error("ledger {path} already holds a different plan (hash {existing}; this one is {new})")]
+    DifferentPlan {
+        path: String,
+        existing: String,
+        new: String,
+    },
+    #[error("ledger {path} does not exist")]
+    Missing { path: String },
+    #[error("ledger {path} is not a drover ledger, or is from an incompatible version: {reason}")]
+    Incompatible { path: String, reason: String },
+    #[error("the ledger writer stopped; transitions can no longer be recorded")]
+    WriterStopped,
+    #[error("ledger {path}: the stored plan is damaged: {reason}")]
+    Corrupt { path: String, reason: String },
+}
+
+/// A durable (or, for tests, in-memory) record of one run.
+pub trait Ledger: Send {
+    /// Records a batch of transitions as one atomic commit; when this returns Ok, they are
+    /// durable.
+    fn apply(&mut self, ops: &[Op]) -> Result<(), LedgerError>;
+    /// The run, its inputs, its plan and every step's record.
+    fn load(&self) -> Result<Stored, LedgerError>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// RFC 3339 for a millisecond timestamp.
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}

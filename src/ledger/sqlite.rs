@@ -1,0 +1,413 @@
+//! The SQLite ledger: one file per run, WAL mode, `synchronous = FULL` so every committed batch
+//! survives a crash of drover or the machine. Owns the on-disk schema (version 1):
+//!
+//! - `run`: one row — run ID, drover version, plan hash, input snapshots, the plan itself;
+//! - `steps`: one row per plan step — state, attempts, last error, output, times;
+//! - `events`: append-only, one row per transition;
+//! - `holder`: the process that may write (see `lock`);
+//! - `sessions`: every command that opened the ledger for writing (run, resume, retry, skip).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::lock::Holder;
+use super::{
+    Ledger, LedgerError, NewRun, Op, RunInfo, Snapshot, StepRecord, StepState, Stored, now_ms,
+};
+use crate::plan::Plan;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE run (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    info TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    plan BLOB NOT NULL
+);
+CREATE TABLE steps (
+    idx INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    output TEXT,
+    started_at INTEGER,
+    ended_at INTEGER,
+    note TEXT
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    step INTEGER,
+    op TEXT NOT NULL,
+    attempt INTEGER,
+    detail TEXT
+);
+CREATE TABLE holder (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    acquired_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    mode TEXT NOT NULL,
+    user TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    argv TEXT NOT NULL,
+    plan_hash TEXT NOT NULL
+);
+";
+
+pub struct SqliteLedger {
+    conn: Connection,
+    path: PathBuf,
+    /// Step IDs by index, for event details that name another step.
+    ids: Vec<String>,
+}
+
+impl SqliteLedger {
+    /// Creates a new ledger file holding the plan, every step pending.
+    pub fn create(path: &Path, new: &NewRun) -> Result<SqliteLedger, LedgerError> {
+        if path.exists() {
+            return Err(LedgerError::Incompatible {
+                path: path.display().to_string(),
+                reason: "the file already exists".into(),
+            });
+        }
+        let mut conn = connect(path)?;
+        let err = sql_err(path);
+        let blob = postcard::to_allocvec(new.plan).map_err(|e| LedgerError::Corrupt {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let tx = conn.transaction().map_err(&err)?;
+        tx.execute_batch(SCHEMA).map_err(&err)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(&err)?;
+        let info = serde_json::to_string(&new.info).expect("run info serializes");
+        let snapshot = serde_json::to_string(&new.snapshot).expect("snapshot serializes");
+        tx.execute(
+            "INSERT INTO run (id, info, snapshot, plan) VALUES (1, ?1, ?2, ?3)",
+            params![info, snapshot, blob],
+        )
+        .map_err(&err)?;
+        {
+            let mut insert = tx
+                .prepare("INSERT INTO steps (idx, id, state) VALUES (?1, ?2, 'pending')")
+                .map_err(&err)?;
+            for (i, step) in new.plan.steps.iter().enumerate() {
+                insert.execute(params![i as i64, step.id]).map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)?;
+        let ids = new.plan.steps.iter().map(|s| s.id.clone()).collect();
+        Ok(SqliteLedger {
+            conn,
+            path: path.to_owned(),
+            ids,
+        })
+    }
+
+    /// Opens an existing ledger.
+    pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        if !path.exists() {
+            return Err(LedgerError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        let conn = connect(path)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql_err(path))?;
+        if version != SCHEMA_VERSION {
+            let reason = format!("schema version {version}, this drover reads {SCHEMA_VERSION}");
+            return Err(LedgerError::Incompatible {
+                path: path.display().to_string(),
+                reason,
+            });
+        }
+        let ids = {
+            let mut stmt = conn
+                .prepare("SELECT id FROM steps ORDER BY idx")
+                .map_err(sql_err(path))?;
+            stmt.query_map([], |r| r.get(0))
+                .and_then(Iterator::collect)
+                .map_err(sql_err(path))?
+        };
+        Ok(SqliteLedger {
+            conn,
+            path: path.to_owned(),
+            ids,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The run's facts, without loading the plan.
+    pub fn info(&self) -> Result<RunInfo, LedgerError> {
+        let text: String = self
+            .conn
+            .query_row("SELECT info FROM run", [], |r| r.get(0))
+            .map_err(sql_err(&self.path))?;
+        serde_json::from_str(&text).map_err(|e| self.corrupt(e))
+    }
+
+    /// Takes the single-writer lock, or says who holds it. A holder whose process is gone is
+    /// replaced.
+    pub fn acquire(&mut self, me: &Holder) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let err = sql_err(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let current: Option<(String, i64, i64)> = tx
+            .query_row(
+                "SELECT holder, acquired_at, heartbeat_at FROM holder",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(&err)?;
+        if let Some((text, since, heartbeat)) = current {
+            let holder: Holder = serde_json::from_str(&text).map_err(|e| LedgerError::Corrupt {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            if holder != *me && holder.is_alive(heartbeat, now_ms()) {
+                return Err(LedgerError::Held {
+                    path: path.display().to_string(),
+                    pid: holder.pid,
+                    host: holder.host,
+                    since: super::format_ms(since),
+                });
+            }
+        }
+        let text = serde_json::to_string(me).expect("holder serializes");
+        let now = now_ms();
+        tx.execute("INSERT OR REPLACE INTO holder (id, holder, acquired_at, heartbeat_at) VALUES (1, ?1, ?2, ?2)", params![text, now]).map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// The current holder, when it took the ledger, and its last heartbeat.
+    pub fn holder(&self) -> Result<Option<(Holder, i64, i64)>, LedgerError> {
+        let row: Option<(String, i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT holder, acquired_at, heartbeat_at FROM holder",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(sql_err(&self.path))?;
+        row.map(|(text, since, beat)| {
+            serde_json::from_str(&text)
+                .map(|h| (h, since, beat))
+                .map_err(|e| self.corrupt(e))
+        })
+        .transpose()
+    }
+
+    /// Gives the lock up (at the end of a command).
+    pub fn release(&mut self) -> Result<(), LedgerError> {
+        self.conn
+            .execute("DELETE FROM holder", [])
+            .map(drop)
+            .map_err(sql_err(&self.path))
+    }
+
+    /// Records a command that opened the ledger for writing, for the audit trail.
+    pub fn record_session(
+        &mut self,
+        mode: &str,
+        argv: &[String],
+        me: &Holder,
+        plan_hash: &str,
+    ) -> Result<(), LedgerError> {
+        let argv = serde_json::to_string(argv).expect("argv serializes");
+        self.conn
+            .execute("INSERT INTO sessions (at, mode, user, host, pid, argv, plan_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", params![now_ms(), mode, me.user, me.host, me.pid, argv, plan_hash])
+            .map(drop)
+            .map_err(sql_err(&self.path))
+    }
+
+    /// Step records only (for `status`), without decoding the plan.
+    pub fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
+        let mut stmt = self.conn.prepare("SELECT state, attempts, last_error, output, started_at, ended_at, note FROM steps ORDER BY idx").map_err(sql_err(&self.path))?;
+        let rows = stmt.query_map([], |r| {
+            let state: String = r.get(0)?;
+            Ok(StepRecord {
+                state: StepState::parse(&state).unwrap_or(StepState::Pending),
+                attempts: r.get(1)?,
+                last_error: r.get(2)?,
+                output: r.get(3)?,
+                started_at: r.get(4)?,
+                ended_at: r.get(5)?,
+                note: r.get(6)?,
+            })
+        });
+        rows.and_then(Iterator::collect)
+            .map_err(sql_err(&self.path))
+    }
+
+    /// The index of a step by its ID.
+    pub fn step_index(&self, id: &str) -> Option<u32> {
+        self.ids.iter().position(|s| s == id).map(|i| i as u32)
+    }
+
+    fn corrupt(&self, e: impl std::fmt::Display) -> LedgerError {
+        LedgerError::Corrupt {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl Ledger for SqliteLedger {
+    fn apply(&mut self, ops: &[Op]) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let err = sql_err(&path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        {
+            let mut event = tx.prepare_cached("INSERT INTO events (at, step, op, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)").map_err(&err)?;
+            let mut claim = tx.prepare_cached("UPDATE steps SET state = 'running', attempts = ?2, started_at = ?3, ended_at = NULL WHERE idx = ?1").map_err(&err)?;
+            let mut complete = tx.prepare_cached("UPDATE steps SET state = 'succeeded', ended_at = ?2, output = ?3, last_error = NULL WHERE idx = ?1").map_err(&err)?;
+            let mut fail = tx
+                .prepare_cached(
+                    "UPDATE steps SET state = ?2, ended_at = ?3, last_error = ?4 WHERE idx = ?1",
+                )
+                .map_err(&err)?;
+            let mut note = tx.prepare_cached("UPDATE steps SET state = ?2, note = ?3, ended_at = COALESCE(?4, ended_at), attempts = CASE WHEN ?2 = 'pending' THEN 0 ELSE attempts END WHERE idx = ?1").map_err(&err)?;
+            let mut heartbeat = tx
+                .prepare_cached("UPDATE holder SET heartbeat_at = ?1")
+                .map_err(&err)?;
+            for op in ops {
+                match op {
+                    Op::Claim { step, attempt, at } => {
+                        claim.execute(params![step, attempt, at]).map_err(&err)?;
+                        event
+                            .execute(params![at, step, "claim", attempt, None::<String>])
+                            .map_err(&err)?;
+                    }
+                    Op::Complete {
+                        step,
+                        attempt,
+                        at,
+                        output,
+                    } => {
+                        complete.execute(params![step, at, output]).map_err(&err)?;
+                        event
+                            .execute(params![at, step, "complete", attempt, None::<String>])
+                            .map_err(&err)?;
+                    }
+                    Op::Fail {
+                        step,
+                        attempt,
+                        at,
+                        error,
+                        retryable,
+                    } => {
+                        let (state, name) = if *retryable {
+                            ("pending", "retry")
+                        } else {
+                            ("failed", "fail")
+                        };
+                        fail.execute(params![step, state, at, error])
+                            .map_err(&err)?;
+                        event
+                            .execute(params![at, step, name, attempt, error])
+                            .map_err(&err)?;
+                    }
+                    Op::Block { step, by, at } => {
+                        let by_id = self.ids.get(*by as usize).cloned().unwrap_or_default();
+                        note.execute(params![step, "blocked", by_id, None::<i64>])
+                            .map_err(&err)?;
+                        event
+                            .execute(params![at, step, "block", None::<u32>, by_id])
+                            .map_err(&err)?;
+                    }
+                    Op::Requeue { step, at, reason } => {
+                        note.execute(params![step, "pending", None::<String>, None::<i64>])
+                            .map_err(&err)?;
+                        event
+                            .execute(params![at, step, "requeue", None::<u32>, reason])
+                            .map_err(&err)?;
+                    }
+                    Op::Skip { step, at, reason } => {
+                        note.execute(params![step, "skipped", reason, at])
+                            .map_err(&err)?;
+                        event
+                            .execute(params![at, step, "skip", None::<u32>, reason])
+                            .map_err(&err)?;
+                    }
+                    Op::Heartbeat { at } => {
+                        heartbeat.execute(params![at]).map_err(&err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    fn load(&self) -> Result<Stored, LedgerError> {
+        let (info, snapshot, blob): (String, String, Vec<u8>) = self
+            .conn
+            .query_row("SELECT info, snapshot, plan FROM run", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(sql_err(&self.path))?;
+        let info: RunInfo = serde_json::from_str(&info).map_err(|e| self.corrupt(e))?;
+        let snapshot: Snapshot = serde_json::from_str(&snapshot).map_err(|e| self.corrupt(e))?;
+        let plan: Plan = postcard::from_bytes(&blob).map_err(|e| self.corrupt(e))?;
+        if crate::plan::rehash(&plan) != info.plan_hash {
+            return Err(self.corrupt("the stored plan does not match its recorded hash"));
+        }
+        let steps = self.step_records()?;
+        if steps.len() != plan.steps.len() {
+            return Err(self.corrupt(format!(
+                "{} step rows for a plan of {} steps",
+                steps.len(),
+                plan.steps.len()
+            )));
+        }
+        Ok(Stored {
+            info,
+            snapshot,
+            plan,
+            steps,
+        })
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, LedgerError> {
+    let err = sql_err(path);
+    let conn = Connection::open(path).map_err(&err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(&err)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(&err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(LedgerError::Incompatible {
+            path: path.display().to_string(),
+            reason: format!("cannot use WAL journal mode (got {mode})"),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(&err)?;
+    Ok(conn)
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}

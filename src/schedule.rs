@@ -1,0 +1,692 @@
+//! The scheduler: one loop that owns every spawned step. It launches ready steps in policy order
+//! under per-pool budgets and a global limit, applies timeouts and retries with backoff, isolates
+//! failures to their dependents, and records every transition through the journal (group commit).
+//! A step's dependents are released only once its success is durable.
+//!
+//! - `queue`: ready steps grouped by pool use; - `policy`: the order; - `backoff`: retry delays;
+//! - `journal`: batching transitions into ledger commits.
+
+pub mod backoff;
+pub mod journal;
+pub mod policy;
+pub mod queue;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventSink, Progress, RunEvent};
+use crate::ledger::{LedgerError, Op, StepRecord, StepState, now_ms};
+use crate::plan::rank::Successors;
+use crate::plan::{Owner, Plan, StepIdx};
+use crate::status::{SiteState, count_sites, count_steps, site_states};
+use crate::steps::{Registry, StepContext, StepError, StepKind, StepOutput};
+pub use journal::Journal;
+pub use policy::Policy;
+use queue::ReadyQueue;
+
+/// How to run a plan.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Part of every idempotency key: `<run_id>/<step id>`.
+    pub run_id: String,
+    /// At most this many steps at once, whatever the pools allow.
+    pub max_parallel: usize,
+    /// Capacity of each plan pool, in plan pool order.
+    pub pool_capacity: Vec<u32>,
+    pub policy: Policy,
+    /// After the first interrupt, how long in-flight steps may take before they are cancelled.
+    pub grace: Duration,
+    /// Root of the steps' staging directories.
+    pub staging: PathBuf,
+    /// Seeds the retry jitter.
+    pub seed: u64,
+    pub heartbeat_every: Duration,
+    pub progress_every: Duration,
+}
+
+impl RunOptions {
+    pub fn new(plan: &Plan, run_id: &str, staging: &Path) -> RunOptions {
+        RunOptions {
+            run_id: run_id.to_owned(),
+            max_parallel: 256,
+            pool_capacity: plan.pools.iter().map(|p| p.capacity).collect(),
+            policy: Policy::default(),
+            grace: Duration::from_secs(30),
+            staging: staging.to_owned(),
+            seed: 0,
+            heartbeat_every: Duration::from_secs(10),
+            progress_every: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Asks a running scheduler to stop: `drain` (first Ctrl-C) stops launching and lets in-flight
+/// steps finish within the grace period; `abort` (second Ctrl-C) stops at once.
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    drain: CancellationToken,
+    abort: CancellationToken,
+}
+
+impl Control {
+    pub fn drain(&self) {
+        self.drain.cancel();
+    }
+
+    pub fn abort(&self) {
+        self.drain.cancel();
+        self.abort.cancel();
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub steps: BTreeMap<StepState, usize>,
+    pub sites: BTreeMap<SiteState, usize>,
+    /// Stopped by `Control` before every step could finish.
+    pub interrupted: bool,
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    /// Every site restored.
+    pub fn all_restored(&self) -> bool {
+        !self.interrupted
+            && self
+                .sites
+                .iter()
+                .all(|(&s, &n)| s == SiteState::Restored || n == 0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("step kind '{kind}' (used by step {step}) cannot run in this build")]
+    UnknownKind { kind: String, step: String },
+    #[error("pool '{pool}' has capacity {capacity}, but step {step} needs {needs}")]
+    PoolTooSmall {
+        pool: String,
+        capacity: u32,
+        needs: u32,
+        step: String,
+    },
+}
+
+/// Runs `plan` to completion (or until stopped), starting from the recorded step states.
+pub async fn run(
+    plan: Arc<Plan>,
+    records: &[StepRecord],
+    registry: &Registry,
+    journal: Journal,
+    opts: RunOptions,
+    events: &dyn EventSink,
+    control: Control,
+) -> Result<RunSummary, RunError> {
+    let mut s = Scheduler::new(plan, records, registry, journal, opts, events, control)?;
+    let started = Instant::now();
+    let result = s.run_loop().await;
+    s.journal.close();
+    let interrupted = result?;
+    Ok(RunSummary {
+        steps: count_steps(&s.state),
+        sites: count_sites(&site_states(&s.plan, &s.state)),
+        interrupted,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// What a spawned step returns.
+struct Finished {
+    idx: StepIdx,
+    result: Result<StepOutput, StepError>,
+    ended: i64,
+}
+
+struct Scheduler<'a> {
+    plan: Arc<Plan>,
+    succ: Successors,
+    kinds: Vec<Arc<dyn StepKind>>,
+    opts: RunOptions,
+    events: &'a dyn EventSink,
+    control: Control,
+    state: Vec<StepState>,
+    /// Dependencies not yet durably done.
+    waiting: Vec<u32>,
+    /// The last attempt number used.
+    attempts: Vec<u32>,
+    /// Failures in this session (the retry budget).
+    failures: Vec<u32>,
+    outputs: Vec<Option<String>>,
+    /// Site-owned steps not yet done, per site.
+    site_left: Vec<u32>,
+    ready: ReadyQueue,
+    priorities: policy::Priorities,
+    seq: u64,
+    free: Vec<u32>,
+    tasks: JoinSet<Finished>,
+    task_steps: HashMap<tokio::task::Id, StepIdx>,
+    step_cancel: CancellationToken,
+    timers: BinaryHeap<Reverse<(Instant, StepIdx)>>,
+    journal: Journal,
+    pending_ops: Vec<Op>,
+    /// Successes in `pending_ops`, released once durable.
+    pending_done: Vec<StepIdx>,
+    /// Successes in the batch being committed.
+    committing: Option<Vec<StepIdx>>,
+    rng: ChaCha8Rng,
+    counts: Progress,
+    started: Instant,
+}
+
+impl<'a> Scheduler<'a> {
+    fn new(
+        plan: Arc<Plan>,
+        records: &[StepRecord],
+        registry: &Registry,
+        journal: Journal,
+        opts: RunOptions,
+        events: &'a dyn EventSink,
+        control: Control,
+    ) -> Result<Self, RunError> {
+        let kinds = resolve_kinds(&plan, registry)?;
+        check_pools(&plan, &opts.pool_capacity)?;
+        let n = plan.steps.len();
+        let mut s = Scheduler {
+            succ: plan.successors(),
+            kinds,
+            events,
+            control,
+            state: vec![StepState::Pending; n],
+            waiting: vec![0; n],
+            attempts: records.iter().map(|r| r.attempts).collect(),
+            failures: vec![0; n],
+            outputs: vec![None; n],
+            site_left: vec![0; plan.sites.len()],
+            ready: ReadyQueue::default(),
+            priorities: policy::Priorities::new(&plan, opts.policy),
+            seq: 0,
+            free: opts.pool_capacity.clone(),
+            tasks: JoinSet::new(),
+            task_steps: HashMap::new(),
+            step_cancel: CancellationToken::new(),
+            timers: BinaryHeap::new(),
+            journal,
+            pending_ops: Vec::new(),
+            pending_done: Vec::new(),
+            committing: None,
+            rng: ChaCha8Rng::seed_from_u64(opts.seed),
+            counts: Progress {
+                steps_total: n,
+                sites_total: plan.sites.len(),
+                pools_capacity: opts.pool_capacity.clone(),
+                pools_in_use: vec![0; plan.pools.len()],
+                ..Progress::default()
+            },
+            started: Instant::now(),
+            opts,
+            plan,
+        };
+        s.restore(records);
+        Ok(s)
+    }
+
+    /// Sets up in-memory state from the ledger: done steps stay done, steps that were running
+    /// when drover stopped run again, failures block their dependents again.
+    fn restore(&mut self, records: &[StepRecord]) {
+        let plan = Arc::clone(&self.plan);
+        for (i, rec) in records.iter().enumerate() {
+            self.state[i] = match rec.state {
+                StepState::Succeeded | StepState::Skipped => rec.state,
+                StepState::Failed => StepState::Failed,
+                StepState::Pending | StepState::Running | StepState::Blocked => StepState::Pending,
+            };
+            if self.state[i].is_done() {
+                self.outputs[i] = rec.output.clone();
+                self.counts.steps_done += 1;
+            }
+        }
+        for (i, step) in plan.steps.iter().enumerate() {
+            self.waiting[i] = step
+                .deps
+                .iter()
+                .filter(|&&d| !self.state[d as usize].is_done())
+                .count() as u32;
+            if let Owner::Site { site, .. } = step.owner
+                && !self.state[i].is_done()
+            {
+                self.site_left[site as usize] += 1;
+            }
+        }
+        for i in 0..plan.steps.len() {
+            if self.state[i] == StepState::Failed {
+                self.counts.steps_failed += 1;
+                self.block_dependents(i as StepIdx, |s| {
+                    records[s as usize].state != StepState::Blocked
+                });
+            }
+        }
+        for i in 0..plan.steps.len() {
+            if self.state[i] == StepState::Pending && self.waiting[i] == 0 {
+                self.push_ready(i as StepIdx);
+            }
+        }
+        self.counts.sites_restored = self.site_left.iter().filter(|&&n| n == 0).count();
+        self.events.emit(&RunEvent::Started {
+            steps: plan.steps.len(),
+            steps_done: self.counts.steps_done,
+            sites: plan.sites.len(),
+            sites_done: self.counts.sites_restored,
+        });
+    }
+
+    /// The loop. Returns whether the run was interrupted.
+    async fn run_loop(&mut self) -> Result<bool, RunError> {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut heartbeat = tokio::time::interval(self.opts.heartbeat_every);
+        let mut progress = tokio::time::interval(self.opts.progress_every);
+        let mut draining = false;
+        let mut grace_end: Option<Instant> = None;
+        loop {
+            if !draining {
+                self.launch();
+            }
+            self.flush()?;
+            if self.is_finished(draining) {
+                self.emit_progress();
+                return Ok(draining);
+            }
+            let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            tokio::select! {
+                biased;
+                _ = self.control.abort.cancelled() => {
+                    self.abort().await?;
+                    return Ok(true);
+                }
+                ack = self.journal.durable(), if self.committing.is_some() => self.on_durable(ack)?,
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_joined(joined, draining),
+                _ = sleep_until(next_timer.unwrap_or(far)), if next_timer.is_some() && !draining => self.fire_timers(),
+                _ = self.control.drain.cancelled(), if !draining => {
+                    draining = true;
+                    self.ready.clear();
+                    self.timers.clear();
+                    grace_end = Some(Instant::now() + self.opts.grace);
+                    self.events.emit(&RunEvent::Draining { in_flight: self.tasks.len(), grace: self.opts.grace });
+                }
+                _ = sleep_until(grace_end.unwrap_or(far)), if grace_end.is_some() => {
+                    grace_end = None;
+                    self.step_cancel.cancel();
+                    self.events.emit(&RunEvent::Cancelling { in_flight: self.tasks.len() });
+                }
+                _ = heartbeat.tick() => self.pending_ops.push(Op::Heartbeat { at: now_ms() }),
+                _ = progress.tick() => self.emit_progress(),
+            }
+        }
+    }
+
+    fn is_finished(&self, draining: bool) -> bool {
+        let idle = self.tasks.is_empty()
+            && self.committing.is_none()
+            && self
+                .pending_ops
+                .iter()
+                .all(|op| matches!(op, Op::Heartbeat { .. }));
+        idle && (draining || (self.ready.is_empty() && self.timers.is_empty()))
+    }
+
+    /// Starts ready steps while pools and the global limit allow.
+    fn launch(&mut self) {
+        while self.tasks.len() < self.opts.max_parallel {
+            let Some(idx) = self.ready.pop_fitting(&self.free) else {
+                break;
+            };
+            self.start(idx);
+        }
+    }
+
+    fn start(&mut self, idx: StepIdx) {
+        let i = idx as usize;
+        let plan = Arc::clone(&self.plan);
+        let step = &plan.steps[i];
+        for &(pool, n) in &step.uses {
+            self.free[pool as usize] -= n;
+            self.counts.pools_in_use[pool as usize] += n;
+        }
+        self.attempts[i] += 1;
+        let attempt = self.attempts[i];
+        self.state[i] = StepState::Running;
+        self.pending_ops.push(Op::Claim {
+            step: idx,
+            attempt,
+            at: now_ms(),
+        });
+        let ctx = self.context(idx, attempt);
+        let kind = Arc::clone(&self.kinds[step.template as usize]);
+        let timeout = step.timeout;
+        let handle = self.tasks.spawn(async move {
+            let result = match tokio::time::timeout(timeout, kind.run(ctx)).await {
+                Ok(r) => r,
+                Err(_) => Err(StepError::Retryable(format!(
+                    "timed out after {}",
+                    humantime::format_duration(timeout)
+                ))),
+            };
+            Finished {
+                idx,
+                result,
+                ended: now_ms(),
+            }
+        });
+        self.task_steps.insert(handle.id(), idx);
+        self.counts.running = self.tasks.len();
+        self.events
+            .emit(&RunEvent::StepStarted { step: idx, attempt });
+    }
+
+    fn context(&self, idx: StepIdx, attempt: u32) -> StepContext {
+        let step = &self.plan.steps[idx as usize];
+        let (site, product) = match &step.owner {
+            Owner::Site { site, product } => (
+                Some(self.plan.sites[*site as usize].id.to_string()),
+                product.map(|p| self.plan.products[p as usize].clone()),
+            ),
+            Owner::Shared { product, .. } => {
+                (None, Some(self.plan.products[*product as usize].clone()))
+            }
+        };
+        let upstream = step
+            .deps
+            .iter()
+            .filter_map(|&d| {
+                let text = self.outputs[d as usize].as_deref()?;
+                Some((
+                    self.plan.steps[d as usize].id.clone(),
+                    serde_json::from_str(text).ok()?,
+                ))
+            })
+            .collect();
+        StepContext {
+            step_id: step.id.clone(),
+            site,
+            product,
+            params: step.params.clone(),
+            upstream,
+            idempotency_key: format!("{}/{}", self.opts.run_id, step.id),
+            attempt,
+            estimate: step.estimate,
+            cancel: self.step_cancel.child_token(),
+            staging: self.opts.staging.join(safe_relative_path(&step.id)),
+        }
+    }
+
+    fn on_joined(
+        &mut self,
+        joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+        draining: bool,
+    ) {
+        let (id, idx, result, ended) = match joined {
+            Ok((id, f)) => (id, f.idx, f.result, f.ended),
+            Err(e) => {
+                let Some(&idx) = self.task_steps.get(&e.id()) else {
+                    return;
+                };
+                let why = if e.is_panic() {
+                    "the step panicked (a bug in its kind)"
+                } else {
+                    "the step was cancelled"
+                };
+                (e.id(), idx, Err(StepError::Permanent(why.into())), now_ms())
+            }
+        };
+        self.task_steps.remove(&id);
+        let plan = Arc::clone(&self.plan);
+        let step = &plan.steps[idx as usize];
+        for &(pool, n) in &step.uses {
+            self.free[pool as usize] += n;
+            self.counts.pools_in_use[pool as usize] -= n;
+        }
+        self.counts.running = self.tasks.len();
+        let attempt = self.attempts[idx as usize];
+        match result {
+            Ok(output) => {
+                let output = (!output.is_null()).then(|| output.to_string());
+                self.outputs[idx as usize] = output.clone();
+                self.pending_ops.push(Op::Complete {
+                    step: idx,
+                    attempt,
+                    at: ended,
+                    output,
+                });
+                self.pending_done.push(idx);
+            }
+            Err(e) => {
+                self.failures[idx as usize] += 1;
+                let budget_left = self.failures[idx as usize] < step.retry.attempts;
+                if e.is_retryable() && (budget_left || draining) {
+                    self.state[idx as usize] = StepState::Pending;
+                    self.pending_ops.push(Op::Fail {
+                        step: idx,
+                        attempt,
+                        at: ended,
+                        error: e.to_string(),
+                        retryable: true,
+                    });
+                    if !draining {
+                        let delay =
+                            backoff::delay(&step.retry, self.failures[idx as usize], &mut self.rng);
+                        self.timers.push(Reverse((Instant::now() + delay, idx)));
+                        self.events.emit(&RunEvent::StepRetrying {
+                            step: idx,
+                            attempt,
+                            delay,
+                            error: e.to_string(),
+                        });
+                    }
+                } else {
+                    let error = if e.is_retryable() {
+                        format!("{e} (gave up after {attempt} attempts)")
+                    } else {
+                        e.to_string()
+                    };
+                    self.state[idx as usize] = StepState::Failed;
+                    self.counts.steps_failed += 1;
+                    self.pending_ops.push(Op::Fail {
+                        step: idx,
+                        attempt,
+                        at: ended,
+                        error: error.clone(),
+                        retryable: false,
+                    });
+                    let blocked = self.block_dependents(idx, |_| true);
+                    self.events.emit(&RunEvent::StepFailed {
+                        step: idx,
+                        error,
+                        blocked,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Marks every transitive dependent of a failed step blocked; records a `Block` op for those
+    /// where `record` says so. Returns how many were blocked.
+    fn block_dependents(&mut self, failed: StepIdx, record: impl Fn(StepIdx) -> bool) -> usize {
+        let mut stack: Vec<StepIdx> = self.succ.of(failed as usize).to_vec();
+        let mut blocked = 0;
+        while let Some(s) = stack.pop() {
+            if self.state[s as usize] != StepState::Pending {
+                continue;
+            }
+            self.state[s as usize] = StepState::Blocked;
+            self.counts.steps_blocked += 1;
+            blocked += 1;
+            if record(s) {
+                self.pending_ops.push(Op::Block {
+                    step: s,
+                    by: failed,
+                    at: now_ms(),
+                });
+            }
+            stack.extend_from_slice(self.succ.of(s as usize));
+        }
+        blocked
+    }
+
+    /// Sends accumulated transitions to the ledger unless a commit is already in flight.
+    fn flush(&mut self) -> Result<(), RunError> {
+        if self.committing.is_some() || self.pending_ops.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending_ops);
+        self.committing = Some(std::mem::take(&mut self.pending_done));
+        if let Some(result) = self.journal.submit(batch) {
+            self.on_durable(result)?;
+        }
+        Ok(())
+    }
+
+    /// A batch is durable: its successes count, and their dependents may start.
+    fn on_durable(&mut self, ack: Result<(), LedgerError>) -> Result<(), RunError> {
+        ack?;
+        let plan = Arc::clone(&self.plan);
+        for idx in self.committing.take().unwrap_or_default() {
+            let i = idx as usize;
+            self.state[i] = StepState::Succeeded;
+            self.counts.steps_done += 1;
+            self.events.emit(&RunEvent::StepSucceeded { step: idx });
+            if let Owner::Site { site, .. } = plan.steps[i].owner {
+                self.site_left[site as usize] -= 1;
+                if self.site_left[site as usize] == 0 {
+                    self.counts.sites_restored += 1;
+                    self.events.emit(&RunEvent::SiteRestored { site });
+                }
+            }
+            for k in 0..self.succ.of(i).len() {
+                let next = self.succ.of(i)[k];
+                self.waiting[next as usize] -= 1;
+                if self.waiting[next as usize] == 0
+                    && self.state[next as usize] == StepState::Pending
+                {
+                    self.push_ready(next);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push_ready(&mut self, idx: StepIdx) {
+        self.seq += 1;
+        let key = self.priorities.key(&self.plan, idx, self.seq);
+        self.ready
+            .push(&self.plan.steps[idx as usize].uses, key, idx);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((t, idx))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            self.push_ready(idx);
+        }
+    }
+
+    /// Second interrupt: stop every step now and commit what is known. Steps that were running
+    /// stay recorded as running and run again, with the same idempotency key, on resume.
+    async fn abort(&mut self) -> Result<(), RunError> {
+        self.step_cancel.cancel();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        if self.committing.is_some() {
+            let ack = self.journal.durable().await;
+            self.on_durable(ack)?;
+        }
+        self.pending_done.clear();
+        self.pending_ops
+            .retain(|op| !matches!(op, Op::Complete { .. }));
+        self.flush()?;
+        if self.committing.is_some() {
+            let ack = self.journal.durable().await;
+            self.on_durable(ack)?;
+        }
+        Ok(())
+    }
+
+    fn emit_progress(&mut self) {
+        self.counts.elapsed = self.started.elapsed();
+        self.events.emit(&RunEvent::Progress(self.counts.clone()));
+    }
+}
+
+fn resolve_kinds(plan: &Plan, registry: &Registry) -> Result<Vec<Arc<dyn StepKind>>, RunError> {
+    plan.templates
+        .iter()
+        .enumerate()
+        .map(|(t, info)| {
+            registry.get(&info.kind).ok_or_else(|| {
+                let step = plan
+                    .steps
+                    .iter()
+                    .find(|s| s.template as usize == t)
+                    .map_or_else(|| info.name.clone(), |s| s.id.clone());
+                RunError::UnknownKind {
+                    kind: info.kind.clone(),
+                    step,
+                }
+            })
+        })
+        .collect()
+}
+
+fn check_pools(plan: &Plan, capacity: &[u32]) -> Result<(), RunError> {
+    for step in &plan.steps {
+        for &(pool, n) in &step.uses {
+            let cap = capacity[pool as usize];
+            if n > cap {
+                return Err(RunError::PoolTooSmall {
+                    pool: plan.pools[pool as usize].name.clone(),
+                    capacity: cap,
+                    needs: n,
+                    step: step.id.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A step ID as a relative path: `site-0042/wiki/fetch`, with anything that could escape the
+/// staging root (`..`, empty components, odd characters) replaced.
+fn safe_relative_path(id: &str) -> PathBuf {
+    id.split('/')
+        .map(|part| {
+            let clean: String = part
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            if clean.is_empty() || clean.chars().all(|c| c == '.') {
+                "_".to_owned()
+            } else {
+                clean
+            }
+        })
+        .collect()
+}

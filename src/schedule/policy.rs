@@ -1,0 +1,70 @@
+//! Scheduling policies: the order in which ready steps start. The same code orders real runs and
+//! (later) simulations.
+
+use crate::plan::{Owner, Plan, StepIdx};
+
+/// Which ready step starts first.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Highest upward rank (longest remaining path) first, then most urgent tier, then plan order.
+    #[default]
+    CriticalPath,
+    /// In the order steps became ready.
+    Fifo,
+    /// Most urgent tier first, then critical path.
+    TierFirst,
+    /// Steps of the sites with the least total work first: the most sites back per hour.
+    SmallestSiteFirst,
+}
+
+/// Computes a step's priority key; smaller starts first.
+pub struct Priorities {
+    policy: Policy,
+    site_work: Vec<u64>,
+}
+
+impl Priorities {
+    pub fn new(plan: &Plan, policy: Policy) -> Priorities {
+        let mut site_work = Vec::new();
+        if policy == Policy::SmallestSiteFirst {
+            site_work = vec![0u64; plan.sites.len()];
+            for step in &plan.steps {
+                if let Owner::Site { site, .. } = step.owner {
+                    site_work[site as usize] += step.estimate.as_millis() as u64;
+                }
+            }
+        }
+        Priorities { policy, site_work }
+    }
+
+    /// `seq` counts pushes into the ready queue (for FIFO).
+    pub fn key(&self, plan: &Plan, idx: StepIdx, seq: u64) -> u128 {
+        let step = &plan.steps[idx as usize];
+        let urgency = u64::MAX - step.rank.as_millis() as u64;
+        let tier = step.tier as u128;
+        let idx = idx as u128;
+        match self.policy {
+            Policy::CriticalPath => ((urgency as u128) << 64) | (tier << 32) | idx,
+            Policy::Fifo => ((seq as u128) << 32) | idx,
+            Policy::TierFirst => (tier << 96) | (((urgency >> 32) as u128) << 32) | idx,
+            Policy::SmallestSiteFirst => {
+                let work = match step.owner {
+                    Owner::Site { site, .. } => self.site_work[site as usize],
+                    Owner::Shared { .. } => 0,
+                };
+                ((work.min(u64::MAX >> 1) as u128) << 64) | ((urgency >> 32) as u128) << 32 | idx
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Per-site status, derived from step states: what `drover status` shows and what decides a run's
+//! exit code.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::ledger::StepState;
+use crate::plan::{Owner, Plan};
+
+/// The state of one site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteState {
+    Pending,
+    Running,
+    /// Every step of the site succeeded or was skipped.
+    Restored,
+    /// A step of the site failed.
+    Failed,
+    /// A step the site needs failed elsewhere (e.g. its shard's fetch).
+    Blocked,
+    /// The site's data did not validate: it must not be reactivated.
+    Quarantined,
+}
+
+impl SiteState {
+    pub const ALL: [SiteState; 6] = [
+        SiteState::Pending,
+        SiteState::Running,
+        SiteState::Restored,
+        SiteState::Failed,
+        SiteState::Blocked,
+        SiteState::Quarantined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteState::Pending => "pending",
+            SiteState::Running => "running",
+            SiteState::Restored => "restored",
+            SiteState::Failed => "failed",
+            SiteState::Blocked => "blocked",
+            SiteState::Quarantined => "quarantined",
+        }
+    }
+}
+
+/// The step kind whose permanent failure quarantines a site.
+pub const VALIDATING_KIND: &str = "validate";
+
+/// Every site's state, in plan site order.
+pub fn site_states(plan: &Plan, states: &[StepState]) -> Vec<SiteState> {
+    #[derive(Default, Clone, Copy)]
+    struct Tally {
+        quarantined: bool,
+        failed: bool,
+        blocked: bool,
+        running: bool,
+        open: bool,
+    }
+    let mut tally = vec![Tally::default(); plan.sites.len()];
+    for (step, &state) in plan.steps.iter().zip(states) {
+        let Owner::Site { site, .. } = step.owner else {
+            continue;
+        };
+        let t = &mut tally[site as usize];
+        match state {
+            StepState::Failed if plan.kind(step) == VALIDATING_KIND => t.quarantined = true,
+            StepState::Failed => t.failed = true,
+            StepState::Blocked => t.blocked = true,
+            StepState::Running => t.running = true,
+            StepState::Pending => t.open = true,
+            StepState::Succeeded | StepState::Skipped => {}
+        }
+    }
+    tally
+        .into_iter()
+        .map(|t| match t {
+            Tally {
+                quarantined: true, ..
+            } => SiteState::Quarantined,
+            Tally { failed: true, .. } => SiteState::Failed,
+            Tally { blocked: true, .. } => SiteState::Blocked,
+            Tally { running: true, .. } => SiteState::Running,
+            Tally { open: true, .. } => SiteState::Pending,
+            _ => SiteState::Restored,
+        })
+        .collect()
+}
+
+/// How many sites are in each state (every state listed, zeros included).
+pub fn count_sites(states: &[SiteState]) -> BTreeMap<SiteState, usize> {
+    let mut counts: BTreeMap<SiteState, usize> = SiteState::ALL.iter().map(|&s| (s, 0)).collect();
+    for &s in states {
+        *counts.entry(s).or_default() += 1;
+    }
+    counts
+}
+
+/// How many steps are in each state (every state listed, zeros included).
+pub fn count_steps(states: &[StepState]) -> BTreeMap<StepState, usize> {
+    let mut counts: BTreeMap<StepState, usize> = StepState::ALL.iter().map(|&s| (s, 0)).collect();
+    for &s in states {
+        *counts.entry(s).or_default() += 1;
+    }
+    counts
+}

@@ -1,0 +1,33 @@
+//! `sleep`: waits, then succeeds. Params: `duration` (humantime; default the step's estimate) and
+//! `scale` (a factor applied to it; default 1), so a synthetic workflow can sleep its estimates
+//! at 1/100 speed. Stops early, as a retryable failure, when cancelled.
+
+use async_trait::async_trait;
+
+use super::{StepContext, StepError, StepKind, StepOutput, duration_param};
+
+pub struct Sleep;
+
+#[async_trait]
+impl StepKind for Sleep {
+    async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
+        let base = duration_param(&ctx, "duration")?.unwrap_or(ctx.estimate);
+        let scale = match ctx.param("scale") {
+            None => 1.0,
+            Some(s) => s
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .ok_or_else(|| {
+                    StepError::Permanent(format!(
+                        "param scale = '{s}' is not a non-negative number"
+                    ))
+                })?,
+        };
+        let wait = base.mul_f64(scale);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(serde_json::json!({ "slept_ms": wait.as_millis() as u64 })),
+            _ = ctx.cancel.cancelled() => Err(StepError::Retryable("cancelled".into())),
+        }
+    }
+}
