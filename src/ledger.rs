@@ -166,8 +166,9 @@ impl StepRecord {
                 self.note = Some(blocked_by(*by));
             }
             Op::Requeue { .. } => {
+                // Attempt numbers keep counting across retries: the audit trail shows attempt 3,
+                // not a second attempt 1. The retry budget is per session.
                 self.state = StepState::Pending;
-                self.attempts = 0;
                 self.note = None;
             }
             Op::Skip { at, reason, .. } => {

@@ -118,6 +118,23 @@ impl Registry {
     }
 }
 
+/// For tests and drills: when the step has a `record` param, appends a line
+/// `<idempotency key> <attempt>` to that file, so a test can see exactly which steps executed
+/// and how often.
+pub(crate) fn record_execution(ctx: &StepContext) -> Result<(), StepError> {
+    use std::io::Write;
+    let Some(path) = ctx.param("record") else {
+        return Ok(());
+    };
+    let line = format!("{} {}\n", ctx.idempotency_key, ctx.attempt);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| StepError::Retryable(format!("record {path}: {e}")))
+}
+
 /// Reads a humantime duration parameter.
 pub(crate) fn duration_param(ctx: &StepContext, name: &str) -> Result<Option<Duration>, StepError> {
     ctx.param(name)

@@ -229,7 +229,13 @@ fn csv_site_list_plans_like_inline_sites() {
 fn help_documents_exit_codes() {
     let out = drover().arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for code in ["0    success", "2    invalid input", "3    the run finished", "4    the ledger is held", "130  interrupted"] {
+    for code in [
+        "0    success",
+        "2    invalid input",
+        "3    the run finished",
+        "4    the ledger is held",
+        "130  interrupted",
+    ] {
         assert!(text.contains(code), "--help lacks {code:?}:\n{text}");
     }
 }

@@ -79,38 +79,23 @@ impl SqliteLedger {
                 reason: "the file already exists".into(),
             });
         }
-        let mut conn = connect(path)?;
-        let err = sql_err(path);
-        let blob = postcard::to_allocvec(new.plan).map_err(|e| LedgerError::Corrupt {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let tx = conn.transaction().map_err(&err)?;
-        tx.execute_batch(SCHEMA).map_err(&err)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(&err)?;
-        let info = serde_json::to_string(&new.info).expect("run info serializes");
-        let snapshot = serde_json::to_string(&new.snapshot).expect("snapshot serializes");
-        tx.execute(
-            "INSERT INTO run (id, info, snapshot, plan) VALUES (1, ?1, ?2, ?3)",
-            params![info, snapshot, blob],
-        )
-        .map_err(&err)?;
-        {
-            let mut insert = tx
-                .prepare("INSERT INTO steps (idx, id, state) VALUES (?1, ?2, 'pending')")
-                .map_err(&err)?;
-            for (i, step) in new.plan.steps.iter().enumerate() {
-                insert.execute(params![i as i64, step.id]).map_err(&err)?;
-            }
+        // Built under a temporary name and renamed into place once complete, so no other
+        // command ever sees a half-created ledger.
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(format!(".creating-{}", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        let _ = std::fs::remove_file(&tmp);
+        let result = write_new(&tmp, new).and_then(|()| {
+            std::fs::rename(&tmp, path).map_err(|e| LedgerError::Incompatible {
+                path: path.display().to_string(),
+                reason: format!("cannot move the new ledger into place: {e}"),
+            })
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        tx.commit().map_err(&err)?;
-        let ids = new.plan.steps.iter().map(|s| s.id.clone()).collect();
-        Ok(SqliteLedger {
-            conn,
-            path: path.to_owned(),
-            ids,
-        })
+        result?;
+        SqliteLedger::open(path)
     }
 
     /// Opens an existing ledger.
@@ -284,7 +269,7 @@ impl Ledger for SqliteLedger {
                     "UPDATE steps SET state = ?2, ended_at = ?3, last_error = ?4 WHERE idx = ?1",
                 )
                 .map_err(&err)?;
-            let mut note = tx.prepare_cached("UPDATE steps SET state = ?2, note = ?3, ended_at = COALESCE(?4, ended_at), attempts = CASE WHEN ?2 = 'pending' THEN 0 ELSE attempts END WHERE idx = ?1").map_err(&err)?;
+            let mut note = tx.prepare_cached("UPDATE steps SET state = ?2, note = ?3, ended_at = COALESCE(?4, ended_at) WHERE idx = ?1").map_err(&err)?;
             let mut heartbeat = tx
                 .prepare_cached("UPDATE holder SET heartbeat_at = ?1")
                 .map_err(&err)?;
@@ -384,6 +369,48 @@ impl Ledger for SqliteLedger {
             steps,
         })
     }
+}
+
+/// Writes a complete new ledger at `path` and closes it (checkpointing its WAL into the file).
+fn write_new(path: &Path, new: &NewRun) -> Result<(), LedgerError> {
+    let mut conn = Connection::open(path).map_err(sql_err(path))?;
+    let err = sql_err(path);
+    let blob = postcard::to_allocvec(new.plan).map_err(|e| LedgerError::Corrupt {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let tx = conn.transaction().map_err(&err)?;
+    tx.execute_batch(SCHEMA).map_err(&err)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(&err)?;
+    let info = serde_json::to_string(&new.info).expect("run info serializes");
+    let snapshot = serde_json::to_string(&new.snapshot).expect("snapshot serializes");
+    tx.execute(
+        "INSERT INTO run (id, info, snapshot, plan) VALUES (1, ?1, ?2, ?3)",
+        params![info, snapshot, blob],
+    )
+    .map_err(&err)?;
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO steps (idx, id, state) VALUES (?1, ?2, 'pending')")
+            .map_err(&err)?;
+        for (i, step) in new.plan.steps.iter().enumerate() {
+            insert.execute(params![i as i64, step.id]).map_err(&err)?;
+        }
+    }
+    tx.commit().map_err(&err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(&err)?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .map_err(&err)?;
+    conn.close().map_err(|(_, e)| err(e))?;
+    // Make the file's contents durable before it is renamed into place.
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| LedgerError::Incompatible {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 fn connect(path: &Path) -> Result<Connection, LedgerError> {

@@ -1,10 +1,11 @@
 //! `sleep`: waits, then succeeds. Params: `duration` (humantime; default the step's estimate) and
 //! `scale` (a factor applied to it; default 1), so a synthetic workflow can sleep its estimates
-//! at 1/100 speed. Stops early, as a retryable failure, when cancelled.
+//! at 1/100 speed. Stops early, as a retryable failure, when cancelled. Param `record`: see
+//! `record_execution` (written when the sleep starts).
 
 use async_trait::async_trait;
 
-use super::{StepContext, StepError, StepKind, StepOutput, duration_param};
+use super::{StepContext, StepError, StepKind, StepOutput, duration_param, record_execution};
 
 pub struct Sleep;
 
@@ -25,6 +26,7 @@ impl StepKind for Sleep {
                 })?,
         };
         let wait = base.mul_f64(scale);
+        record_execution(&ctx)?;
         tokio::select! {
             _ = tokio::time::sleep(wait) => Ok(serde_json::json!({ "slept_ms": wait.as_millis() as u64 })),
             _ = ctx.cancel.cancelled() => Err(StepError::Retryable("cancelled".into())),
