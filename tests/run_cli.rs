@@ -635,3 +635,55 @@ fn wait_for(mut ready: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_the_ledger_stays_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("x.log");
+    let wf = write(dir.path(), "wf.toml", crash_workflow(&record, "30s"));
+    let req = write(dir.path(), "req.toml", request(3));
+    let state = dir.path().join("ledger.db");
+    let (s, w, r) = (
+        state.to_str().unwrap(),
+        wf.to_str().unwrap(),
+        req.to_str().unwrap(),
+    );
+    let child = spawn(&["run", "-w", w, "-r", r, "--state", s, "--grace", "10m"]);
+    wait_for(|| executions(&record, 0).len() >= 6);
+    let started = Instant::now();
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "did not wait for the 30s steps or the 10m grace"
+    );
+    let doc = status_json(&state);
+    assert_eq!(doc["steps"]["succeeded"], 0);
+    assert_eq!(
+        doc["steps"]["running"], 6,
+        "the six aborted fetches are recorded as running, to be run again"
+    );
+    // Resume runs them again with the same idempotency keys (shortened: the sleeps are 30s, so
+    // only check that the resume takes the ledger and relaunches them).
+    let child = spawn(&["resume", "--state", s]);
+    wait_for(|| executions(&record, 0).len() >= 12);
+    let keys = executions(&record, 0);
+    assert_eq!(
+        keys[..6].iter().collect::<HashSet<_>>(),
+        keys[6..12].iter().collect::<HashSet<_>>(),
+        "the same steps run again"
+    );
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+}

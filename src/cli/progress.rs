@@ -43,8 +43,12 @@ impl Renderer {
         let long_ago = Instant::now() - PLAIN_EVERY;
         let mode = match format {
             LogFormat::Json => {
+                // RUST_LOG=debug adds one line per step start and success.
+                let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
                 let _ = tracing_subscriber::fmt()
                     .json()
+                    .with_env_filter(filter)
                     .with_writer(std::io::stderr)
                     .with_target(false)
                     .try_init();
