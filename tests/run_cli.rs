@@ -674,7 +674,7 @@ fn a_second_ctrl_c_stops_at_once_and_the_ledger_stays_consistent() {
     );
     // Resume runs them again with the same idempotency keys (shortened: the sleeps are 30s, so
     // only check that the resume takes the ledger and relaunches them).
-    let child = spawn(&["resume", "--state", s]);
+    let mut child = spawn(&["resume", "--state", s]);
     wait_for(|| executions(&record, 0).len() >= 12);
     let keys = executions(&record, 0);
     assert_eq!(
@@ -682,8 +682,6 @@ fn a_second_ctrl_c_stops_at_once_and_the_ledger_stays_consistent() {
         keys[6..12].iter().collect::<HashSet<_>>(),
         "the same steps run again"
     );
-    Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
