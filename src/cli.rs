@@ -1,5 +1,6 @@
 //! The command line: argument parsing, rendering and exit codes. The only code that prints.
 
+mod backups;
 mod generate;
 mod plan;
 mod progress;
@@ -49,6 +50,9 @@ enum Command {
     Retry(retry::RetryArgs),
     /// Mark a failed step skipped, with a recorded reason, releasing its dependents; then `resume`.
     Skip(retry::SkipArgs),
+    /// Backup stores: list snapshots; fetch one unit's snapshot, verified.
+    #[command(subcommand)]
+    Backups(backups::BackupsCommand),
     /// Generate synthetic input (a restore request) for benchmarks, drills and what-if planning.
     #[command(subcommand)]
     Generate(generate::GenerateCommand),
@@ -127,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Retry(args) => retry::retry(args),
         Command::Skip(args) => retry::skip(args),
+        Command::Backups(cmd) => backups::run(cmd),
         Command::Generate(cmd) => generate::run(cmd).map(|()| Done::Ok),
     };
     match result {

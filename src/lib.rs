@@ -10,12 +10,14 @@
 //! - [`plan`]: pure planner: expand, validate, rank, lower bound, hash.
 //! - [`generate`]: synthetic requests for benchmarks and drills.
 //! - [`steps`]: the `StepKind` trait, the registry, one file per built-in kind.
+//! - [`backup`]: backup stores (local, S3), manifests, point-in-time choice, verified fetch.
 //! - [`ledger`]: the durable record of a run (SQLite; in-memory for tests), group-committed.
 //! - [`schedule`]: the one loop that spawns steps: pools, policies, retries, failure isolation.
 //! - [`events`]: what a run reports; consumed by the CLI's progress display.
 //! - [`status`]: per-site state derived from step states.
 //! - [`cli`]: the command line; the only code that prints.
 
+pub mod backup;
 pub mod cli;
 pub mod diag;
 pub mod events;

@@ -72,7 +72,28 @@ fn workflow_with(path: &Path, files: &Files) -> Result<Workflow, Vec<Problem>> {
 fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
     let source = read(path, files).map_err(|p| vec![p])?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Request::parse(&source, |name| read(&resolve(&dir, name), files))
+    let mut request = Request::parse(&source, |name| read(&resolve(&dir, name), files))?;
+    request.backups = request.backups.map(|b| absolute_source(&b, &dir));
+    Ok(request)
+}
+
+/// A backup source with a relative directory made absolute (relative to the request file), so
+/// steps can open it from anywhere. URLs other than `file://` are left as they are.
+fn absolute_source(source: &str, dir: &Path) -> String {
+    if source.contains("://") && !source.starts_with("file://") {
+        return source.to_owned();
+    }
+    let path = source.strip_prefix("file://").unwrap_or(source);
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let abs = resolve(
+        &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        path,
+    );
+    abs.display().to_string()
 }
 
 fn resolve(dir: &Path, name: &str) -> PathBuf {

@@ -28,6 +28,8 @@ pub struct Request {
     /// Products for sites that list none, and where that list was written.
     pub default_products: Option<(Vec<String>, Location)>,
     pub backups: Option<String>,
+    /// How far before `point_in_time` a backup may be.
+    pub backup_window: std::time::Duration,
     pub target: Option<String>,
     pub sites: Vec<Site>,
 }
@@ -64,6 +66,7 @@ impl Request {
             ));
         }
         let point_in_time = parse_time(source, &header.point_in_time, &mut problems);
+        let backup_window = backup_window(source, file.backups.as_ref(), &mut problems);
         let tiers = tiers(source, header, &mut problems);
         let default_products = header
             .products
@@ -101,6 +104,7 @@ impl Request {
             point_in_time: point_in_time.expect("no problems means the time parsed"),
             tiers,
             default_products,
+            backup_window,
             backups: file.backups.map(|b| b.source),
             target: file.target.map(|t| t.registry),
             sites,
@@ -128,6 +132,30 @@ fn parse_time(
             None
         }
     }
+}
+
+/// The default `[backups] window`.
+pub const DEFAULT_BACKUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn backup_window(
+    source: &Source,
+    backups: Option<&format::Backups>,
+    problems: &mut Vec<Problem>,
+) -> std::time::Duration {
+    let Some(w) = backups.and_then(|b| b.window.as_ref()) else {
+        return DEFAULT_BACKUP_WINDOW;
+    };
+    humantime::parse_duration(w.get_ref()).unwrap_or_else(|e| {
+        problems.push(Problem::new(
+            source.locate(w.span().start),
+            "backups.window",
+            ProblemKind::BadDuration {
+                value: w.get_ref().clone(),
+                reason: e.to_string(),
+            },
+        ));
+        DEFAULT_BACKUP_WINDOW
+    })
 }
 
 fn tiers(source: &Source, header: &format::Header, problems: &mut Vec<Problem>) -> Vec<String> {

@@ -1,9 +1,11 @@
 //! Step kinds: what a step does when it runs. A kind implements [`StepKind`]; a [`Registry`] maps
 //! kind names (as written in workflows) to implementations.
 //!
-//! Built-in kinds for tests, benchmarks and drills: `noop`, `sleep`, `flaky`, `fail`.
+//! Built-in kinds: `fetch` (verified download of a backup snapshot); for tests, benchmarks and
+//! drills `noop`, `sleep`, `flaky`, `fail`.
 
 mod fail;
+mod fetch;
 mod flaky;
 mod noop;
 mod sleep;
@@ -102,6 +104,7 @@ impl Registry {
         r.register("sleep", sleep::Sleep);
         r.register("flaky", flaky::Flaky);
         r.register("fail", fail::Fail);
+        r.register("fetch", fetch::Fetch::default());
         r
     }
 

@@ -29,6 +29,11 @@ pub struct PlanArgs {
     /// for review and for `drover run --plan`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also check the backup store: every fetch step's unit must have a complete snapshot within
+    /// the request's window before its point in time; prints the RPO each site will get. Reads
+    /// listings only; moves no data. (`drover run` always does this before starting.)
+    #[arg(long)]
+    check_backups: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -43,13 +48,27 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
         &args.request,
         args.pools.unwrap_or_default(),
     )?;
+    let checked = if args.check_backups {
+        Some(check_backups(&plan)?)
+    } else {
+        None
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
-        Format::Text => print_text(&mut out, &plan).context("writing the summary")?,
+        Format::Text => {
+            print_text(&mut out, &plan).context("writing the summary")?;
+            if let Some(c) = &checked {
+                print_backups(&mut out, &plan, c).context("writing the summary")?;
+            }
+        }
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &Summary::new(&plan))
-                .context("writing the summary")?;
+            let mut doc =
+                serde_json::to_value(Summary::new(&plan)).context("encoding the summary")?;
+            if let Some(c) = &checked {
+                doc["backups"] = backups_json(&plan, c);
+            }
+            serde_json::to_writer_pretty(&mut out, &doc).context("writing the summary")?;
             writeln!(out).context("writing the summary")?;
         }
     }
@@ -164,4 +183,46 @@ fn print_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
 /// A duration rounded to whole seconds, in humantime's notation.
 pub(crate) fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// Runs the backup check (listings only), refusing with exit 2 when a unit has no usable snapshot.
+pub(crate) fn check_backups(plan: &Plan) -> Result<crate::backup::check::BackupCheck, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(crate::backup::check::check(plan))?)
+}
+
+fn print_backups(
+    out: &mut impl Write,
+    plan: &Plan,
+    c: &crate::backup::check::BackupCheck,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  backups        {} units in {} store(s): every one has a snapshot in its window",
+        c.units, c.sources
+    )?;
+    if let Some((p50, max, site)) = c.rpo_summary(plan) {
+        writeln!(
+            out,
+            "    RPO          p50 {}, max {} ({site})",
+            human(p50),
+            human(max)
+        )?;
+    }
+    Ok(())
+}
+
+fn backups_json(plan: &Plan, c: &crate::backup::check::BackupCheck) -> serde_json::Value {
+    let summary = c.rpo_summary(plan);
+    serde_json::json!({
+        "units": c.units,
+        "sources": c.sources,
+        "rpo_p50_s": summary.as_ref().map(|s| s.0.as_secs()),
+        "rpo_max_s": summary.as_ref().map(|s| s.1.as_secs()),
+        "rpo_max_site": summary.as_ref().map(|s| s.2.clone()),
+        "site_rpo_s": plan.sites.iter().zip(&c.site_rpo_s).map(|(s, r)| (s.id.to_string(), *r)).collect::<std::collections::BTreeMap<_, _>>(),
+    })
 }

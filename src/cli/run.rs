@@ -82,6 +82,21 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         },
     )?;
     check_kinds(&plan, &args.workflow)?;
+    if plan
+        .templates
+        .iter()
+        .any(|t| t.kind == crate::backup::check::FETCH_KIND)
+    {
+        let checked = super::plan::check_backups(&plan)?;
+        if let Some((p50, max, site)) = checked.rpo_summary(&plan) {
+            eprintln!(
+                "backups: {} units checked; RPO p50 {}, max {} ({site})",
+                checked.units,
+                super::plan::human(p50),
+                super::plan::human(max)
+            );
+        }
+    }
     let mut ledger = if args.state.exists() {
         let ledger = SqliteLedger::open(&args.state)?;
         let info = ledger.info()?;

@@ -47,6 +47,8 @@ struct Expander<'a> {
     /// Σ of the scaling attribute over a shared step's sites.
     shared_scale: HashMap<StepIdx, f64>,
     pit: String,
+    /// The request's backup window, in humantime form.
+    window: String,
 }
 
 impl<'a> Expander<'a> {
@@ -76,6 +78,7 @@ impl<'a> Expander<'a> {
             pit: req
                 .point_in_time
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            window: humantime::format_duration(req.backup_window).to_string(),
         }
     }
 
@@ -354,6 +357,7 @@ impl<'a> Expander<'a> {
             ("point_in_time", _) => Some(&self.pit),
             ("request", _) => Some(&self.req.name),
             ("backups", _) => self.req.backups.as_deref(),
+            ("backup_window", _) => Some(&self.window),
             ("target", _) => self.req.target.as_deref(),
             ("step", _) => Some(step),
             (attribute, _) if !shared => attr(site, product, attribute),

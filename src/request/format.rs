@@ -41,6 +41,8 @@ fn one() -> Spanned<u32> {
 #[serde(deny_unknown_fields)]
 pub struct Backups {
     pub source: String,
+    /// How far before the point in time a backup may be (humantime); default 24h.
+    pub window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

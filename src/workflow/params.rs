@@ -24,6 +24,7 @@ pub const BUILTIN_VARS: &[&str] = &[
     "point_in_time",
     "request",
     "backups",
+    "backup_window",
     "target",
     "step",
 ];

@@ -93,3 +93,4 @@ id = "site-0003"
 products = ["identity"]
 attrs = { size_gb = 3, "identity.shard" = "identity-2" }
 "#;
+pub mod s3;

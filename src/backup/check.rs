@@ -1,0 +1,172 @@
+//! The backup check before anything runs: every `fetch` step of a plan has a complete snapshot
+//! inside the allowed window, and the RPO each site will get. Reads store listings; moves no data.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::catalog;
+use crate::diag::{Location, Problem, ProblemKind};
+use crate::plan::{Owner, Plan};
+
+/// The step kind whose units are checked.
+pub const FETCH_KIND: &str = "fetch";
+
+/// What the check found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BackupCheck {
+    pub units: usize,
+    pub sources: usize,
+    /// Per site (plan order): the worst RPO among the units it needs, in seconds.
+    pub site_rpo_s: Vec<Option<u64>>,
+}
+
+impl BackupCheck {
+    /// (p50, max) RPO over sites, and the site with the max.
+    pub fn rpo_summary(&self, plan: &Plan) -> Option<(Duration, Duration, String)> {
+        let mut v: Vec<(u64, usize)> = self
+            .site_rpo_s
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.map(|r| (r, i)))
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let (max, site) = v[v.len() - 1];
+        Some((
+            Duration::from_secs(v[v.len() / 2].0),
+            Duration::from_secs(max),
+            plan.sites[site].id.to_string(),
+        ))
+    }
+}
+
+/// Checks every fetch step's unit against its store's listing (one listing per store).
+pub async fn check(plan: &Plan) -> Result<BackupCheck, Vec<Problem>> {
+    let fetches: Vec<usize> = (0..plan.steps.len())
+        .filter(|&i| plan.kind(&plan.steps[i]) == FETCH_KIND)
+        .collect();
+    let mut by_source: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for &i in &fetches {
+        match plan.steps[i].params.get("source") {
+            Some(s) => by_source.entry(s.as_str()).or_default().push(i),
+            None => problems.push(problem(
+                "plan",
+                &plan.steps[i].id,
+                "the fetch step has no 'source' param".into(),
+                "give the step params source, unit and point_in_time",
+            )),
+        }
+    }
+    let succ = plan.successors();
+    let mut report = BackupCheck {
+        units: fetches.len(),
+        sources: by_source.len(),
+        site_rpo_s: vec![None; plan.sites.len()],
+    };
+    for (source, steps) in by_source {
+        let store = match super::open(source, Path::new("/")).await {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(problem(
+                    source,
+                    "backups.source",
+                    e.to_string(),
+                    "check the source URL",
+                ));
+                continue;
+            }
+        };
+        let listing = match store.list_snapshots(None).await {
+            Ok(l) => catalog::by_unit(l),
+            Err(e) => {
+                problems.push(problem(
+                    source,
+                    "backups.source",
+                    e.to_string(),
+                    "check that the backup store exists and is reachable (credentials, endpoint)",
+                ));
+                continue;
+            }
+        };
+        for i in steps {
+            let step = &plan.steps[i];
+            let (Some(unit), Some(pit)) =
+                (step.params.get("unit"), step.params.get("point_in_time"))
+            else {
+                problems.push(problem(
+                    source,
+                    &step.id,
+                    "the fetch step needs params unit and point_in_time".into(),
+                    "add them to the workflow's fetch steps",
+                ));
+                continue;
+            };
+            let Ok(target) = DateTime::parse_from_rfc3339(pit).map(|t| t.with_timezone(&Utc))
+            else {
+                problems.push(problem(
+                    source,
+                    &step.id,
+                    format!("point_in_time '{pit}' is not RFC 3339"),
+                    "use the request's {point_in_time}",
+                ));
+                continue;
+            };
+            let window = step
+                .params
+                .get("window")
+                .and_then(|w| humantime::parse_duration(w).ok())
+                .unwrap_or(crate::request::DEFAULT_BACKUP_WINDOW);
+            let empty = Vec::new();
+            match catalog::choose(unit, listing.get(unit.as_str()).unwrap_or(&empty), target, window) {
+                Ok(choice) => record_rpo(plan, &succ, i, choice.rpo, &mut report.site_rpo_s),
+                Err(e) => problems.push(problem(source, &format!("unit {unit} (step {})", step.id), e.to_string(), "restore to a later point in time, widen [backups] window, or check that backups of this unit exist")),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(report)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A site's RPO is the worst among the units it needs (its own, and the shared ones before it).
+fn record_rpo(
+    plan: &Plan,
+    succ: &crate::plan::rank::Successors,
+    i: usize,
+    rpo: Duration,
+    site_rpo: &mut [Option<u64>],
+) {
+    let mut note = |site: u32| {
+        let slot = &mut site_rpo[site as usize];
+        *slot = Some(slot.unwrap_or(0).max(rpo.as_secs()));
+    };
+    match plan.steps[i].owner {
+        Owner::Site { site, .. } => note(site),
+        Owner::Shared { .. } => {
+            for &s in succ.of(i) {
+                if let Owner::Site { site, .. } = plan.steps[s as usize].owner {
+                    note(site);
+                }
+            }
+        }
+    }
+}
+
+fn problem(file: &str, entry: &str, message: String, fix: &str) -> Problem {
+    Problem::new(
+        Location::file(file),
+        entry,
+        ProblemKind::Invalid {
+            message,
+            fix: fix.into(),
+        },
+    )
+}

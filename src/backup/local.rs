@@ -1,0 +1,141 @@
+//! A backup store in a local directory (`file:///path` or a plain path): the embedded default,
+//! and what the demo platform writes. Read-only.
+
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{BackupStore, SnapshotEntry, StoreError, layout};
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> LocalStore {
+        LocalStore { root }
+    }
+
+    fn object_path(&self, unit: &str, snapshot: &str, object: &str) -> Result<PathBuf, StoreError> {
+        for part in [unit, object] {
+            layout::check_object_name(part).map_err(|message| StoreError::Permanent {
+                what: self.describe(),
+                message,
+            })?;
+        }
+        Ok(self.root.join(unit).join(snapshot).join(object))
+    }
+}
+
+#[async_trait]
+impl BackupStore for LocalStore {
+    async fn list_snapshots(&self, unit: Option<&str>) -> Result<Vec<SnapshotEntry>, StoreError> {
+        let root = self.root.clone();
+        let start = match unit {
+            Some(u) => {
+                layout::check_object_name(u).map_err(|message| StoreError::Permanent {
+                    what: self.describe(),
+                    message,
+                })?;
+                root.join(u)
+            }
+            None => root.clone(),
+        };
+        if !root.is_dir() {
+            return Err(StoreError::NotFound {
+                what: format!("backup directory {}", root.display()),
+            });
+        }
+        let keys = tokio::task::spawn_blocking(move || walk(&root, &start))
+            .await
+            .map_err(|e| StoreError::Transient {
+                what: "listing".into(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| io_error(&self.describe(), e))?;
+        Ok(layout::group(keys))
+    }
+
+    async fn read(
+        &self,
+        unit: &str,
+        snapshot: &str,
+        object: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, StoreError> {
+        let path = self.object_path(unit, snapshot, object)?;
+        let what = path.display().to_string();
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error(&what, e))?;
+        let Some(range) = range else {
+            let mut buf = Vec::new();
+            file.read_to_end(&mut buf)
+                .await
+                .map_err(|e| io_error(&what, e))?;
+            return Ok(buf.into());
+        };
+        file.seek(SeekFrom::Start(range.start))
+            .await
+            .map_err(|e| io_error(&what, e))?;
+        let mut buf = vec![0; (range.end - range.start) as usize];
+        file.read_exact(&mut buf)
+            .await
+            .map_err(|e| io_error(&what, e))?;
+        Ok(buf.into())
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// Every regular file under `start`, as (key relative to `root`, size).
+fn walk(root: &Path, start: &Path) -> std::io::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![start.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                let rel = entry
+                    .path()
+                    .strip_prefix(root)
+                    .expect("walked under root")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.push((rel, entry.metadata()?.len()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn io_error(what: &str, e: std::io::Error) -> StoreError {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => StoreError::NotFound {
+            what: what.to_owned(),
+        },
+        PermissionDenied | UnexpectedEof => StoreError::Permanent {
+            what: what.to_owned(),
+            message: e.to_string(),
+        },
+        _ => StoreError::Transient {
+            what: what.to_owned(),
+            message: e.to_string(),
+        },
+    }
+}

@@ -1,0 +1,78 @@
+//! `fetch`: downloads the snapshot of a unit (a shard, or a site's product) that the request's
+//! point in time calls for into the step's staging directory, verified object by object.
+//! Params: `source` (backup store URL), `unit`, `point_in_time` (RFC 3339), and optionally
+//! `window` (default 24h), `part_size` (bytes, default 8 MiB), `concurrency` (default 8).
+//! For a step that belongs to a site, the manifest must name that site (tenant check).
+//! Output: the `FetchReport` (snapshot, RPO, directory, objects, bytes).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{StepContext, StepError, StepKind, StepOutput, duration_param};
+use crate::backup::download::{self, FetchOptions, Target};
+use crate::backup::{self, BackupStore};
+
+#[derive(Default)]
+pub struct Fetch {
+    /// One open store per source, shared by every fetch of the run.
+    stores: tokio::sync::Mutex<HashMap<String, Arc<dyn BackupStore>>>,
+}
+
+impl Fetch {
+    async fn store(&self, source: &str) -> Result<Arc<dyn BackupStore>, StepError> {
+        let mut stores = self.stores.lock().await;
+        if let Some(s) = stores.get(source) {
+            return Ok(Arc::clone(s));
+        }
+        let store = backup::open(source, Path::new("/"))
+            .await
+            .map_err(|e| StepError::Permanent(e.to_string()))?;
+        stores.insert(source.to_owned(), Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+#[async_trait]
+impl StepKind for Fetch {
+    async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
+        let required = |name: &str| {
+            ctx.param(name)
+                .ok_or_else(|| StepError::Permanent(format!("fetch needs the param '{name}'")))
+        };
+        let source = required("source")?;
+        let unit = required("unit")?;
+        let pit = required("point_in_time")?;
+        let point_in_time: DateTime<Utc> = DateTime::parse_from_rfc3339(pit)
+            .map_err(|e| StepError::Permanent(format!("point_in_time '{pit}': {e}")))?
+            .with_timezone(&Utc);
+        let mut opts = FetchOptions::default();
+        if let Some(w) = duration_param(&ctx, "window")? {
+            opts.window = w;
+        }
+        if let Some(p) = ctx.param("part_size") {
+            opts.part_size = p.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                StepError::Permanent(format!("part_size '{p}' is not a positive number of bytes"))
+            })?;
+        }
+        if let Some(c) = ctx.param("concurrency") {
+            opts.concurrency = c.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                StepError::Permanent(format!("concurrency '{c}' is not a positive number"))
+            })?;
+        }
+        let store = self.store(source).await?;
+        let target = Target {
+            unit,
+            site: ctx.site.as_deref(),
+            point_in_time,
+        };
+        match download::fetch(store.as_ref(), &target, &ctx.staging, &opts, &ctx.cancel).await {
+            Ok(report) => Ok(serde_json::to_value(report).expect("report serializes")),
+            Err(e) if e.is_retryable() => Err(StepError::Retryable(e.to_string())),
+            Err(e) => Err(StepError::Permanent(e.to_string())),
+        }
+    }
+}
