@@ -45,6 +45,28 @@ pub struct SnapshotEntry {
     pub manifest_bytes: u64,
 }
 
+/// Bytes read from a store, in the chunks they arrived in (no copy into one buffer).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Body(pub Vec<Bytes>);
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|c| c.len() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One contiguous buffer (copies when there is more than one chunk).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.0.as_slice() {
+            [one] => one.clone(),
+            chunks => chunks.concat().into(),
+        }
+    }
+}
+
 /// What went wrong talking to a store.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -70,14 +92,14 @@ pub trait BackupStore: Send + Sync {
     /// Every snapshot under `unit`, or in the whole store when `None`, oldest first per unit.
     async fn list_snapshots(&self, unit: Option<&str>) -> Result<Vec<SnapshotEntry>, StoreError>;
 
-    /// Bytes `range` of an object of a snapshot (all of it when `None`).
+    /// Bytes `range` of an object of a snapshot (all of it when `None`), as received.
     async fn read(
         &self,
         unit: &str,
         snapshot: &str,
         object: &str,
         range: Option<Range<u64>>,
-    ) -> Result<Bytes, StoreError>;
+    ) -> Result<Body, StoreError>;
 
     /// Where this store is (`s3://bucket/prefix`, or a directory), for messages; an object's
     /// full name is `<describe>/<unit>/<snapshot>/<object>`.
@@ -85,7 +107,10 @@ pub trait BackupStore: Send + Sync {
 
     /// The snapshot's manifest, parsed and checked.
     async fn read_manifest(&self, unit: &str, snapshot: &str) -> Result<Manifest, StoreError> {
-        let bytes = self.read(unit, snapshot, layout::MANIFEST, None).await?;
+        let bytes = self
+            .read(unit, snapshot, layout::MANIFEST, None)
+            .await?
+            .to_bytes();
         Manifest::parse(&bytes).map_err(|message| StoreError::Permanent {
             what: format!("{}/{unit}/{snapshot}/{}", self.describe(), layout::MANIFEST),
             message,

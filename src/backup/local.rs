@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{BackupStore, SnapshotEntry, StoreError, layout};
+use super::{BackupStore, Body, SnapshotEntry, StoreError, layout};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -66,7 +66,7 @@ impl BackupStore for LocalStore {
         snapshot: &str,
         object: &str,
         range: Option<Range<u64>>,
-    ) -> Result<Bytes, StoreError> {
+    ) -> Result<Body, StoreError> {
         let path = self.object_path(unit, snapshot, object)?;
         let what = path.display().to_string();
         let mut file = tokio::fs::File::open(&path)
@@ -77,7 +77,7 @@ impl BackupStore for LocalStore {
             file.read_to_end(&mut buf)
                 .await
                 .map_err(|e| io_error(&what, e))?;
-            return Ok(buf.into());
+            return Ok(Body(vec![buf.into()]));
         };
         file.seek(SeekFrom::Start(range.start))
             .await
@@ -86,7 +86,7 @@ impl BackupStore for LocalStore {
         file.read_exact(&mut buf)
             .await
             .map_err(|e| io_error(&what, e))?;
-        Ok(buf.into())
+        Ok(Body(vec![Bytes::from(buf)]))
     }
 
     fn describe(&self) -> String {

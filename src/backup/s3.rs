@@ -13,9 +13,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Region, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use bytes::Bytes;
 
-use super::{BackupStore, SnapshotEntry, StoreError, layout};
+use super::{BackupStore, Body, SnapshotEntry, StoreError, layout};
 
 /// `s3://bucket/prefix?path-style=true`, without the scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +131,7 @@ impl BackupStore for S3Store {
         snapshot: &str,
         object: &str,
         range: Option<Range<u64>>,
-    ) -> Result<Bytes, StoreError> {
+    ) -> Result<Body, StoreError> {
         let rest = format!("{unit}/{snapshot}/{object}");
         let what = self.what(&rest);
         let mut req = self
@@ -142,23 +141,22 @@ impl BackupStore for S3Store {
             .key(self.key(&rest));
         if let Some(r) = &range {
             if r.is_empty() {
-                return Ok(Bytes::new());
+                return Ok(Body::default());
             }
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
         let out = req.send().await.map_err(|e| classify(&what, e))?;
         let expected = out.content_length().map(|n| n.max(0) as u64);
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Transient {
-                what: what.clone(),
-                message: format!("reading the body: {e}"),
-            })?
-            .into_bytes();
+        let mut stream = out.body;
+        let mut body = Body::default();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| StoreError::Transient {
+            what: what.clone(),
+            message: format!("reading the body: {e}"),
+        })? {
+            body.0.push(chunk);
+        }
         if let Some(n) = expected
-            && body.len() as u64 != n
+            && body.len() != n
         {
             return Err(StoreError::Transient {
                 what,
