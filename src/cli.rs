@@ -1,6 +1,7 @@
 //! The command line: argument parsing, rendering and exit codes. The only code that prints.
 
 mod backups;
+mod estimate;
 mod generate;
 mod plan;
 mod progress;
@@ -46,6 +47,9 @@ enum Command {
     Resume(run::ResumeArgs),
     /// Show per-site and per-step state of a run, and every failure with its error.
     Status(status::StatusArgs),
+    /// Forecast a restore: simulate it with the same scheduler, over virtual time. How long,
+    /// which pool is the bottleneck, what capacity meets a target RTO (--sweep).
+    Estimate(estimate::EstimateArgs),
     /// Re-queue failed and blocked steps (all, one site's, or one step's); then `resume`.
     Retry(retry::RetryArgs),
     /// Mark a failed step skipped, with a recorded reason, releasing its dependents; then `resume`.
@@ -129,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Resume(args) => run::resume(args),
         Command::Status(args) => status::run(args),
+        Command::Estimate(args) => estimate::run(args),
         Command::Retry(args) => retry::retry(args),
         Command::Skip(args) => retry::skip(args),
         Command::Backups(cmd) => backups::run(cmd),

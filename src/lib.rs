@@ -13,6 +13,7 @@
 //! - [`backup`]: backup stores (local, S3), manifests, point-in-time choice, verified fetch.
 //! - [`ledger`]: the durable record of a run (SQLite; in-memory for tests), group-committed.
 //! - [`schedule`]: the one loop that spawns steps: pools, policies, retries, failure isolation.
+//! - [`sim`]: the scheduling core over virtual time, and the duration model: forecasts.
 //! - [`events`]: what a run reports; consumed by the CLI's progress display.
 //! - [`status`]: per-site state derived from step states.
 //! - [`cli`]: the command line; the only code that prints.
@@ -28,6 +29,7 @@ pub mod load;
 pub mod plan;
 pub mod request;
 pub mod schedule;
+pub mod sim;
 pub mod source;
 pub mod status;
 pub mod steps;

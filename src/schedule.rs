@@ -7,6 +7,8 @@
 //! - `journal`: batching transitions into ledger commits.
 
 pub mod backoff;
+pub mod core;
+pub mod eta;
 pub mod journal;
 pub mod policy;
 pub mod queue;
@@ -23,15 +25,14 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{EventSink, Progress, RunEvent};
+use self::core::Core;
+use crate::events::{EventSink, RunEvent};
 use crate::ledger::{LedgerError, Op, StepRecord, StepState, now_ms};
-use crate::plan::rank::Successors;
 use crate::plan::{Owner, Plan, StepIdx};
 use crate::status::{SiteState, count_sites, count_steps, site_states};
 use crate::steps::{Registry, StepContext, StepError, StepKind, StepOutput};
 pub use journal::Journal;
 pub use policy::Policy;
-use queue::ReadyQueue;
 
 /// How to run a plan.
 #[derive(Clone, Debug)]
@@ -51,6 +52,8 @@ pub struct RunOptions {
     pub seed: u64,
     pub heartbeat_every: Duration,
     pub progress_every: Duration,
+    /// How often the time remaining is re-estimated (a simulation of what is left).
+    pub eta_every: Duration,
 }
 
 impl RunOptions {
@@ -65,6 +68,7 @@ impl RunOptions {
             seed: 0,
             heartbeat_every: Duration::from_secs(10),
             progress_every: Duration::from_millis(250),
+            eta_every: Duration::from_secs(5),
         }
     }
 }
@@ -140,8 +144,8 @@ pub async fn run(
     s.journal.close();
     let interrupted = result?;
     Ok(RunSummary {
-        steps: count_steps(&s.state),
-        sites: count_sites(&site_states(&s.plan, &s.state)),
+        steps: count_steps(&s.core.state),
+        sites: count_sites(&site_states(&s.core.plan, &s.core.state)),
         interrupted,
         elapsed: started.elapsed(),
     })
@@ -155,26 +159,16 @@ struct Finished {
 }
 
 struct Scheduler<'a> {
-    plan: Arc<Plan>,
-    succ: Successors,
+    core: Core,
     kinds: Vec<Arc<dyn StepKind>>,
     opts: RunOptions,
     events: &'a dyn EventSink,
     control: Control,
-    state: Vec<StepState>,
-    /// Dependencies not yet durably done.
-    waiting: Vec<u32>,
     /// The last attempt number used.
     attempts: Vec<u32>,
     /// Failures in this session (the retry budget).
     failures: Vec<u32>,
     outputs: Vec<Option<String>>,
-    /// Site-owned steps not yet done, per site.
-    site_left: Vec<u32>,
-    ready: ReadyQueue,
-    priorities: policy::Priorities,
-    seq: u64,
-    free: Vec<u32>,
     tasks: JoinSet<Finished>,
     task_steps: HashMap<tokio::task::Id, StepIdx>,
     step_cancel: CancellationToken,
@@ -186,8 +180,8 @@ struct Scheduler<'a> {
     /// Successes in the batch being committed.
     committing: Option<Vec<StepIdx>>,
     rng: ChaCha8Rng,
-    counts: Progress,
     started: Instant,
+    eta: eta::Tracker,
 }
 
 impl<'a> Scheduler<'a> {
@@ -202,22 +196,34 @@ impl<'a> Scheduler<'a> {
     ) -> Result<Self, RunError> {
         let kinds = resolve_kinds(&plan, registry)?;
         check_pools(&plan, &opts.pool_capacity)?;
+        let succ = Arc::new(plan.successors());
+        let priorities = Arc::new(policy::Priorities::new(&plan, opts.policy));
+        let mut core = Core::new(
+            Arc::clone(&plan),
+            succ,
+            priorities,
+            opts.pool_capacity.clone(),
+            opts.max_parallel,
+        );
+        let states: Vec<StepState> = records.iter().map(|r| r.state).collect();
+        let blocked = core.restore(&states);
         let n = plan.steps.len();
         let mut s = Scheduler {
-            succ: plan.successors(),
             kinds,
             events,
             control,
-            state: vec![StepState::Pending; n],
-            waiting: vec![0; n],
             attempts: records.iter().map(|r| r.attempts).collect(),
             failures: vec![0; n],
-            outputs: vec![None; n],
-            site_left: vec![0; plan.sites.len()],
-            ready: ReadyQueue::default(),
-            priorities: policy::Priorities::new(&plan, opts.policy),
-            seq: 0,
-            free: opts.pool_capacity.clone(),
+            outputs: records
+                .iter()
+                .map(|r| {
+                    if r.state.is_done() {
+                        r.output.clone()
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
             tasks: JoinSet::new(),
             task_steps: HashMap::new(),
             step_cancel: CancellationToken::new(),
@@ -227,68 +233,29 @@ impl<'a> Scheduler<'a> {
             pending_done: Vec::new(),
             committing: None,
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
-            counts: Progress {
-                steps_total: n,
-                sites_total: plan.sites.len(),
-                pools_capacity: opts.pool_capacity.clone(),
-                pools_in_use: vec![0; plan.pools.len()],
-                ..Progress::default()
-            },
             started: Instant::now(),
+            eta: eta::Tracker::new(&plan, records),
             opts,
-            plan,
+            core,
         };
-        s.restore(records);
+        let at = now_ms();
+        for (step, by) in blocked {
+            if records[step as usize].state != StepState::Blocked {
+                s.pending_ops.push(Op::Block { step, by, at });
+            }
+        }
+        let c = &s.core.counts;
+        s.events.emit(&RunEvent::Started {
+            steps: n,
+            steps_done: c.steps_done,
+            sites: plan.sites.len(),
+            sites_done: c.sites_restored,
+        });
         Ok(s)
     }
 
-    /// Sets up in-memory state from the ledger: done steps stay done, steps that were running
-    /// when drover stopped run again, failures block their dependents again.
-    fn restore(&mut self, records: &[StepRecord]) {
-        let plan = Arc::clone(&self.plan);
-        for (i, rec) in records.iter().enumerate() {
-            self.state[i] = match rec.state {
-                StepState::Succeeded | StepState::Skipped => rec.state,
-                StepState::Failed => StepState::Failed,
-                StepState::Pending | StepState::Running | StepState::Blocked => StepState::Pending,
-            };
-            if self.state[i].is_done() {
-                self.outputs[i] = rec.output.clone();
-                self.counts.steps_done += 1;
-            }
-        }
-        for (i, step) in plan.steps.iter().enumerate() {
-            self.waiting[i] = step
-                .deps
-                .iter()
-                .filter(|&&d| !self.state[d as usize].is_done())
-                .count() as u32;
-            if let Owner::Site { site, .. } = step.owner
-                && !self.state[i].is_done()
-            {
-                self.site_left[site as usize] += 1;
-            }
-        }
-        for i in 0..plan.steps.len() {
-            if self.state[i] == StepState::Failed {
-                self.counts.steps_failed += 1;
-                self.block_dependents(i as StepIdx, |s| {
-                    records[s as usize].state != StepState::Blocked
-                });
-            }
-        }
-        for i in 0..plan.steps.len() {
-            if self.state[i] == StepState::Pending && self.waiting[i] == 0 {
-                self.push_ready(i as StepIdx);
-            }
-        }
-        self.counts.sites_restored = self.site_left.iter().filter(|&&n| n == 0).count();
-        self.events.emit(&RunEvent::Started {
-            steps: plan.steps.len(),
-            steps_done: self.counts.steps_done,
-            sites: plan.sites.len(),
-            sites_done: self.counts.sites_restored,
-        });
+    fn plan(&self) -> Arc<Plan> {
+        Arc::clone(&self.core.plan)
     }
 
     /// The loop. Returns whether the run was interrupted.
@@ -296,6 +263,7 @@ impl<'a> Scheduler<'a> {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut heartbeat = tokio::time::interval(self.opts.heartbeat_every);
         let mut progress = tokio::time::interval(self.opts.progress_every);
+        let mut reestimate = tokio::time::interval(self.opts.eta_every);
         let mut draining = false;
         let mut grace_end: Option<Instant> = None;
         loop {
@@ -319,7 +287,7 @@ impl<'a> Scheduler<'a> {
                 _ = sleep_until(next_timer.unwrap_or(far)), if next_timer.is_some() && !draining => self.fire_timers(),
                 _ = self.control.drain.cancelled(), if !draining => {
                     draining = true;
-                    self.ready.clear();
+                    self.core.clear_ready();
                     self.timers.clear();
                     grace_end = Some(Instant::now() + self.opts.grace);
                     self.events.emit(&RunEvent::Draining { in_flight: self.tasks.len(), grace: self.opts.grace });
@@ -330,6 +298,10 @@ impl<'a> Scheduler<'a> {
                     self.events.emit(&RunEvent::Cancelling { in_flight: self.tasks.len() });
                 }
                 _ = heartbeat.tick() => self.pending_ops.push(Op::Heartbeat { at: now_ms() }),
+                _ = reestimate.tick() => {
+                    let retrying: Vec<StepIdx> = self.timers.iter().map(|Reverse((_, i))| *i).collect();
+                    self.core.counts.eta = self.eta.estimate(&self.core, &retrying);
+                }
                 _ = progress.tick() => self.emit_progress(),
             }
         }
@@ -342,35 +314,28 @@ impl<'a> Scheduler<'a> {
                 .pending_ops
                 .iter()
                 .all(|op| matches!(op, Op::Heartbeat { .. }));
-        idle && (draining || (self.ready.is_empty() && self.timers.is_empty()))
+        idle && (draining || (self.core.nothing_ready() && self.timers.is_empty()))
     }
 
     /// Starts ready steps while pools and the global limit allow.
     fn launch(&mut self) {
-        while self.tasks.len() < self.opts.max_parallel {
-            let Some(idx) = self.ready.pop_fitting(&self.free) else {
-                break;
-            };
+        while let Some(idx) = self.core.start_next() {
             self.start(idx);
         }
     }
 
     fn start(&mut self, idx: StepIdx) {
         let i = idx as usize;
-        let plan = Arc::clone(&self.plan);
+        let plan = self.plan();
         let step = &plan.steps[i];
-        for &(pool, n) in &step.uses {
-            self.free[pool as usize] -= n;
-            self.counts.pools_in_use[pool as usize] += n;
-        }
         self.attempts[i] += 1;
         let attempt = self.attempts[i];
-        self.state[i] = StepState::Running;
         self.pending_ops.push(Op::Claim {
             step: idx,
             attempt,
             at: now_ms(),
         });
+        self.eta.started(idx);
         let ctx = self.context(idx, attempt);
         let kind = Arc::clone(&self.kinds[step.template as usize]);
         let timeout = step.timeout;
@@ -389,21 +354,19 @@ impl<'a> Scheduler<'a> {
             }
         });
         self.task_steps.insert(handle.id(), idx);
-        self.counts.running = self.tasks.len();
         self.events
             .emit(&RunEvent::StepStarted { step: idx, attempt });
     }
 
     fn context(&self, idx: StepIdx, attempt: u32) -> StepContext {
-        let step = &self.plan.steps[idx as usize];
+        let plan = &self.core.plan;
+        let step = &plan.steps[idx as usize];
         let (site, product) = match &step.owner {
             Owner::Site { site, product } => (
-                Some(self.plan.sites[*site as usize].id.to_string()),
-                product.map(|p| self.plan.products[p as usize].clone()),
+                Some(plan.sites[*site as usize].id.to_string()),
+                product.map(|p| plan.products[p as usize].clone()),
             ),
-            Owner::Shared { product, .. } => {
-                (None, Some(self.plan.products[*product as usize].clone()))
-            }
+            Owner::Shared { product, .. } => (None, Some(plan.products[*product as usize].clone())),
         };
         let upstream = step
             .deps
@@ -411,7 +374,7 @@ impl<'a> Scheduler<'a> {
             .filter_map(|&d| {
                 let text = self.outputs[d as usize].as_deref()?;
                 Some((
-                    self.plan.steps[d as usize].id.clone(),
+                    plan.steps[d as usize].id.clone(),
                     serde_json::from_str(text).ok()?,
                 ))
             })
@@ -450,16 +413,14 @@ impl<'a> Scheduler<'a> {
             }
         };
         self.task_steps.remove(&id);
-        let plan = Arc::clone(&self.plan);
+        self.core.finished(idx);
+        self.eta.finished(idx);
+        let plan = self.plan();
         let step = &plan.steps[idx as usize];
-        for &(pool, n) in &step.uses {
-            self.free[pool as usize] += n;
-            self.counts.pools_in_use[pool as usize] -= n;
-        }
-        self.counts.running = self.tasks.len();
         let attempt = self.attempts[idx as usize];
         match result {
             Ok(output) => {
+                self.eta.observe(&plan, idx);
                 let output = (!output.is_null()).then(|| output.to_string());
                 self.outputs[idx as usize] = output.clone();
                 self.pending_ops.push(Op::Complete {
@@ -474,7 +435,7 @@ impl<'a> Scheduler<'a> {
                 self.failures[idx as usize] += 1;
                 let budget_left = self.failures[idx as usize] < step.retry.attempts;
                 if e.is_retryable() && (budget_left || draining) {
-                    self.state[idx as usize] = StepState::Pending;
+                    self.core.will_retry(idx);
                     self.pending_ops.push(Op::Fail {
                         step: idx,
                         attempt,
@@ -499,8 +460,6 @@ impl<'a> Scheduler<'a> {
                     } else {
                         e.to_string()
                     };
-                    self.state[idx as usize] = StepState::Failed;
-                    self.counts.steps_failed += 1;
                     self.pending_ops.push(Op::Fail {
                         step: idx,
                         attempt,
@@ -508,39 +467,21 @@ impl<'a> Scheduler<'a> {
                         error: error.clone(),
                         retryable: false,
                     });
-                    let blocked = self.block_dependents(idx, |_| true);
+                    let blocked = self.core.failed(idx);
+                    let at = now_ms();
+                    self.pending_ops.extend(blocked.iter().map(|&s| Op::Block {
+                        step: s,
+                        by: idx,
+                        at,
+                    }));
                     self.events.emit(&RunEvent::StepFailed {
                         step: idx,
                         error,
-                        blocked,
+                        blocked: blocked.len(),
                     });
                 }
             }
         }
-    }
-
-    /// Marks every transitive dependent of a failed step blocked; records a `Block` op for those
-    /// where `record` says so. Returns how many were blocked.
-    fn block_dependents(&mut self, failed: StepIdx, record: impl Fn(StepIdx) -> bool) -> usize {
-        let mut stack: Vec<StepIdx> = self.succ.of(failed as usize).to_vec();
-        let mut blocked = 0;
-        while let Some(s) = stack.pop() {
-            if self.state[s as usize] != StepState::Pending {
-                continue;
-            }
-            self.state[s as usize] = StepState::Blocked;
-            self.counts.steps_blocked += 1;
-            blocked += 1;
-            if record(s) {
-                self.pending_ops.push(Op::Block {
-                    step: s,
-                    by: failed,
-                    at: now_ms(),
-                });
-            }
-            stack.extend_from_slice(self.succ.of(s as usize));
-        }
-        blocked
     }
 
     /// Sends accumulated transitions to the ledger unless a commit is already in flight.
@@ -559,37 +500,14 @@ impl<'a> Scheduler<'a> {
     /// A batch is durable: its successes count, and their dependents may start.
     fn on_durable(&mut self, ack: Result<(), LedgerError>) -> Result<(), RunError> {
         ack?;
-        let plan = Arc::clone(&self.plan);
         for idx in self.committing.take().unwrap_or_default() {
-            let i = idx as usize;
-            self.state[i] = StepState::Succeeded;
-            self.counts.steps_done += 1;
+            let site = self.core.succeeded(idx);
             self.events.emit(&RunEvent::StepSucceeded { step: idx });
-            if let Owner::Site { site, .. } = plan.steps[i].owner {
-                self.site_left[site as usize] -= 1;
-                if self.site_left[site as usize] == 0 {
-                    self.counts.sites_restored += 1;
-                    self.events.emit(&RunEvent::SiteRestored { site });
-                }
-            }
-            for k in 0..self.succ.of(i).len() {
-                let next = self.succ.of(i)[k];
-                self.waiting[next as usize] -= 1;
-                if self.waiting[next as usize] == 0
-                    && self.state[next as usize] == StepState::Pending
-                {
-                    self.push_ready(next);
-                }
+            if let Some(site) = site {
+                self.events.emit(&RunEvent::SiteRestored { site });
             }
         }
         Ok(())
-    }
-
-    fn push_ready(&mut self, idx: StepIdx) {
-        self.seq += 1;
-        let key = self.priorities.key(&self.plan, idx, self.seq);
-        self.ready
-            .push(&self.plan.steps[idx as usize].uses, key, idx);
     }
 
     fn fire_timers(&mut self) {
@@ -599,7 +517,7 @@ impl<'a> Scheduler<'a> {
                 break;
             }
             self.timers.pop();
-            self.push_ready(idx);
+            self.core.requeue(idx);
         }
     }
 
@@ -625,8 +543,9 @@ impl<'a> Scheduler<'a> {
     }
 
     fn emit_progress(&mut self) {
-        self.counts.elapsed = self.started.elapsed();
-        self.events.emit(&RunEvent::Progress(self.counts.clone()));
+        self.core.counts.elapsed = self.started.elapsed();
+        self.events
+            .emit(&RunEvent::Progress(self.core.counts.clone()));
     }
 }
 

@@ -12,7 +12,7 @@ type Uses = Vec<(u16, u32)>;
 /// Min-heap of (priority key, step).
 type Heap = BinaryHeap<Reverse<(u128, StepIdx)>>;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ReadyQueue {
     groups: Vec<(Uses, Heap)>,
     by_uses: HashMap<Uses, usize>,

@@ -1,0 +1,221 @@
+//! The scheduling core: which steps are ready, which may start now (policy order, pool units,
+//! the global limit), what a success releases and what a failure blocks. Synchronous and
+//! clock-free, so the same code drives real runs (`schedule::run`) and simulations
+//! (`sim::simulate`) — a forecast is only as good as its likeness to the real scheduler.
+
+use std::sync::Arc;
+
+use super::policy::Priorities;
+use super::queue::ReadyQueue;
+use crate::events::Progress;
+use crate::ledger::StepState;
+use crate::plan::rank::Successors;
+use crate::plan::{Owner, Plan, StepIdx};
+
+#[derive(Clone)]
+pub struct Core {
+    pub plan: Arc<Plan>,
+    succ: Arc<Successors>,
+    priorities: Arc<Priorities>,
+    pub state: Vec<StepState>,
+    /// Dependencies not yet done.
+    waiting: Vec<u32>,
+    /// Site-owned steps not yet done, per site.
+    site_left: Vec<u32>,
+    ready: ReadyQueue,
+    seq: u64,
+    free: Vec<u32>,
+    /// Steps holding pool units (started, attempt not yet ended).
+    holds: Vec<bool>,
+    max_parallel: usize,
+    /// Counters for progress displays (steps, sites, running, pools).
+    pub counts: Progress,
+}
+
+impl Core {
+    /// Every step pending; call [`Core::restore`] to start from recorded states.
+    pub fn new(
+        plan: Arc<Plan>,
+        succ: Arc<Successors>,
+        priorities: Arc<Priorities>,
+        capacity: Vec<u32>,
+        max_parallel: usize,
+    ) -> Core {
+        let n = plan.steps.len();
+        let counts = Progress {
+            steps_total: n,
+            sites_total: plan.sites.len(),
+            pools_capacity: capacity.clone(),
+            pools_in_use: vec![0; plan.pools.len()],
+            ..Progress::default()
+        };
+        Core {
+            succ,
+            priorities,
+            state: vec![StepState::Pending; n],
+            waiting: vec![0; n],
+            site_left: vec![0; plan.sites.len()],
+            ready: ReadyQueue::default(),
+            seq: 0,
+            free: capacity,
+            holds: vec![false; n],
+            max_parallel: max_parallel.max(1),
+            counts,
+            plan,
+        }
+    }
+
+    pub fn successors(&self) -> &Successors {
+        &self.succ
+    }
+
+    /// Starts from recorded states: done steps stay done; failed ones stay failed and block their
+    /// dependents again; running, blocked and pending ones are pending. Returns the steps that
+    /// became blocked, each with the failed step that blocks it.
+    pub fn restore(&mut self, recorded: &[StepState]) -> Vec<(StepIdx, StepIdx)> {
+        for (i, &s) in recorded.iter().enumerate() {
+            self.state[i] = match s {
+                StepState::Succeeded | StepState::Skipped | StepState::Failed => s,
+                StepState::Pending | StepState::Running | StepState::Blocked => StepState::Pending,
+            };
+            if self.state[i].is_done() {
+                self.counts.steps_done += 1;
+            }
+        }
+        let plan = Arc::clone(&self.plan);
+        for (i, step) in plan.steps.iter().enumerate() {
+            self.waiting[i] = step
+                .deps
+                .iter()
+                .filter(|&&d| !self.state[d as usize].is_done())
+                .count() as u32;
+            if let Owner::Site { site, .. } = step.owner
+                && !self.state[i].is_done()
+            {
+                self.site_left[site as usize] += 1;
+            }
+        }
+        let mut blocked = Vec::new();
+        for i in 0..plan.steps.len() {
+            if self.state[i] == StepState::Failed {
+                self.counts.steps_failed += 1;
+                blocked.extend(
+                    self.block_dependents(i as StepIdx)
+                        .into_iter()
+                        .map(|s| (s, i as StepIdx)),
+                );
+            }
+        }
+        for i in 0..plan.steps.len() {
+            if self.state[i] == StepState::Pending && self.waiting[i] == 0 {
+                self.push_ready(i as StepIdx);
+            }
+        }
+        self.counts.sites_restored = self.site_left.iter().filter(|&&n| n == 0).count();
+        blocked
+    }
+
+    /// The next step that may start now, if any: marked running, its pool units taken.
+    pub fn start_next(&mut self) -> Option<StepIdx> {
+        if self.counts.running >= self.max_parallel {
+            return None;
+        }
+        let idx = self.ready.pop_fitting(&self.free)?;
+        for &(pool, n) in &self.plan.steps[idx as usize].uses {
+            self.free[pool as usize] -= n;
+            self.counts.pools_in_use[pool as usize] += n;
+        }
+        self.state[idx as usize] = StepState::Running;
+        self.holds[idx as usize] = true;
+        self.counts.running += 1;
+        Some(idx)
+    }
+
+    /// An attempt ended (however it went): its pool units are free again. A step whose success
+    /// is not yet durable stays `Running` but holds nothing; a second call is a no-op.
+    pub fn finished(&mut self, idx: StepIdx) {
+        if !std::mem::replace(&mut self.holds[idx as usize], false) {
+            return;
+        }
+        for &(pool, n) in &self.plan.steps[idx as usize].uses {
+            self.free[pool as usize] += n;
+            self.counts.pools_in_use[pool as usize] -= n;
+        }
+        self.counts.running -= 1;
+    }
+
+    /// The step succeeded (durably): its ready dependents are queued. Returns the site it
+    /// completed, if it was that site's last step.
+    pub fn succeeded(&mut self, idx: StepIdx) -> Option<u32> {
+        let i = idx as usize;
+        self.state[i] = StepState::Succeeded;
+        self.counts.steps_done += 1;
+        let succ = Arc::clone(&self.succ);
+        for &next in succ.of(i) {
+            self.waiting[next as usize] -= 1;
+            if self.waiting[next as usize] == 0 && self.state[next as usize] == StepState::Pending {
+                self.push_ready(next);
+            }
+        }
+        match self.plan.steps[i].owner {
+            Owner::Site { site, .. } => {
+                self.site_left[site as usize] -= 1;
+                (self.site_left[site as usize] == 0).then(|| {
+                    self.counts.sites_restored += 1;
+                    site
+                })
+            }
+            Owner::Shared { .. } => None,
+        }
+    }
+
+    /// The attempt failed and another will follow: pending until [`Core::requeue`].
+    pub fn will_retry(&mut self, idx: StepIdx) {
+        self.state[idx as usize] = StepState::Pending;
+    }
+
+    /// A step waiting for a retry is ready again.
+    pub fn requeue(&mut self, idx: StepIdx) {
+        self.push_ready(idx);
+    }
+
+    /// The step failed for good: every transitive dependent is blocked. Returns them.
+    pub fn failed(&mut self, idx: StepIdx) -> Vec<StepIdx> {
+        self.state[idx as usize] = StepState::Failed;
+        self.counts.steps_failed += 1;
+        self.block_dependents(idx)
+    }
+
+    fn block_dependents(&mut self, failed: StepIdx) -> Vec<StepIdx> {
+        let succ = Arc::clone(&self.succ);
+        let mut stack: Vec<StepIdx> = succ.of(failed as usize).to_vec();
+        let mut blocked = Vec::new();
+        while let Some(s) = stack.pop() {
+            if self.state[s as usize] != StepState::Pending {
+                continue;
+            }
+            self.state[s as usize] = StepState::Blocked;
+            self.counts.steps_blocked += 1;
+            blocked.push(s);
+            stack.extend_from_slice(succ.of(s as usize));
+        }
+        blocked
+    }
+
+    /// Stops everything queued from starting (draining).
+    pub fn clear_ready(&mut self) {
+        self.ready.clear();
+    }
+
+    /// Nothing is queued to start.
+    pub fn nothing_ready(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    fn push_ready(&mut self, idx: StepIdx) {
+        self.seq += 1;
+        let key = self.priorities.key(&self.plan, idx, self.seq);
+        self.ready
+            .push(&self.plan.steps[idx as usize].uses, key, idx);
+    }
+}
