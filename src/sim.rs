@@ -148,6 +148,57 @@ fn charge(plan: &Plan, idx: StepIdx, ms: u64, pool_busy: &mut [f64]) {
     }
 }
 
+/// Time left for a run recorded in `records` (running steps still running), simulated with
+/// durations corrected by how long its finished steps really took against their estimates.
+pub fn eta(
+    plan: &Arc<Plan>,
+    records: &[crate::ledger::StepRecord],
+    opts: &SimOptions,
+    now_ms: i64,
+) -> Duration {
+    use std::collections::HashMap;
+    let group = |i: usize| {
+        let s = &plan.steps[i];
+        let product = match s.owner {
+            Owner::Site { product, .. } => product,
+            Owner::Shared { product, .. } => Some(product),
+        };
+        (s.template, product)
+    };
+    let mut seen: HashMap<(u16, Option<u16>), (f64, f64)> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        if let (StepState::Succeeded, Some(s), Some(e)) = (r.state, r.started_at, r.ended_at) {
+            let g = seen.entry(group(i)).or_default();
+            g.0 += (e - s).max(0) as f64;
+            g.1 += model::expected_ms(plan, i as StepIdx) as f64;
+        }
+    }
+    let durations: Vec<u64> = (0..plan.steps.len())
+        .map(|i| {
+            let ratio = seen
+                .get(&group(i))
+                .filter(|g| g.1 > 0.0)
+                .map_or(1.0, |g| g.0 / g.1);
+            (model::expected_ms(plan, i as StepIdx) as f64 * ratio) as u64
+        })
+        .collect();
+    let states: Vec<StepState> = records.iter().map(|r| r.state).collect();
+    let mut core = new_core(plan, opts);
+    core.restore_live(&states);
+    let running: Vec<(StepIdx, u64)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.state == StepState::Running)
+        .map(|(i, r)| {
+            (
+                i as StepIdx,
+                durations[i].saturating_sub(r.started_at.map_or(0, |s| (now_ms - s).max(0) as u64)),
+            )
+        })
+        .collect();
+    run(core, &durations, &running, &[]).makespan
+}
+
 /// A percentile (0..=100) of values, by nearest rank.
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {

@@ -104,7 +104,8 @@ impl Renderer {
                         sites_restored = p.sites_restored,
                         sites_total = p.sites_total,
                         running = p.running,
-                        elapsed_s = p.elapsed.as_secs_f64()
+                        elapsed_s = p.elapsed.as_secs_f64(),
+                        eta_s = p.eta.map(|e| e.as_secs_f64())
                     );
                 }
             }

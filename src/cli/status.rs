@@ -39,6 +39,9 @@ struct StatusDoc<'a> {
     created_at: String,
     holder: Option<HolderDoc>,
     all_restored: bool,
+    /// Time left if the run proceeds from its recorded state (simulated; null when nothing is
+    /// left to run).
+    eta_s: Option<f64>,
     sites_total: usize,
     sites: std::collections::BTreeMap<SiteState, usize>,
     steps_total: usize,
@@ -109,6 +112,7 @@ pub fn run(args: StatusArgs) -> Result<Done, Failure> {
         })
         .collect();
     let reasons = site_reasons(plan, &stored.steps);
+    let eta = eta_of(&stored);
     let doc = StatusDoc {
         format: STATUS_FORMAT,
         run_id: &stored.info.run_id,
@@ -118,6 +122,7 @@ pub fn run(args: StatusArgs) -> Result<Done, Failure> {
         created_at: format_ms(stored.info.created_at),
         holder,
         all_restored: sites.iter().all(|&s| s == SiteState::Restored),
+        eta_s: eta,
         sites_total: sites.len(),
         sites: count_sites(&sites),
         steps_total: states.len(),
@@ -228,6 +233,12 @@ fn print_text(doc: &StatusDoc) {
         doc.steps_total,
         counts_line(doc.steps.iter().map(|(s, n)| (s.as_str(), *n)))
     );
+    if let Some(eta) = doc.eta_s {
+        println!(
+            "  time left      {} (simulated from the recorded state)",
+            super::plan::human(std::time::Duration::from_secs_f64(eta))
+        );
+    }
     if !doc.failures.is_empty() {
         println!("failures:");
         for f in doc.failures.iter().take(50) {
@@ -279,4 +290,24 @@ fn counts_line<'a>(counts: impl Iterator<Item = (&'a str, usize)>) -> String {
         .map(|(s, n)| format!("{n} {s}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Simulated time left, with the run's recorded pools and limit.
+fn eta_of(stored: &crate::ledger::Stored) -> Option<f64> {
+    let open = stored
+        .steps
+        .iter()
+        .any(|r| matches!(r.state, StepState::Pending | StepState::Running));
+    if !open {
+        return None;
+    }
+    let plan = std::sync::Arc::new(stored.plan.clone());
+    let mut opts = crate::sim::SimOptions::for_plan(&plan);
+    for (i, p) in plan.pools.iter().enumerate() {
+        if let Some(&c) = stored.info.pools.get(&p.name) {
+            opts.capacity[i] = c.max(1);
+        }
+    }
+    opts.max_parallel = stored.info.max_parallel.max(1);
+    Some(crate::sim::eta(&plan, &stored.steps, &opts, now_ms()).as_secs_f64())
 }

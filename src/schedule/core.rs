@@ -115,6 +115,58 @@ impl Core {
         blocked
     }
 
+    /// Like [`Core::restore`], but steps recorded running are still running (holding their
+    /// pool units) — a live run seen from outside, for forecasting what is left.
+    pub fn restore_live(&mut self, recorded: &[StepState]) {
+        let as_pending: Vec<StepState> = recorded
+            .iter()
+            .map(|&s| {
+                if s == StepState::Running {
+                    StepState::Succeeded
+                } else {
+                    s
+                }
+            })
+            .collect();
+        // Restore as if running steps were done, then undo that for them: dependents must wait.
+        self.restore(&as_pending);
+        let plan = Arc::clone(&self.plan);
+        let succ = Arc::clone(&self.succ);
+        let mut reopened = Vec::new();
+        for (i, &s) in recorded.iter().enumerate() {
+            if s != StepState::Running {
+                continue;
+            }
+            self.state[i] = StepState::Running;
+            self.holds[i] = true;
+            self.counts.steps_done -= 1;
+            self.counts.running += 1;
+            for &(pool, n) in &plan.steps[i].uses {
+                self.free[pool as usize] = self.free[pool as usize].saturating_sub(n);
+                self.counts.pools_in_use[pool as usize] += n;
+            }
+            if let Owner::Site { site, .. } = plan.steps[i].owner {
+                if self.site_left[site as usize] == 0 {
+                    self.counts.sites_restored -= 1;
+                }
+                self.site_left[site as usize] += 1;
+            }
+            for &next in succ.of(i) {
+                self.waiting[next as usize] += 1;
+                reopened.push(next);
+            }
+        }
+        if !reopened.is_empty() {
+            // Dependents of running steps were queued as if those were done; rebuild the queue.
+            self.ready.clear();
+            for i in 0..plan.steps.len() {
+                if self.state[i] == StepState::Pending && self.waiting[i] == 0 {
+                    self.push_ready(i as StepIdx);
+                }
+            }
+        }
+    }
+
     /// The next step that may start now, if any: marked running, its pool units taken.
     pub fn start_next(&mut self) -> Option<StepIdx> {
         if self.counts.running >= self.max_parallel {
