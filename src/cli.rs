@@ -5,6 +5,7 @@ mod estimate;
 mod generate;
 mod plan;
 mod progress;
+mod report;
 mod retry;
 mod run;
 mod status;
@@ -47,6 +48,9 @@ enum Command {
     Resume(run::ResumeArgs),
     /// Show per-site and per-step state of a run, and every failure with its error.
     Status(status::StatusArgs),
+    /// Draw a run from its ledger: an HTML report (Gantt chart, restore time per site, failures)
+    /// and a JSON timeline of every step.
+    Report(report::ReportArgs),
     /// Forecast a restore: simulate it with the same scheduler, over virtual time. How long,
     /// which pool is the bottleneck, what capacity meets a target RTO (--sweep).
     Estimate(estimate::EstimateArgs),
@@ -133,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Resume(args) => run::resume(args),
         Command::Status(args) => status::run(args),
+        Command::Report(args) => report::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Retry(args) => retry::retry(args),
         Command::Skip(args) => retry::skip(args),

@@ -14,6 +14,7 @@
 //! - [`ledger`]: the durable record of a run (SQLite; in-memory for tests), group-committed.
 //! - [`schedule`]: the one loop that spawns steps: pools, policies, retries, failure isolation.
 //! - [`sim`]: the scheduling core over virtual time, and the duration model: forecasts.
+//! - [`report`]: a run drawn as a timeline: HTML (Gantt chart, restore times, failures) and JSON.
 //! - [`events`]: what a run reports; consumed by the CLI's progress display.
 //! - [`status`]: per-site state derived from step states.
 //! - [`cli`]: the command line; the only code that prints.
@@ -27,6 +28,7 @@ pub mod ids;
 pub mod ledger;
 pub mod load;
 pub mod plan;
+pub mod report;
 pub mod request;
 pub mod schedule;
 pub mod sim;

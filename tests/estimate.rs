@@ -258,3 +258,25 @@ estimate = "300ms"
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(doc["eta_s"].is_null(), "nothing left");
 }
+
+#[test]
+fn estimate_draws_the_forecast_like_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    eight_sites(dir.path());
+    drover()
+        .current_dir(dir.path())
+        .args([
+            "estimate", "-w", "wf.toml", "-r", "r.toml", "--html", "f.html",
+        ])
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(dir.path().join("f.html")).unwrap();
+    assert!(
+        page.contains("drover-data") && page.contains("Forecast: 8 sites, 16 steps"),
+        "a report page for the forecast"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "self-contained: no external fetches"
+    );
+}

@@ -55,6 +55,9 @@ pub struct EstimateArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Also draw the forecast schedule as a self-contained HTML page (as `drover report`).
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -172,6 +175,12 @@ pub fn run(args: EstimateArgs) -> Result<Done, Failure> {
         None => None,
     };
     let doc = document(&plan, &opts, &model, &schedule, &makespans, &args, sweep);
+    if let Some(path) = &args.html {
+        let page = crate::report::html(&forecast_timeline(&plan, &schedule, &doc));
+        super::report::write_atomically(path, |w| std::io::Write::write_all(w, page.as_bytes()))
+            .map_err(Failure::Internal)?;
+        eprintln!("wrote {}", path.display());
+    }
     match args.format {
         Format::Json => println!(
             "{}",
@@ -443,5 +452,82 @@ fn print_text(d: &EstimateDoc) {
             (None, Some(t)) => println!("  no {} capacity in the range meets {}", s.pool, h(t)),
             _ => {}
         }
+    }
+}
+
+/// The simulated schedule as a timeline, drawn like a real run.
+fn forecast_timeline(
+    plan: &Plan,
+    schedule: &Schedule,
+    doc: &EstimateDoc,
+) -> crate::report::timeline::Timeline {
+    use crate::report::LaneMode;
+    use crate::report::timeline::{Bar, Lanes, SiteRow, Timeline};
+    let mode = LaneMode::auto(plan);
+    let lanes = Lanes::new(plan, mode);
+    let critical: std::collections::HashSet<u32> = plan.critical_path.iter().copied().collect();
+    let bars = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| schedule.start_ms[*i] != u64::MAX)
+        .map(|(i, step)| Bar {
+            step: step.id.clone(),
+            lane: lanes.of_step[i],
+            start_ms: schedule.start_ms[i],
+            end_ms: schedule.end_ms[i],
+            product: match step.owner {
+                crate::plan::Owner::Site { product, .. } => {
+                    product.map(|p| plan.products[p as usize].clone())
+                }
+                crate::plan::Owner::Shared { product, .. } => {
+                    Some(plan.products[product as usize].clone())
+                }
+            },
+            kind: plan.kind(step).to_owned(),
+            outcome: "forecast".into(),
+            critical: critical.contains(&(i as u32)),
+            note: None,
+        })
+        .collect();
+    let mut sites: Vec<SiteRow> = plan
+        .sites
+        .iter()
+        .zip(&schedule.site_done_ms)
+        .map(|(s, &t)| SiteRow {
+            site: s.id.to_string(),
+            tier: plan.tiers[s.tier].clone(),
+            state: crate::status::SiteState::Restored,
+            restore_ms: Some(t),
+            reason: None,
+        })
+        .collect();
+    sites.sort_by(|a, b| b.restore_ms.cmp(&a.restore_ms));
+    Timeline {
+        title: format!(
+            "Forecast: {} sites, {} steps",
+            plan.sites.len(),
+            plan.steps.len()
+        ),
+        subtitle: format!(
+            "simulated makespan {}, lower bound {}, policy {:?}, model: {}",
+            super::plan::human(schedule.makespan),
+            super::plan::human(plan.lower_bound),
+            doc.policy,
+            doc.model
+        ),
+        lane_mode: mode,
+        lanes: lanes.names,
+        products: plan.products.clone(),
+        bars,
+        span_ms: schedule.makespan.as_millis() as u64,
+        origin: None,
+        critical: plan
+            .critical_path
+            .iter()
+            .map(|&i| plan.steps[i as usize].id.clone())
+            .collect(),
+        sites,
+        failures: Vec::new(),
     }
 }

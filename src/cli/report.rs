@@ -1,0 +1,85 @@
+//! `drover report`: draws a run from its ledger — a self-contained HTML page (Gantt chart,
+//! restore time per site, failures) and a JSON timeline of every step (docs/report.md).
+//! Read-only: safe while the run is going.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{ArgGroup, Args, ValueEnum};
+
+use super::{Done, Failure};
+use crate::ledger::Ledger;
+use crate::ledger::sqlite::SqliteLedger;
+use crate::report::{LaneMode, Timeline, TimelineDoc, html};
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("output").required(true).multiple(true).args(["html", "timeline"])))]
+pub struct ReportArgs {
+    /// The run's ledger.
+    #[arg(long, short)]
+    state: PathBuf,
+    /// Write the HTML report here: one file, no external resources; open it in any browser.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Write the timeline of every step here, as JSON (format `drover-timeline/1`).
+    #[arg(long, value_name = "FILE.json")]
+    timeline: Option<PathBuf>,
+    /// Chart lanes: one per site (and shared unit) or one per pool. Default: site for up to
+    /// 300 sites, else pool.
+    #[arg(long, value_enum)]
+    lanes: Option<Lanes>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Lanes {
+    Site,
+    Pool,
+}
+
+pub fn run(args: ReportArgs) -> Result<Done, Failure> {
+    let stored = SqliteLedger::open(&args.state)?.load()?;
+    let mode = match args.lanes {
+        Some(Lanes::Site) => LaneMode::Site,
+        Some(Lanes::Pool) => LaneMode::Pool,
+        None => LaneMode::auto(&stored.plan),
+    };
+    if let Some(path) = &args.html {
+        let mut timeline = Timeline::from_run(&stored.plan, &stored.steps, mode);
+        timeline.subtitle = format!("run {} · {}", stored.info.run_id, timeline.subtitle);
+        write_atomically(path, |w| w.write_all(html(&timeline).as_bytes()))?;
+        println!(
+            "wrote {} ({} bars in {} lanes)",
+            path.display(),
+            timeline.bars.len(),
+            timeline.lanes.len()
+        );
+    }
+    if let Some(path) = &args.timeline {
+        let doc = TimelineDoc::from_run(&stored.info, &stored.plan, &stored.steps, mode);
+        write_atomically(path, |w| Ok(serde_json::to_writer(w, &doc)?))?;
+        println!("wrote {} ({} steps)", path.display(), doc.steps.len());
+    }
+    Ok(Done::Ok)
+}
+
+/// Writes beside `path` and renames into place, so a reader never sees half a report.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = std::fs::File::create(&tmp)
+        .map(std::io::BufWriter::new)
+        .and_then(|mut w| {
+            write(&mut w)?;
+            w.flush()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}

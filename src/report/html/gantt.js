@@ -1,0 +1,180 @@
+// Draws a drover report's Gantt chart as SVG from the JSON in #drover-data (written by html.rs):
+// a lane per site or pool, overlapping bars stacked in rows, a time axis, the critical path.
+// No dependencies; runs once on load and again when the window is resized.
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("drover-data").textContent);
+  const section = document.getElementById("timeline");
+  const host = document.getElementById("gantt");
+  const note = document.getElementById("gantt-note");
+
+  // Fields of a bar, in the order html.rs writes them.
+  const STEP = 0, LANE = 1, ROW = 2, START = 3, END = 4, PRODUCT = 5, KIND = 6, OUTCOME = 7,
+    CRITICAL = 8, NOTE = 9;
+
+  const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" };
+  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ESCAPES[c]);
+  const two = (n) => (n < 10 ? "0" : "") + n;
+
+  // A time from the start, for axis labels and hover text.
+  function fmt(ms) {
+    if (ms < 1000) return ms + " ms";
+    if (ms < 60000) return +(ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
+    const s = Math.floor(ms / 1000);
+    if (s < 3600) return Math.floor(s / 60) + "m " + two(s % 60) + "s";
+    return Math.floor(s / 3600) + "h " + two(Math.floor(s / 60) % 60) + "m";
+  }
+
+  // Round tick intervals (ms); the first that keeps labels minGap pixels apart is used.
+  const TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 15e3, 3e4, 6e4, 12e4,
+    3e5, 6e5, 9e5, 18e5, 36e5, 72e5, 108e5, 216e5, 432e5, 864e5];
+  function tickStep(span, pixels, minGap) {
+    const step = TICKS.find((t) => (span / t) * minGap <= pixels);
+    return step || Math.ceil((span * minGap) / pixels / 864e5) * 864e5;
+  }
+
+  // Vertical layout: each lane as tall as its rows (at least one), rows as tall as fits ~900px.
+  function layout() {
+    const rows = data.rows.map((r) => Math.max(r, 1));
+    const total = rows.reduce((a, b) => a + b, 0);
+    const rowH = Math.max(4, Math.min(16, Math.floor(900 / total)));
+    const gap = rowH >= 8 ? 4 : 2;
+    const longest = data.lanes.reduce((m, l) => Math.max(m, l.length), 0);
+    const labelW = Math.round(Math.min(240, Math.max(80, 16 + 6.5 * longest)));
+    const width = Math.max(760, host.clientWidth - 2);
+    const top = 26, y = [], h = [];
+    let at = top;
+    for (const r of rows) {
+      y.push(at);
+      h.push(r * rowH + gap);
+      at += r * rowH + gap;
+    }
+    const height = at > 500 ? at + 26 : at + 6;
+    return { rowH, gap, labelW, width, plotW: width - labelW - 40, top, y, h, bottom: at, height };
+  }
+
+  const barY = (b, L) => L.y[b[LANE]] + L.gap / 2 + b[ROW] * L.rowH + 1;
+  const important = (b) => b[CRITICAL] === 1 || data.outcomes[b[OUTCOME]] === "failed";
+
+  // Every bar, up to data.maxBars. Beyond that, per row, only bars reaching a pixel column that
+  // no bar drawn before them in that row covers; then, if still too many, failed and critical
+  // bars first and the longest of the rest.
+  function choose(x) {
+    if (data.bars.length <= data.maxBars) return data.bars;
+    const reach = new Map();
+    let kept = [];
+    for (const b of data.bars.slice().sort((a, b) => a[START] - b[START])) {
+      const row = b[LANE] + "/" + b[ROW];
+      const end = Math.floor(x(b[END]));
+      if (important(b) || end > (reach.has(row) ? reach.get(row) : -1)) {
+        kept.push(b);
+        reach.set(row, Math.max(end, Math.floor(x(b[START])) + 1));
+      }
+    }
+    if (kept.length > data.maxBars) {
+      const len = (b) => b[END] - b[START];
+      kept.sort((a, b) => important(b) - important(a) || len(b) - len(a));
+      kept = kept.slice(0, data.maxBars);
+    }
+    return kept;
+  }
+
+  // Lane stripes, and a label for every lane that has room (at least 11px below the last one).
+  function lanes(out, L) {
+    const chars = Math.floor((L.labelW - 12) / 6.5);
+    let lastLabel = -Infinity;
+    data.lanes.forEach((name, i) => {
+      const parity = i % 2 ? "odd" : "even";
+      out.push(`<rect class="lane-bg ${parity}" x="0" y="${L.y[i]}" width="${L.width}" height="${L.h[i]}"/>`);
+      const y = L.y[i] + L.h[i] / 2;
+      if (y - lastLabel < 11) return;
+      lastLabel = y;
+      const label = name.length > chars ? name.slice(0, chars - 1) + "…" : name;
+      const idle = data.rows[i] ? "" : " idle";
+      out.push(`<text class="lane-label${idle}" x="8" y="${y}"><title>${esc(name)}</title>${esc(label)}</text>`);
+    });
+  }
+
+  function axis(out, L, x, span) {
+    const step = tickStep(span, L.plotW, 90);
+    const end = L.labelW + L.plotW;
+    out.push(`<line class="axis-line" x1="${L.labelW}" x2="${end}" y1="${L.top - 0.5}" y2="${L.top - 0.5}"/>`);
+    out.push(`<line class="axis-line" x1="${L.labelW}" x2="${end}" y1="${L.bottom + 0.5}" y2="${L.bottom + 0.5}"/>`);
+    for (let t = 0; t <= span; t += step) {
+      const px = x(t).toFixed(1);
+      out.push(`<line class="grid" x1="${px}" x2="${px}" y1="${L.top}" y2="${L.bottom}"/>`);
+      out.push(`<text class="axis-label" x="${px}" y="17">${fmt(t)}</text>`);
+      if (L.bottom > 500) out.push(`<text class="axis-label" x="${px}" y="${L.bottom + 17}">${fmt(t)}</text>`);
+    }
+  }
+
+  function hover(b, outcome) {
+    const product = b[PRODUCT] < 0 ? "" : " · product " + data.products[b[PRODUCT]];
+    const critical = b[CRITICAL] ? " · on the critical path" : "";
+    const times = fmt(b[START]) + " → " + fmt(b[END]) + " (" + fmt(b[END] - b[START]) + ")";
+    const detail = b[NOTE] ? "\n" + b[NOTE] : "";
+    return `${b[STEP]}\n${data.kinds[b[KIND]]}${product} · ${outcome}${critical}\n${times}${detail}`;
+  }
+
+  function bars(out, L, x, drawn) {
+    const h = Math.max(2, L.rowH - 2);
+    for (const b of drawn) {
+      const x0 = x(b[START]);
+      const outcome = esc(data.outcomes[b[OUTCOME]]);
+      // Wide enough to see and to hover; a failure, often instant, wider still.
+      const w = Math.max(outcome === "failed" ? 6 : 2, x(b[END]) - x0);
+      const product = b[PRODUCT] < 0 ? "pnone" : "p" + b[PRODUCT];
+      const cls = `bar ${product} o-${outcome}${b[CRITICAL] ? " critical" : ""}`;
+      out.push(`<rect class="${cls}" data-step="${esc(b[STEP])}" data-outcome="${outcome}" x="${x0.toFixed(1)}" y="${barY(b, L)}" width="${w.toFixed(1)}" height="${h}"><title>${esc(hover(b, outcome))}</title></rect>`);
+    }
+  }
+
+  // A dashed line through the critical path's bars, in path order.
+  function criticalPath(out, L, x, drawn) {
+    const byStep = new Map(drawn.filter((b) => b[CRITICAL]).map((b) => [b[STEP], b]));
+    const points = [];
+    for (const id of data.critical) {
+      const b = byStep.get(id);
+      if (!b) continue;
+      const y = barY(b, L) + Math.max(2, L.rowH - 2) / 2;
+      points.push(`${x(b[START]).toFixed(1)},${y}`, `${Math.max(x(b[END]), x(b[START]) + 2).toFixed(1)},${y}`);
+    }
+    if (points.length > 2) out.push(`<polyline class="critical-path" points="${points.join(" ")}"/>`);
+  }
+
+  function draw() {
+    if (!data.bars.length) {
+      host.innerHTML = '<p class="note" style="padding: 8px">No step has started yet.</p>';
+      return;
+    }
+    const L = layout();
+    const span = Math.max(data.span, 1);
+    const x = (ms) => L.labelW + (ms / span) * L.plotW;
+    const drawn = choose(x);
+    const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${L.width}" height="${L.height}" role="img" aria-label="Gantt chart of the restore">`];
+    lanes(out, L);
+    axis(out, L, x, span);
+    bars(out, L, x, drawn);
+    criticalPath(out, L, x, drawn);
+    out.push("</svg>");
+    host.innerHTML = out.join("");
+    note.textContent = drawn.length < data.bars.length
+      ? `Drew ${drawn.length.toLocaleString()} of ${data.bars.length.toLocaleString()} bars: ` +
+        "bars hidden under others at this width are left out (failed and critical-path steps " +
+        "never are). The JSON timeline (drover report --timeline) lists every step."
+      : "";
+  }
+
+  for (const input of document.querySelectorAll('input[name="colour-by"]')) {
+    input.addEventListener("change", () => { section.className = "by-" + input.value; });
+  }
+  let pending = 0, width = host.clientWidth;
+  window.addEventListener("resize", () => {
+    clearTimeout(pending);
+    pending = setTimeout(() => {
+      if (host.clientWidth !== width) draw();
+      width = host.clientWidth;
+    }, 200);
+  });
+  draw();
+})();
