@@ -502,7 +502,7 @@ fn forecast_timeline(
             reason: None,
         })
         .collect();
-    sites.sort_by(|a, b| b.restore_ms.cmp(&a.restore_ms));
+    sites.sort_by_key(|s| std::cmp::Reverse(s.restore_ms));
     Timeline {
         title: format!(
             "Forecast: {} sites, {} steps",
