@@ -1,12 +1,15 @@
 //! Step kinds: what a step does when it runs. A kind implements [`StepKind`]; a [`Registry`] maps
 //! kind names (as written in workflows) to implementations.
 //!
-//! Built-in kinds: `fetch` (verified download of a backup snapshot); for tests, benchmarks and
-//! drills `noop`, `sleep`, `flaky`, `fail`.
+//! Built-in kinds: `fetch` (verified download of a backup snapshot), `exec` (a command) and
+//! `http` (a JSON POST) for operators' own infrastructure; for tests, benchmarks and drills
+//! `noop`, `sleep`, `flaky`, `fail`.
 
+mod exec;
 mod fail;
 mod fetch;
 mod flaky;
+mod http;
 mod noop;
 mod sleep;
 
@@ -30,6 +33,8 @@ pub const KNOWN_KINDS: &[&str] = &[
     "sleep",
     "flaky",
     "fail",
+    "exec",
+    "http",
 ];
 
 /// What a running step is given.
@@ -105,6 +110,8 @@ impl Registry {
         r.register("flaky", flaky::Flaky);
         r.register("fail", fail::Fail);
         r.register("fetch", fetch::Fetch::default());
+        r.register("exec", exec::Exec);
+        r.register("http", http::Http::default());
         r
     }
 

@@ -209,6 +209,45 @@ async fn a_100_mib_object_is_fetched_by_parallel_ranged_gets_and_verified() {
     assert_eq!(std::fs::read(dest.join("shard.sqlite")).unwrap(), big);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_local_object_is_fetched_in_parallel_ranges_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("backups");
+    let big = data(100 << 20, 7);
+    write_local(
+        &root,
+        "wiki-3",
+        None,
+        "2022-04-05T07:00:00Z",
+        &[Obj {
+            name: "shard.sqlite",
+            data: &big,
+        }],
+        true,
+    );
+    let dest = dir.path().join("out");
+    let opts = FetchOptions {
+        part_size: 8 << 20,
+        concurrency: 8,
+        ..Default::default()
+    };
+    let report = fetch(
+        &LocalStore::new(root),
+        "wiki-3",
+        None,
+        "2022-04-05T07:38:00Z",
+        &dest,
+        &opts,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.bytes, report.downloaded_bytes),
+        (100 << 20, 100 << 20)
+    );
+    assert_eq!(std::fs::read(dest.join("shard.sqlite")).unwrap(), big);
+}
+
 async fn interrupted_then_resumed(store: Arc<dyn BackupStore>, dest: &Path) {
     let opts = FetchOptions {
         part_size: 1 << 20,

@@ -1,0 +1,149 @@
+//! `exec`: runs a command — the way operators drive their own infrastructure from a workflow.
+//!
+//! Params: `command` (the program), `args` (split on spaces; double quotes group words), and
+//! `env.NAME` for environment variables; all templated like any param. The child also gets
+//! `DROVER_IDEMPOTENCY_KEY`, `DROVER_STEP_ID`, `DROVER_ATTEMPT` and, for site steps,
+//! `DROVER_SITE`. Its standard output and error go to `output.log` in the step's staging
+//! directory; the output records the exit code and the last lines.
+//!
+//! Exit 0 is success, 75 (EX_TEMPFAIL) a retryable failure, anything else permanent; a child
+//! killed by a signal is retryable. A timed-out or cancelled step kills its child.
+
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use tokio::io::AsyncReadExt;
+
+use super::{StepContext, StepError, StepKind, StepOutput};
+
+/// The exit code a command uses to ask for another attempt (sysexits' EX_TEMPFAIL).
+pub const RETRYABLE_EXIT: i32 = 75;
+
+/// How much of the log's end is kept in the step's output.
+const TAIL_BYTES: usize = 2048;
+
+pub struct Exec;
+
+#[async_trait]
+impl StepKind for Exec {
+    async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
+        let program = ctx
+            .param("command")
+            .ok_or_else(|| StepError::Permanent("exec needs the param 'command'".into()))?;
+        let args = split_args(ctx.param("args").unwrap_or(""))?;
+        std::fs::create_dir_all(&ctx.staging)
+            .map_err(|e| StepError::Retryable(format!("staging {}: {e}", ctx.staging.display())))?;
+        let log_path = ctx.staging.join("output.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| StepError::Retryable(format!("{}: {e}", log_path.display())))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| StepError::Retryable(e.to_string()))?,
+            )
+            .stderr(log)
+            .env("DROVER_IDEMPOTENCY_KEY", &ctx.idempotency_key)
+            .env("DROVER_STEP_ID", &ctx.step_id)
+            .env("DROVER_ATTEMPT", ctx.attempt.to_string())
+            .kill_on_drop(true);
+        if let Some(site) = &ctx.site {
+            cmd.env("DROVER_SITE", site);
+        }
+        for (key, value) in &ctx.params {
+            if let Some(name) = key.strip_prefix("env.") {
+                cmd.env(name, value);
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| StepError::Permanent(format!("cannot start '{program}': {e}")))?;
+        let status = tokio::select! {
+            s = child.wait() => s.map_err(|e| StepError::Retryable(format!("waiting for '{program}': {e}")))?,
+            _ = ctx.cancel.cancelled() => {
+                let _ = child.kill().await;
+                return Err(StepError::Retryable("cancelled".into()));
+            }
+        };
+        let tail = tail(&log_path).await;
+        let output = serde_json::json!({ "exit_code": status.code(), "log": log_path.display().to_string(), "tail": tail });
+        match status.code() {
+            Some(0) => Ok(output),
+            Some(RETRYABLE_EXIT) => Err(StepError::Retryable(format!(
+                "'{program}' exited {RETRYABLE_EXIT} (try again): {}",
+                last_line(&tail)
+            ))),
+            Some(code) => Err(StepError::Permanent(format!(
+                "'{program}' exited {code}: {}",
+                last_line(&tail)
+            ))),
+            None => Err(StepError::Retryable(format!(
+                "'{program}' was killed by a signal"
+            ))),
+        }
+    }
+}
+
+/// Splits on whitespace; `"…"` groups words (no escapes inside).
+fn split_args(s: &str) -> Result<Vec<String>, StepError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut any) = (false, false);
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if quoted {
+        return Err(StepError::Permanent(format!(
+            "args has an unclosed quote: {s}"
+        )));
+    }
+    if any {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+async fn tail(path: &std::path::Path) -> String {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = tokio::fs::File::open(path).await {
+        let _ = f.read_to_end(&mut buf).await;
+    }
+    let start = buf.len().saturating_sub(TAIL_BYTES);
+    String::from_utf8_lossy(&buf[start..]).into_owned()
+}
+
+fn last_line(tail: &str) -> &str {
+    tail.trim_end().rsplit('\n').next().unwrap_or("").trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_split_on_spaces_and_group_quotes() {
+        assert_eq!(
+            split_args(r#"-c "echo a b"  x"#).unwrap(),
+            ["-c", "echo a b", "x"]
+        );
+        assert_eq!(split_args("").unwrap(), Vec::<String>::new());
+        assert_eq!(split_args(r#"a "" b"#).unwrap(), ["a", "", "b"]);
+        assert!(split_args(r#"a "b"#).is_err());
+    }
+}
