@@ -70,6 +70,8 @@ impl PoolPlan {
 pub struct TemplateInfo {
     pub name: String,
     pub kind: String,
+    /// The template's `when` condition, described (`state is not soft-deleted`).
+    pub when: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

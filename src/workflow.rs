@@ -74,6 +74,8 @@ pub struct Template {
     pub retry: Retry,
     pub timeout: Duration,
     pub estimate: Estimate,
+    /// Where the template applies at all (e.g. only to permanently deleted sites).
+    pub when: Option<Condition>,
     /// 1-based line of the template in the workflow file, for messages.
     pub line: u32,
 }
@@ -83,6 +85,35 @@ impl Template {
         self.products
             .as_ref()
             .is_none_or(|ps| ps.contains(&product))
+    }
+}
+
+/// A condition on a site attribute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub attribute: String,
+    pub values: Vec<String>,
+    /// True: the attribute must be none of `values`.
+    pub negate: bool,
+    pub default: Option<String>,
+}
+
+impl Condition {
+    /// Whether a value (or its absence, through `default`) satisfies the condition; `None` when
+    /// the value is missing and there is no default.
+    pub fn holds(&self, value: Option<&str>) -> Option<bool> {
+        let v = value.or(self.default.as_deref())?;
+        Some(self.values.iter().any(|x| x == v) != self.negate)
+    }
+
+    /// `state is deleted` / `state is not soft-deleted`, for plans and messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} is {}{}",
+            self.attribute,
+            if self.negate { "not " } else { "" },
+            self.values.join(" or ")
+        )
     }
 }
 
@@ -512,8 +543,34 @@ impl Resolver<'_> {
             retry,
             timeout,
             estimate: Estimate { base, scale },
+            when: s.when.as_ref().and_then(|w| self.condition(name, w)),
             line,
         }
+    }
+
+    fn condition(&mut self, name: &str, w: &Spanned<format::WhenSpec>) -> Option<Condition> {
+        let spec = w.get_ref();
+        let (values, negate) = match (&spec.is, &spec.is_not) {
+            (Some(v), None) if !v.is_empty() => (v.clone(), false),
+            (None, Some(v)) if !v.is_empty() => (v.clone(), true),
+            _ => {
+                self.report(
+                    w.span(),
+                    format!("steps.{name}.when"),
+                    invalid(
+                        "`when` needs exactly one of `is` or `is_not`, with at least one value",
+                        "write e.g. when = { attribute = \"state\", is = [\"deleted\"] }",
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(Condition {
+            attribute: spec.attribute.clone(),
+            values,
+            negate,
+            default: spec.default.clone(),
+        })
     }
 
     /// Cross-scope rules for `after`: what each scope may wait for.

@@ -379,3 +379,16 @@ fn bad_pool_override() {
         "clap's usage errors also exit 2"
     );
 }
+
+#[test]
+fn a_when_condition_needs_exactly_one_of_is_and_is_not() {
+    let wf = WORKFLOW.replace(
+        "estimate = \"1s\"",
+        "estimate = \"1s\"\nwhen = { attribute = \"state\" }",
+    );
+    let err = refused(&wf, REQUEST);
+    has(
+        &err,
+        &["steps.reactivate.when", "exactly one of `is` or `is_not`"],
+    );
+}

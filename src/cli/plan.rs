@@ -146,6 +146,13 @@ fn print_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
         .collect();
     writeln!(out, "  steps          {} ({})", s.steps, kinds.join(", "))?;
     writeln!(out, "  edges          {}", s.edges)?;
+    for (name, c) in &s.conditional_steps {
+        writeln!(
+            out,
+            "  conditional    {name}: {} steps where {}",
+            c.steps, c.when
+        )?;
+    }
     writeln!(
         out,
         "  pools          demand ÷ capacity = least time for the pool alone"

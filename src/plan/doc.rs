@@ -23,11 +23,20 @@ pub struct Summary<'a> {
     pub sites_by_product: BTreeMap<&'a str, usize>,
     pub steps: usize,
     pub steps_by_kind: BTreeMap<&'a str, usize>,
+    /// Templates with a `when` condition: the condition and how many instances it kept (which
+    /// path each site takes).
+    pub conditional_steps: BTreeMap<&'a str, Conditional<'a>>,
     pub edges: usize,
     pub pools: Vec<PoolDoc<'a>>,
     pub critical_path: CriticalPath<'a>,
     pub lower_bound_s: f64,
     pub total_work_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct Conditional<'a> {
+    pub when: &'a str,
+    pub steps: usize,
 }
 
 #[derive(Serialize)]
@@ -64,6 +73,26 @@ impl<'a> Summary<'a> {
         for step in &plan.steps {
             *steps_by_kind.entry(plan.kind(step)).or_default() += 1;
         }
+        let mut conditional_steps: BTreeMap<&str, Conditional> = plan
+            .templates
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.name.as_str(),
+                    Conditional {
+                        when: t.when.as_deref()?,
+                        steps: 0,
+                    },
+                ))
+            })
+            .collect();
+        for step in &plan.steps {
+            if let Some(c) =
+                conditional_steps.get_mut(plan.templates[step.template as usize].name.as_str())
+            {
+                c.steps += 1;
+            }
+        }
         Summary {
             format: SUMMARY_FORMAT,
             hash: &plan.hash,
@@ -75,6 +104,7 @@ impl<'a> Summary<'a> {
             sites_by_product,
             steps: plan.steps.len(),
             steps_by_kind,
+            conditional_steps,
             edges: plan.edge_count(),
             pools: plan
                 .pools

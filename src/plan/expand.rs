@@ -88,13 +88,16 @@ impl<'a> Expander<'a> {
 
     /// Resolves the site's products and creates its instances (dependencies come later).
     fn site(&mut self, s: u32, site: &Site) {
+        let wf = self.wf;
         let products = self.products_of(site);
-        for (t, template) in self.wf.templates.iter().enumerate() {
+        for (t, template) in wf.templates.iter().enumerate() {
             match &template.scope {
                 Scope::Product => {
                     for &p in products.iter().filter(|&&p| template.applies_to(p)) {
-                        let id =
-                            format!("{}/{}/{}", site.id, self.wf.products[p].name, template.name);
+                        if !self.holds(template, site, Some(p)) {
+                            continue;
+                        }
+                        let id = format!("{}/{}/{}", site.id, wf.products[p].name, template.name);
                         let idx = self.instance(
                             id,
                             t,
@@ -109,6 +112,9 @@ impl<'a> Expander<'a> {
                     }
                 }
                 Scope::Site => {
+                    if !self.holds(template, site, None) {
+                        continue;
+                    }
                     let id = format!("{}/{}", site.id, template.name);
                     let idx = self.instance(
                         id,
@@ -119,11 +125,13 @@ impl<'a> Expander<'a> {
                         },
                         site,
                     );
-                    self.site_slot[s as usize * self.wf.templates.len() + t] = idx;
+                    self.site_slot[s as usize * wf.templates.len() + t] = idx;
                 }
                 Scope::Shared { attribute } => {
                     for &p in products.iter().filter(|&&p| template.applies_to(p)) {
-                        self.join_shared(site, t, attribute, p);
+                        if self.holds(template, site, Some(p)) {
+                            self.join_shared(site, t, attribute, p);
+                        }
                     }
                 }
             }
@@ -133,6 +141,30 @@ impl<'a> Expander<'a> {
             tier: site.tier,
             products: products.iter().map(|&p| p as u16).collect(),
         });
+    }
+
+    /// Whether the template's `when` condition holds for this site (and product); a site that
+    /// lacks the attribute, with no default, is reported.
+    fn holds(&mut self, template: &Template, site: &Site, product: Option<usize>) -> bool {
+        let Some(cond) = &template.when else {
+            return true;
+        };
+        let product_name = product.map(|p| self.wf.products[p].name.as_str());
+        match cond.holds(attr(site, product_name, &cond.attribute)) {
+            Some(h) => h,
+            None => {
+                let kind = ProblemKind::MissingAttribute {
+                    attribute: cond.attribute.clone(),
+                    site: site.id.to_string(),
+                    product: product_name.map(str::to_owned),
+                };
+                let entry = format!("site {} (condition of step '{}')", site.id, template.name);
+                if !self.problems.iter().any(|p| p.entry == entry) {
+                    self.report(&site.at, entry, kind);
+                }
+                false
+            }
+        }
     }
 
     fn pslot(&self, s: u32, p: usize, t: usize) -> usize {
@@ -452,6 +484,9 @@ impl<'a> Expander<'a> {
                 Scope::Product => {
                     for &p in products.iter().filter(|&&p| template.applies_to(p)) {
                         let me = self.product_slot[self.pslot(s, p, t)];
+                        if me == NONE {
+                            continue; // its `when` does not hold here
+                        }
                         let mut deps: Vec<StepIdx> = template
                             .after
                             .iter()
@@ -459,7 +494,10 @@ impl<'a> Expander<'a> {
                             .collect();
                         if let Some(gate) = self.wf.gate.filter(|g| g.step == t) {
                             for &q in &self.wf.products[p].after {
-                                deps.push(self.product_slot[self.pslot(s, q, gate.waits_for)]);
+                                let waits = self.product_slot[self.pslot(s, q, gate.waits_for)];
+                                if waits != NONE {
+                                    deps.push(waits);
+                                }
                             }
                         }
                         self.set_deps(me, deps);
@@ -467,6 +505,9 @@ impl<'a> Expander<'a> {
                 }
                 Scope::Site => {
                     let me = self.site_slot[s as usize * self.wf.templates.len() + t];
+                    if me == NONE {
+                        continue;
+                    }
                     let deps = template
                         .after
                         .iter()
@@ -572,6 +613,7 @@ impl<'a> Expander<'a> {
                 .map(|t| TemplateInfo {
                     name: t.name.clone(),
                     kind: t.kind.clone(),
+                    when: t.when.as_ref().map(|c| c.describe()),
                 })
                 .collect(),
             sites: self.sites,

@@ -134,3 +134,81 @@ fn gate_makes_dependent_products_wait_for_validation() {
     let load_a = step(&p, "site-2/a/load");
     assert_eq!(load_a.deps.len(), 1, "a has no product dependencies");
 }
+
+const PATHS: &str = r#"
+[workflow]
+name = "paths"
+[products.a]
+[steps.get]
+scope = "shared"
+unit = "shard"
+kind = "fetch"
+estimate = "10s"
+when = { attribute = "state", is_not = ["soft-deleted"], default = "deleted" }
+[steps.load]
+scope = "product"
+kind = "rebuild"
+after = ["get"]
+estimate = "20s"
+when = { attribute = "state", is_not = ["soft-deleted"], default = "deleted" }
+[steps.undelete]
+scope = "site"
+kind = "noop"
+estimate = "1s"
+when = { attribute = "state", is = ["soft-deleted"] , default = "deleted" }
+[steps.check]
+scope = "product"
+kind = "validate"
+after = ["load", "undelete"]
+estimate = "5s"
+"#;
+
+#[test]
+fn when_conditions_choose_each_sites_path() {
+    let wf = Workflow::parse(&Source::new("wf.toml", PATHS), crate::steps::KNOWN_KINDS).unwrap();
+    let text = "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"a\"]\n\
+        [[sites]]\nid = \"site-1\"\nattrs = { shard = \"a-1\", state = \"deleted\" }\n\
+        [[sites]]\nid = \"site-2\"\nattrs = { shard = \"a-1\", state = \"soft-deleted\" }\n\
+        [[sites]]\nid = \"site-3\"\nattrs = { shard = \"a-2\", state = \"soft-deleted\" }\n\
+        [[sites]]\nid = \"site-4\"\nattrs = { shard = \"a-3\" }\n";
+    let req = Request::parse(&Source::new("req.toml", text), |_| unreachable!()).unwrap();
+    let p = plan(&wf, &req, &PlanOptions::default()).unwrap();
+    let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+    // Permanently deleted (and by default, site-4): from backups.
+    assert!(ids.contains(&"site-1/a/load") && ids.contains(&"site-4/a/load"));
+    assert!(!ids.contains(&"site-1/undelete"));
+    // Soft-deleted: undeleted in place, no fetch, no load.
+    assert!(ids.contains(&"site-2/undelete") && !ids.contains(&"site-2/a/load"));
+    assert!(
+        ids.contains(&"shard/a-1/get"),
+        "site-1 still needs shard a-1"
+    );
+    assert!(
+        !ids.contains(&"shard/a-2/get"),
+        "nobody on shard a-2 needs its backup"
+    );
+    let check = |site: &str| {
+        let s = step(&p, &format!("{site}/a/check"));
+        s.deps
+            .iter()
+            .map(|&d| p.steps[d as usize].id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(check("site-1"), ["site-1/a/load"]);
+    assert_eq!(check("site-2"), ["site-2/undelete"]);
+}
+
+#[test]
+fn a_condition_on_a_missing_attribute_without_default_is_reported() {
+    let wf_text = PATHS.replace(", default = \"deleted\" }", " }");
+    let wf = Workflow::parse(&Source::new("wf.toml", wf_text), crate::steps::KNOWN_KINDS).unwrap();
+    let text = "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"a\"]\n[[sites]]\nid = \"site-1\"\nattrs = { shard = \"a-1\" }\n";
+    let req = Request::parse(&Source::new("req.toml", text), |_| unreachable!()).unwrap();
+    let problems = plan(&wf, &req, &PlanOptions::default()).unwrap_err();
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("site attribute 'state' is not set for site site-1")),
+        "{text:?}"
+    );
+}

@@ -98,6 +98,8 @@ pub struct StepSpec {
     pub timeout: Option<Spanned<String>>,
     pub estimate: Spanned<String>,
     pub scale: Option<Spanned<ScaleSpec>>,
+    /// Only for sites (and products) whose attribute matches.
+    pub when: Option<Spanned<WhenSpec>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,4 +117,17 @@ pub struct ScaleSpec {
     pub attribute: String,
     /// Added to the estimate per unit of the attribute, e.g. `"6s"`.
     pub per: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenSpec {
+    /// A site attribute (`<product>.<name>` before `<name>`), e.g. `state`.
+    pub attribute: String,
+    /// The step exists where the attribute is one of these…
+    pub is: Option<Vec<String>>,
+    /// …or where it is none of these.
+    pub is_not: Option<Vec<String>>,
+    /// The value for sites that do not set the attribute; without it, such a site is an error.
+    pub default: Option<String>,
 }
