@@ -801,7 +801,18 @@ fn plan_check_backups_refuses_a_unit_without_a_snapshot_in_its_window() {
     );
     let out = support::drover()
         .current_dir(dir.path())
-        .args(["run", "-w", "wf.toml", "-r", "req.toml", "--state", "s.db"])
+        .args([
+            "run",
+            "--yes",
+            "--max-sites",
+            "100000",
+            "-w",
+            "wf.toml",
+            "-r",
+            "req.toml",
+            "--state",
+            "s.db",
+        ])
         .output()
         .unwrap();
     assert_eq!(
@@ -848,7 +859,18 @@ fn run_fetches_every_unit_and_records_the_rpo() {
     );
     let out = support::drover()
         .current_dir(dir.path())
-        .args(["run", "-w", "wf.toml", "-r", "req.toml", "--state", "s.db"])
+        .args([
+            "run",
+            "--yes",
+            "--max-sites",
+            "100000",
+            "-w",
+            "wf.toml",
+            "-r",
+            "req.toml",
+            "--state",
+            "s.db",
+        ])
         .output()
         .unwrap();
     assert_eq!(

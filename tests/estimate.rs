@@ -57,7 +57,18 @@ fn the_forecast_of_a_real_sleep_workload_is_within_10_percent() {
     );
     drover()
         .current_dir(dir.path())
-        .args(["run", "-w", wf, "-r", "r.toml", "--state", "s.db"])
+        .args([
+            "run",
+            "--yes",
+            "--max-sites",
+            "100000",
+            "-w",
+            wf,
+            "-r",
+            "r.toml",
+            "--state",
+            "s.db",
+        ])
         .assert()
         .code(0);
     let measured = measured_makespan_s(&dir.path().join("s.db"));
@@ -146,7 +157,18 @@ fn history_replaces_estimates_with_what_steps_really_took() {
     // The noop steps really take milliseconds, not the 10 s the workflow guesses.
     drover()
         .current_dir(dir.path())
-        .args(["run", "-w", "wf.toml", "-r", "r.toml", "--state", "h.db"])
+        .args([
+            "run",
+            "--yes",
+            "--max-sites",
+            "100000",
+            "-w",
+            "wf.toml",
+            "-r",
+            "r.toml",
+            "--state",
+            "h.db",
+        ])
         .assert()
         .code(0);
     let learned = estimate(
@@ -222,7 +244,18 @@ estimate = "300ms"
     );
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("drover"))
         .current_dir(dir.path())
-        .args(["run", "-w", "wf.toml", "-r", "r.toml", "--state", "s.db"])
+        .args([
+            "run",
+            "--yes",
+            "--max-sites",
+            "100000",
+            "-w",
+            "wf.toml",
+            "-r",
+            "r.toml",
+            "--state",
+            "s.db",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -89,7 +89,18 @@ estimate = "1s"
     write(d, "r.toml", request(&["site-1", "site-2"]));
     let out = drover()
         .current_dir(d)
-        .args(["run", "-w", "wf.toml", "-r", "r.toml", "--state", "s.db"])
+        .args([
+            "run",
+            "--yes",
+            "--max-sites",
+            "100000",
+            "-w",
+            "wf.toml",
+            "-r",
+            "r.toml",
+            "--state",
+            "s.db",
+        ])
         .output()
         .unwrap();
     assert_eq!(
@@ -221,7 +232,18 @@ retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "10ms" }}
     let out = tokio::task::spawn_blocking(move || {
         drover()
             .current_dir(&dd)
-            .args(["run", "-w", "wf.toml", "-r", "r.toml", "--state", "s.db"])
+            .args([
+                "run",
+                "--yes",
+                "--max-sites",
+                "100000",
+                "-w",
+                "wf.toml",
+                "-r",
+                "r.toml",
+                "--state",
+                "s.db",
+            ])
             .output()
             .unwrap()
     })

@@ -113,7 +113,7 @@ fn finished_run(dir: &Path) -> PathBuf {
     let req = write(dir, "req.toml", REQUEST);
     let state = dir.join("ledger.db");
     let out = drover()
-        .args(["run", "-w"])
+        .args(["run", "--yes", "--max-sites", "100000", "-w"])
         .arg(&wf)
         .arg("-r")
         .arg(&req)

@@ -141,6 +141,9 @@ fn sigkill_at_random_moments_then_resume_redoes_no_finished_step() {
         let mut child = if first {
             spawn(&[
                 "run",
+                "--yes",
+                "--max-sites",
+                "100000",
                 "--max-parallel",
                 "32",
                 "-w",
@@ -285,7 +288,18 @@ fn a_second_process_on_a_held_ledger_is_refused_with_exit_4() {
         wf.to_str().unwrap(),
         req.to_str().unwrap(),
     );
-    let mut first = spawn(&["run", "-w", w, "-r", r, "--state", s]);
+    let mut first = spawn(&[
+        "run",
+        "--yes",
+        "--max-sites",
+        "100000",
+        "-w",
+        w,
+        "-r",
+        r,
+        "--state",
+        s,
+    ]);
     wait_for(|| record.exists());
     let out = drover().args(["resume", "--state", s]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -318,7 +332,7 @@ fn run_refuses_a_ledger_holding_a_different_plan() {
     let other = write(dir.path(), "other.toml", request(3));
     let state = dir.path().join("ledger.db");
     drover()
-        .args(["run", "-w"])
+        .args(["run", "--yes", "--max-sites", "100000", "-w"])
         .arg(&wf)
         .arg("-r")
         .arg(&req)
@@ -328,7 +342,7 @@ fn run_refuses_a_ledger_holding_a_different_plan() {
         .code(0);
     let before = std::fs::read(&state).unwrap();
     let out = drover()
-        .args(["run", "-w"])
+        .args(["run", "--yes", "--max-sites", "100000", "-w"])
         .arg(&wf)
         .arg("-r")
         .arg(&other)
@@ -345,7 +359,7 @@ fn run_refuses_a_ledger_holding_a_different_plan() {
     );
     // The same plan again continues (and finds nothing left to do).
     drover()
-        .args(["run", "-w"])
+        .args(["run", "--yes", "--max-sites", "100000", "-w"])
         .arg(&wf)
         .arg("-r")
         .arg(&req)
@@ -398,7 +412,7 @@ fn failures_are_isolated_reported_and_repaired_by_retry_and_skip() {
     let req = write(dir.path(), "req.toml", req_text);
     let state = dir.path().join("ledger.db");
     let out = drover()
-        .args(["run", "-w"])
+        .args(["run", "--yes", "--max-sites", "100000", "-w"])
         .arg(&wf)
         .arg("-r")
         .arg(&req)
@@ -543,7 +557,20 @@ fn ctrl_c_drains_in_flight_steps_and_exits_130_then_resume_finishes() {
         wf.to_str().unwrap(),
         req.to_str().unwrap(),
     );
-    let child = spawn(&["run", "-w", w, "-r", r, "--state", s, "--max-parallel", "8"]);
+    let child = spawn(&[
+        "run",
+        "--yes",
+        "--max-sites",
+        "100000",
+        "-w",
+        w,
+        "-r",
+        r,
+        "--state",
+        s,
+        "--max-parallel",
+        "8",
+    ]);
     wait_for(|| record.exists());
     let started = Instant::now();
     Command::new("kill")
@@ -600,7 +627,18 @@ fn synthetic_300_sites_killed_half_way_and_resumed_restores_every_site() {
         wf.to_str().unwrap(),
         req.to_str().unwrap(),
     );
-    let mut child = spawn(&["run", "-w", w, "-r", r, "--state", s]);
+    let mut child = spawn(&[
+        "run",
+        "--yes",
+        "--max-sites",
+        "100000",
+        "-w",
+        w,
+        "-r",
+        r,
+        "--state",
+        s,
+    ]);
     // Half-way: wait until about half of the sites are restored, then SIGKILL.
     wait_for(|| {
         state.exists()
@@ -648,7 +686,20 @@ fn a_second_ctrl_c_stops_at_once_and_the_ledger_stays_consistent() {
         wf.to_str().unwrap(),
         req.to_str().unwrap(),
     );
-    let child = spawn(&["run", "-w", w, "-r", r, "--state", s, "--grace", "10m"]);
+    let child = spawn(&[
+        "run",
+        "--yes",
+        "--max-sites",
+        "100000",
+        "-w",
+        w,
+        "-r",
+        r,
+        "--state",
+        s,
+        "--grace",
+        "10m",
+    ]);
     wait_for(|| executions(&record, 0).len() >= 6);
     let started = Instant::now();
     let pid = child.id().to_string();

@@ -43,11 +43,9 @@ enum Format {
 }
 
 pub fn run(args: PlanArgs) -> Result<(), Failure> {
-    let plan = make(
-        &args.workflow,
-        &args.request,
-        args.pools.unwrap_or_default(),
-    )?;
+    let pools = args.pools.unwrap_or_default();
+    let plan = make(&args.workflow, &args.request, pools.clone())?;
+    let inputs = plan_inputs(&args.workflow, &args.request, pools);
     let checked = if args.check_backups {
         Some(check_backups(&plan)?)
     } else {
@@ -73,7 +71,7 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
         }
     }
     if let Some(path) = args.out {
-        write_plan(&path, &plan)?;
+        write_plan(&path, &plan, &inputs)?;
         eprintln!(
             "wrote the full plan to {} (hash {})",
             path.display(),
@@ -99,12 +97,16 @@ pub(crate) fn make(
     )?)
 }
 
-fn write_plan(path: &std::path::Path, plan: &Plan) -> Result<(), Failure> {
+fn write_plan(
+    path: &std::path::Path,
+    plan: &Plan,
+    inputs: &crate::plan::doc::PlanInputs,
+) -> Result<(), Failure> {
     let tmp = path.with_extension("json.tmp");
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = std::io::BufWriter::new(file);
-    serde_json::to_writer(&mut w, &PlanDoc::new(plan))
+    serde_json::to_writer(&mut w, &PlanDoc::new(plan, inputs))
         .with_context(|| format!("writing {}", tmp.display()))?;
     w.flush()
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -232,4 +234,23 @@ fn backups_json(plan: &Plan, c: &crate::backup::check::BackupCheck) -> serde_jso
         "rpo_max_site": summary.as_ref().map(|s| s.2.clone()),
         "site_rpo_s": plan.sites.iter().zip(&c.site_rpo_s).map(|(s, r)| (s.id.to_string(), *r)).collect::<std::collections::BTreeMap<_, _>>(),
     })
+}
+
+/// The inputs of a plan, with absolute paths so `drover run --plan` finds them from anywhere.
+pub(crate) fn plan_inputs(
+    workflow: &std::path::Path,
+    request: &std::path::Path,
+    pools: std::collections::BTreeMap<String, u32>,
+) -> crate::plan::doc::PlanInputs {
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    crate::plan::doc::PlanInputs {
+        workflow: abs(workflow),
+        request: abs(request),
+        pools,
+    }
 }

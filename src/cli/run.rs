@@ -10,21 +10,38 @@ use clap::{Args, ValueEnum};
 
 use super::progress::{LogFormat, Renderer};
 use super::{Done, Failure};
+use crate::diag::{Location, Problem, ProblemKind};
 use crate::ledger::lock::Holder;
 use crate::ledger::sqlite::SqliteLedger;
 use crate::ledger::{Ledger, LedgerError, NewRun, RunInfo, now_ms};
+use crate::plan::doc::{PlanDoc, PlanInputs};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::schedule::{self, Control, Journal, Policy, RunOptions, RunSummary};
 use crate::steps::Registry;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Workflow file (TOML). See docs/workflow-format.md.
-    #[arg(long, short)]
-    workflow: PathBuf,
-    /// Restore request (TOML). See docs/request-format.md.
-    #[arg(long, short)]
-    request: PathBuf,
+    /// Workflow file (TOML). See docs/workflow-format.md. Not with --plan.
+    #[arg(long, short, required_unless_present = "plan", conflicts_with = "plan")]
+    workflow: Option<PathBuf>,
+    /// Restore request (TOML). See docs/request-format.md. Not with --plan.
+    #[arg(long, short, required_unless_present = "plan", conflicts_with = "plan")]
+    request: Option<PathBuf>,
+    /// Run exactly this reviewed plan (written by `drover plan --out`). Refused if the file was
+    /// edited or its workflow and request on disk no longer give the same plan.
+    #[arg(long, requires = "confirm")]
+    plan: Option<PathBuf>,
+    /// With --plan: the first 12 (or more) hex digits of the plan hash, as `drover plan` printed.
+    #[arg(long)]
+    confirm: Option<String>,
+    /// Start without asking. Without --plan, `run` shows what it will restore and asks on a
+    /// terminal; off a terminal it refuses unless --yes is given.
+    #[arg(long)]
+    yes: bool,
+    /// Refuse a request of more sites than this (the blast radius). Raise it deliberately for
+    /// a larger restore.
+    #[arg(long, default_value_t = DEFAULT_MAX_SITES)]
+    max_sites: usize,
     /// The ledger file (SQLite). Created if absent; an existing one must hold this same plan
     /// (then the run continues where it stopped, like `resume`).
     #[arg(long, short)]
@@ -71,17 +88,32 @@ enum LogFormatArg {
     Json,
 }
 
+/// The default blast radius: larger restores need an explicit `--max-sites`.
+pub const DEFAULT_MAX_SITES: usize = 100;
+
 pub fn run(args: RunArgs) -> Result<Done, Failure> {
-    let inputs = crate::load::inputs(&args.workflow, &args.request)?;
-    let overrides = args.exec.pools.clone().unwrap_or_default();
-    let plan = plan::plan(
-        &inputs.workflow,
-        &inputs.request,
-        &PlanOptions {
-            pool_capacity: overrides,
-        },
-    )?;
-    check_kinds(&plan, &args.workflow)?;
+    let (inputs, plan, workflow) = match &args.plan {
+        Some(path) => reviewed(path, args.confirm.as_deref().unwrap_or(""))?,
+        None => {
+            let (w, r) = (
+                args.workflow.clone().expect("clap requires it"),
+                args.request.clone().expect("clap requires it"),
+            );
+            let inputs = crate::load::inputs(&w, &r)?;
+            let pool_capacity = args.exec.pools.clone().unwrap_or_default();
+            let plan = plan::plan(
+                &inputs.workflow,
+                &inputs.request,
+                &PlanOptions { pool_capacity },
+            )?;
+            (inputs, plan, w)
+        }
+    };
+    check_blast_radius(&plan, args.max_sites)?;
+    if args.plan.is_none() {
+        confirm(&plan, args.yes)?;
+    }
+    check_kinds(&plan, &workflow)?;
     if plan
         .templates
         .iter()
@@ -348,4 +380,151 @@ fn new_run_id() -> String {
         t.format("%Y%m%dT%H%M%SZ"),
         std::process::id() & 0xffff
     )
+}
+
+/// Loads a reviewed plan file and re-plans its inputs: both must agree, and `confirm` must be the
+/// start of the hash.
+fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, PathBuf), Failure> {
+    let refuse = |message: String, fix: &str| {
+        Failure::Input(vec![Problem::new(
+            Location::file(&path.display().to_string()),
+            "--plan",
+            ProblemKind::Invalid {
+                message,
+                fix: fix.into(),
+            },
+        )])
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        refuse(
+            format!("cannot read the plan: {e}"),
+            "give the file `drover plan --out` wrote",
+        )
+    })?;
+    let file: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        refuse(
+            format!("not a plan file: {e}"),
+            "give the file `drover plan --out` wrote",
+        )
+    })?;
+    let hash = file["hash"].as_str().unwrap_or_default().to_owned();
+    if confirm.len() < 12 || !hash.starts_with(&confirm.to_ascii_lowercase()) {
+        return Err(refuse(
+            format!("--confirm '{confirm}' does not match the plan's hash {hash}"),
+            "pass the first 12 hex digits of the hash you reviewed",
+        ));
+    }
+    let recorded: PlanInputs = serde_json::from_value(file["inputs"].clone()).map_err(|e| {
+        refuse(
+            format!("the plan records no inputs: {e}"),
+            "write the plan again with `drover plan --out`",
+        )
+    })?;
+    let (w, r) = (
+        PathBuf::from(&recorded.workflow),
+        PathBuf::from(&recorded.request),
+    );
+    let inputs = crate::load::inputs(&w, &r)?;
+    let plan = plan::plan(
+        &inputs.workflow,
+        &inputs.request,
+        &PlanOptions {
+            pool_capacity: recorded.pools.clone(),
+        },
+    )?;
+    if plan.hash != hash {
+        return Err(refuse(
+            format!(
+                "{} and {} now give plan {}, not the reviewed {hash}: the workflow or the request changed since the review",
+                recorded.workflow, recorded.request, plan.hash
+            ),
+            "review the new plan (drover plan --out) and confirm its hash",
+        ));
+    }
+    let fresh =
+        serde_json::to_value(PlanDoc::new(&plan, &recorded)).map_err(anyhow::Error::from)?;
+    if fresh != file {
+        return Err(refuse(
+            format!(
+                "the plan file was edited: {}",
+                first_difference(&fresh, &file)
+            ),
+            "write the plan again with `drover plan --out` and review that",
+        ));
+    }
+    Ok((inputs, plan, w))
+}
+
+/// Where two plan documents first differ, for the refusal message.
+fn first_difference(fresh: &serde_json::Value, file: &serde_json::Value) -> String {
+    if let (Some(a), Some(b)) = (fresh["steps"].as_array(), file["steps"].as_array()) {
+        if a.len() != b.len() {
+            return format!("it lists {} steps; the plan has {}", b.len(), a.len());
+        }
+        if let Some((x, _)) = a.iter().zip(b).find(|(x, y)| x != y) {
+            return format!("step {} differs", x["id"]);
+        }
+    }
+    for key in ["summary", "sites", "tiers", "inputs", "format"] {
+        if fresh[key] != file[key] {
+            return format!("its '{key}' differs");
+        }
+    }
+    "its content differs".into()
+}
+
+fn check_blast_radius(plan: &Plan, max_sites: usize) -> Result<(), Failure> {
+    if plan.sites.len() <= max_sites {
+        return Ok(());
+    }
+    let kind = ProblemKind::Invalid {
+        message: format!(
+            "the request restores {} sites, more than --max-sites {max_sites}",
+            plan.sites.len()
+        ),
+        fix: format!(
+            "check the site list; if {} sites is right, pass --max-sites {}",
+            plan.sites.len(),
+            plan.sites.len()
+        ),
+    };
+    Err(Failure::Input(vec![Problem::new(
+        Location::file("--max-sites"),
+        "blast radius",
+        kind,
+    )]))
+}
+
+/// Shows what will be restored; asks on a terminal, refuses off one unless `--yes`.
+fn confirm(plan: &Plan, yes: bool) -> Result<(), Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let shown: Vec<&str> = plan.sites.iter().take(5).map(|s| s.id.as_str()).collect();
+    eprintln!(
+        "about to restore {} sites ({}{}) with {} steps; plan {}",
+        plan.sites.len(),
+        shown.join(", "),
+        if plan.sites.len() > 5 { ", …" } else { "" },
+        plan.steps.len(),
+        &plan.hash[..12]
+    );
+    if yes {
+        return Ok(());
+    }
+    let refuse = |message: &str| {
+        Failure::Input(vec![Problem::new(Location::file("--yes"), "confirmation", ProblemKind::Invalid { message: message.into(), fix: "review the plan (drover plan --out plan.json) and run it with --plan plan.json --confirm <hash>, or pass --yes".into() })])
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(refuse(
+            "not on a terminal, so nobody can confirm the restore",
+        ));
+    }
+    eprint!("type 'yes' to start: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(refuse("not confirmed"))
+    }
 }

@@ -135,10 +135,21 @@ impl<'a> Summary<'a> {
 pub struct PlanDoc<'a> {
     pub format: &'static str,
     pub hash: &'a str,
+    /// The files and overrides the plan was made from, for `drover run --plan`.
+    pub inputs: &'a PlanInputs,
     pub summary: Summary<'a>,
     pub tiers: &'a [String],
     pub sites: Vec<SiteDoc<'a>>,
     pub steps: Vec<StepDoc<'a>>,
+}
+
+/// Where a written plan came from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct PlanInputs {
+    pub workflow: String,
+    pub request: String,
+    /// `--pools` overrides in force.
+    pub pools: BTreeMap<String, u32>,
 }
 
 #[derive(Serialize)]
@@ -170,10 +181,11 @@ pub struct StepDoc<'a> {
 }
 
 impl<'a> PlanDoc<'a> {
-    pub fn new(plan: &'a Plan) -> PlanDoc<'a> {
+    pub fn new(plan: &'a Plan, inputs: &'a PlanInputs) -> PlanDoc<'a> {
         PlanDoc {
             format: PLAN_FORMAT,
             hash: &plan.hash,
+            inputs,
             summary: Summary::new(plan),
             tiers: &plan.tiers,
             sites: plan
