@@ -1,5 +1,6 @@
 //! The command line: argument parsing, rendering and exit codes. The only code that prints.
 
+mod audit;
 mod backups;
 mod estimate;
 mod generate;
@@ -58,6 +59,9 @@ enum Command {
     Retry(retry::RetryArgs),
     /// Mark a failed step skipped, with a recorded reason, releasing its dependents; then `resume`.
     Skip(retry::SkipArgs),
+    /// Who did what to a run (user, host, command line, plan hash, input digests) and every
+    /// state change, from its ledger.
+    Audit(audit::AuditArgs),
     /// Backup stores: list snapshots; fetch one unit's snapshot, verified.
     #[command(subcommand)]
     Backups(backups::BackupsCommand),
@@ -141,6 +145,7 @@ pub fn main() -> ExitCode {
         Command::Estimate(args) => estimate::run(args),
         Command::Retry(args) => retry::retry(args),
         Command::Skip(args) => retry::skip(args),
+        Command::Audit(args) => audit::run(args),
         Command::Backups(cmd) => backups::run(cmd),
         Command::Generate(cmd) => generate::run(cmd).map(|()| Done::Ok),
     };

@@ -186,3 +186,64 @@ fn a_run_off_a_terminal_without_yes_is_refused() {
         "not on a terminal",
     );
 }
+
+#[test]
+fn the_audit_holds_who_ran_what_and_every_state_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = reviewed_plan(dir.path(), 3);
+    drover()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--plan",
+            "plan.json",
+            "--confirm",
+            &hash[..12],
+            "--state",
+            "s.db",
+        ])
+        .assert()
+        .code(0);
+    drover()
+        .current_dir(dir.path())
+        .args(["resume", "--state", "s.db"])
+        .assert()
+        .code(0);
+    let out = drover()
+        .current_dir(dir.path())
+        .args(["audit", "--state", "s.db", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["plan_hash"], hash);
+    let sessions = doc["sessions"].as_array().unwrap();
+    let modes: Vec<&str> = sessions
+        .iter()
+        .map(|s| s["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["run", "resume"]);
+    let run = &sessions[0];
+    assert!(
+        run["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--confirm"),
+        "the command line is recorded: {run}"
+    );
+    assert_eq!(run["plan_hash"], hash);
+    assert!(!run["user"].as_str().unwrap().is_empty() && !run["host"].as_str().unwrap().is_empty());
+    let events = doc["events"].as_array().unwrap();
+    for site in ["site-0001", "site-0002", "site-0003"] {
+        let step = format!("{site}/p/work");
+        let ops: Vec<&str> = events
+            .iter()
+            .filter(|e| e["step"] == step.as_str())
+            .map(|e| e["op"].as_str().unwrap())
+            .collect();
+        assert_eq!(ops, ["claim", "complete"], "{step}");
+    }
+    let inputs = doc["inputs"].as_object().unwrap();
+    assert_eq!(inputs.len(), 2, "workflow and request digests: {inputs:?}");
+}

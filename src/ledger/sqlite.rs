@@ -223,6 +223,49 @@ impl SqliteLedger {
             .map_err(sql_err(&self.path))
     }
 
+    /// Every command that opened the ledger for writing, oldest first.
+    pub fn sessions(&self) -> Result<Vec<Session>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at, mode, user, host, pid, argv, plan_hash FROM sessions ORDER BY seq")
+            .map_err(sql_err(&self.path))?;
+        let rows = stmt.query_map([], |r| {
+            let argv: String = r.get(5)?;
+            Ok(Session {
+                at: r.get(0)?,
+                mode: r.get(1)?,
+                user: r.get(2)?,
+                host: r.get(3)?,
+                pid: r.get(4)?,
+                argv: serde_json::from_str(&argv).unwrap_or_default(),
+                plan_hash: r.get(6)?,
+            })
+        });
+        rows.and_then(Iterator::collect)
+            .map_err(sql_err(&self.path))
+    }
+
+    /// Every recorded transition, oldest first, with step IDs.
+    pub fn events(&self) -> Result<Vec<EventRow>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, step, op, attempt, detail FROM events ORDER BY seq")
+            .map_err(sql_err(&self.path))?;
+        let rows = stmt.query_map([], |r| {
+            let step: Option<i64> = r.get(2)?;
+            Ok(EventRow {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                step: step.and_then(|i| self.ids.get(i as usize).cloned()),
+                op: r.get(3)?,
+                attempt: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        });
+        rows.and_then(Iterator::collect)
+            .map_err(sql_err(&self.path))
+    }
+
     /// Step records only (for `status`), without decoding the plan.
     pub fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
         let mut stmt = self.conn.prepare("SELECT state, attempts, last_error, output, started_at, ended_at, note FROM steps ORDER BY idx").map_err(sql_err(&self.path))?;
@@ -437,4 +480,27 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// One command that wrote to the ledger.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Session {
+    pub at: i64,
+    pub mode: String,
+    pub user: String,
+    pub host: String,
+    pub pid: u32,
+    pub argv: Vec<String>,
+    pub plan_hash: String,
+}
+
+/// One recorded transition.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EventRow {
+    pub seq: i64,
+    pub at: i64,
+    pub step: Option<String>,
+    pub op: String,
+    pub attempt: Option<u32>,
+    pub detail: Option<String>,
 }

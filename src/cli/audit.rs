@@ -1,0 +1,114 @@
+//! `drover audit`: who did what to a run, and every state change — from the ledger. Read-only.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Done, Failure};
+use crate::ledger::format_ms;
+use crate::ledger::sqlite::{EventRow, Session, SqliteLedger};
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// The run's ledger.
+    #[arg(long, short)]
+    state: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+struct AuditDoc {
+    format: &'static str,
+    run_id: String,
+    plan_hash: String,
+    drover_version: String,
+    /// SHA-256 of every input file's text as recorded when the run was created.
+    inputs: BTreeMap<String, String>,
+    sessions: Vec<Session>,
+    events: Vec<EventRow>,
+}
+
+pub fn run(args: AuditArgs) -> Result<Done, Failure> {
+    let ledger = SqliteLedger::open(&args.state)?;
+    let info = ledger.info()?;
+    let stored = crate::ledger::Ledger::load(&ledger)?;
+    let inputs = stored
+        .snapshot
+        .files
+        .iter()
+        .map(|(name, text)| (name.clone(), hex::encode(Sha256::digest(text.as_bytes()))))
+        .collect();
+    let doc = AuditDoc {
+        format: "drover-audit/1",
+        run_id: info.run_id,
+        plan_hash: info.plan_hash,
+        drover_version: info.drover_version,
+        inputs,
+        sessions: ledger.sessions()?,
+        events: ledger.events()?,
+    };
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?
+        ),
+        Format::Text => print_text(&doc),
+    }
+    Ok(Done::Ok)
+}
+
+fn print_text(d: &AuditDoc) {
+    println!(
+        "run {} (plan {}, drover {})",
+        d.run_id, d.plan_hash, d.drover_version
+    );
+    for (file, digest) in &d.inputs {
+        println!("  input {file}: sha256 {digest}");
+    }
+    println!("sessions:");
+    for s in &d.sessions {
+        println!(
+            "  {} {:<7} {}@{} pid {}: {}",
+            format_ms(s.at),
+            s.mode,
+            s.user,
+            s.host,
+            s.pid,
+            s.argv.join(" ")
+        );
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &d.events {
+        *counts.entry(e.op.as_str()).or_default() += 1;
+    }
+    let line: Vec<String> = counts.iter().map(|(op, n)| format!("{n} {op}")).collect();
+    println!("state changes: {} ({})", d.events.len(), line.join(", "));
+    for e in d
+        .events
+        .iter()
+        .filter(|e| !matches!(e.op.as_str(), "claim" | "complete"))
+        .take(50)
+    {
+        println!(
+            "  {} {} {}{}",
+            format_ms(e.at),
+            e.op,
+            e.step.as_deref().unwrap_or("-"),
+            e.detail
+                .as_deref()
+                .map(|x| format!(": {x}"))
+                .unwrap_or_default()
+        );
+    }
+    println!("(every change, claims and completions included: --format json)");
+}
