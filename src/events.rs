@@ -51,6 +51,15 @@ pub enum RunEvent {
     Cancelling {
         in_flight: usize,
     },
+    /// A guard stopped the fan-out (a canary site failed, the failure budget was exceeded):
+    /// no new sites start; those in flight finish.
+    FanOutStopped {
+        reason: String,
+    },
+    /// Every canary site was restored; the other sites are released.
+    CanaryPassed {
+        sites: usize,
+    },
 }
 
 /// Counters for progress displays.

@@ -11,6 +11,7 @@
 //! - [`generate`]: synthetic requests for benchmarks and drills.
 //! - [`steps`]: the `StepKind` trait, the registry, one file per built-in kind.
 //! - [`backup`]: backup stores (local, S3), manifests, point-in-time choice, verified fetch.
+//! - [`platform`]: the reference multi-tenant SaaS platform (SQLite shards) the demo deletes and restores.
 //! - [`ledger`]: the durable record of a run (SQLite; in-memory for tests), group-committed.
 //! - [`schedule`]: the one loop that spawns steps: pools, policies, retries, failure isolation.
 //! - [`sim`]: the scheduling core over virtual time, and the duration model: forecasts.
@@ -28,6 +29,7 @@ pub mod ids;
 pub mod ledger;
 pub mod load;
 pub mod plan;
+pub mod platform;
 pub mod report;
 pub mod request;
 pub mod schedule;

@@ -54,6 +54,10 @@ pub struct RunOptions {
     pub progress_every: Duration,
     /// How often the time remaining is re-estimated (a simulation of what is left).
     pub eta_every: Duration,
+    /// Restore these sites first, through every step, before releasing the others.
+    pub canary: Vec<u32>,
+    /// When more sites than this have failed, no new site starts.
+    pub failure_budget: Option<usize>,
 }
 
 impl RunOptions {
@@ -69,6 +73,8 @@ impl RunOptions {
             heartbeat_every: Duration::from_secs(10),
             progress_every: Duration::from_millis(250),
             eta_every: Duration::from_secs(5),
+            canary: Vec::new(),
+            failure_budget: None,
         }
     }
 }
@@ -99,6 +105,8 @@ pub struct RunSummary {
     pub sites: BTreeMap<SiteState, usize>,
     /// Stopped by `Control` before every step could finish.
     pub interrupted: bool,
+    /// Why a guard stopped the fan-out, if one did.
+    pub stopped: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -147,6 +155,7 @@ pub async fn run(
         steps: count_steps(&s.core.state),
         sites: count_sites(&site_states(&s.core.plan, &s.core.state)),
         interrupted,
+        stopped: s.stopped.clone(),
         elapsed: started.elapsed(),
     })
 }
@@ -182,6 +191,10 @@ struct Scheduler<'a> {
     rng: ChaCha8Rng,
     started: Instant,
     eta: eta::Tracker,
+    /// Canary sites still to restore before the others are released.
+    canary_left: Vec<u32>,
+    /// Why the fan-out was stopped.
+    stopped: Option<String>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -234,6 +247,8 @@ impl<'a> Scheduler<'a> {
             committing: None,
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
             started: Instant::now(),
+            canary_left: Vec::new(),
+            stopped: None,
             eta: eta::Tracker::new(&plan, records),
             opts,
             core,
@@ -251,11 +266,82 @@ impl<'a> Scheduler<'a> {
             sites: plan.sites.len(),
             sites_done: c.sites_restored,
         });
+        s.start_canary();
+        s.check_budget();
         Ok(s)
     }
 
     fn plan(&self) -> Arc<Plan> {
         Arc::clone(&self.core.plan)
+    }
+
+    /// Holds every site but the canaries not yet restored.
+    fn start_canary(&mut self) {
+        let restored = site_states(&self.core.plan, &self.core.state);
+        self.canary_left = self
+            .opts
+            .canary
+            .iter()
+            .copied()
+            .filter(|&c| restored[c as usize] != SiteState::Restored)
+            .collect();
+        if self.canary_left.is_empty() {
+            return;
+        }
+        let others: Vec<u32> = (0..self.core.plan.sites.len() as u32)
+            .filter(|s| !self.canary_left.contains(s))
+            .collect();
+        self.core.hold(&others);
+    }
+
+    /// A site was restored: the canary wave may be complete.
+    fn canary_progress(&mut self, site: u32) {
+        if self.canary_left.is_empty() || self.stopped.is_some() {
+            return;
+        }
+        self.canary_left.retain(|&c| c != site);
+        if self.canary_left.is_empty() {
+            self.core.release();
+            self.events.emit(&RunEvent::CanaryPassed {
+                sites: self.opts.canary.len(),
+            });
+        }
+    }
+
+    /// After a failure: a failed canary stops the fan-out, and so does an exceeded budget.
+    fn after_failure(&mut self, idx: StepIdx) {
+        if let Owner::Site { site, .. } = self.core.plan.steps[idx as usize].owner
+            && self.canary_left.contains(&site)
+            && self.stopped.is_none()
+        {
+            let reason = format!(
+                "canary site {} failed at {}; the other sites were not started",
+                self.core.plan.sites[site as usize].id, self.core.plan.steps[idx as usize].id
+            );
+            self.stop(reason);
+        }
+        self.check_budget();
+    }
+
+    fn check_budget(&mut self) {
+        let Some(budget) = self.opts.failure_budget else {
+            return;
+        };
+        let failed = self.core.failed_sites();
+        if failed > budget && self.stopped.is_none() {
+            let held = self.core.hold_unstarted();
+            let reason = format!(
+                "failure budget exceeded: {failed} sites failed, the budget allows {budget}; {held} sites not started"
+            );
+            self.stop(reason);
+        }
+    }
+
+    fn stop(&mut self, reason: String) {
+        self.events.emit(&RunEvent::FanOutStopped {
+            reason: reason.clone(),
+        });
+        self.stopped = Some(reason);
     }
 
     /// The loop. Returns whether the run was interrupted.
@@ -479,6 +565,7 @@ impl<'a> Scheduler<'a> {
                         error,
                         blocked: blocked.len(),
                     });
+                    self.after_failure(idx);
                 }
             }
         }
@@ -505,6 +592,7 @@ impl<'a> Scheduler<'a> {
             self.events.emit(&RunEvent::StepSucceeded { step: idx });
             if let Some(site) = site {
                 self.events.emit(&RunEvent::SiteRestored { site });
+                self.canary_progress(site);
             }
         }
         Ok(())

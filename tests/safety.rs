@@ -247,3 +247,143 @@ fn the_audit_holds_who_ran_what_and_every_state_change() {
     let inputs = doc["inputs"].as_object().unwrap();
     assert_eq!(inputs.len(), 2, "workflow and request digests: {inputs:?}");
 }
+
+/// Per-product `check` fails for sites whose `bad` attribute is "yes"; site sizes set the
+/// canary order.
+const GUARDED: &str = r#"
+[workflow]
+name = "guarded"
+[pools.db]
+capacity = 1
+[products.p]
+[steps.work]
+scope = "product"
+kind = "sleep"
+params = { duration = "20ms" }
+uses = { db = 1 }
+estimate = "1s"
+scale = { attribute = "gb", per = "1s" }
+[steps.check]
+scope = "product"
+kind = "fail"
+after = ["work"]
+estimate = "1s"
+when = { attribute = "bad", is = ["yes"], default = "no" }
+[steps.done]
+scope = "site"
+kind = "noop"
+after = ["work", "check"]
+estimate = "1s"
+"#;
+
+fn guarded(dir: &Path, bad: &[usize], n: usize) {
+    write(dir, "wf.toml", GUARDED);
+    let sites: String = (1..=n).map(|i| format!("[[sites]]\nid = \"site-{i:04}\"\ntier = \"standard\"\nattrs = {{ gb = {i}, bad = \"{}\" }}\n", if bad.contains(&i) { "yes" } else { "no" })).collect();
+    write(
+        dir,
+        "r.toml",
+        format!("[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n{sites}"),
+    );
+}
+
+fn started_sites(dir: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join("s.db")).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id FROM steps WHERE id LIKE '%/p/work' AND started_at IS NOT NULL ORDER BY id",
+        )
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|r| r.unwrap().replace("/p/work", ""))
+        .collect()
+}
+
+#[test]
+fn a_failing_canary_stops_the_fan_out() {
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest site is the canary, and it fails its check.
+    guarded(dir.path(), &[1], 10);
+    let out = drover()
+        .current_dir(dir.path())
+        .args([
+            "run", "--yes", "--canary", "1", "-w", "wf.toml", "-r", "r.toml", "--state", "s.db",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("canary site site-0001 failed"), "{stderr}");
+    assert_eq!(
+        started_sites(dir.path()),
+        ["site-0001"],
+        "no other site started"
+    );
+    // A passing canary releases the rest.
+    let dir = tempfile::tempdir().unwrap();
+    guarded(dir.path(), &[], 10);
+    let out = drover()
+        .current_dir(dir.path())
+        .args([
+            "run", "--yes", "--canary", "20%", "-w", "wf.toml", "-r", "r.toml", "--state", "s.db",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all 2 canary sites restored"));
+    assert_eq!(started_sites(dir.path()).len(), 10);
+}
+
+#[test]
+fn an_exceeded_failure_budget_stops_new_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    // With one db slot and critical-path order the largest sites go first: make the two largest
+    // fail, so the budget of 1 is exceeded while most sites have not started.
+    guarded(dir.path(), &[20, 19], 20);
+    let out = drover()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--yes",
+            "--failure-budget",
+            "1",
+            "-w",
+            "wf.toml",
+            "-r",
+            "r.toml",
+            "--state",
+            "s.db",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("failure budget exceeded: 2 sites failed, the budget allows 1"),
+        "{stderr}"
+    );
+    let started = started_sites(dir.path()).len();
+    assert!(
+        started < 20,
+        "new sites stopped starting ({started} of 20 started)"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(
+        &drover()
+            .current_dir(dir.path())
+            .args(["status", "--state", "s.db", "--format", "json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(doc["sites"]["failed"], 2);
+    assert!(
+        doc["sites"]["pending"].as_u64().unwrap() > 0,
+        "sites not started stay pending for a later resume"
+    );
+}

@@ -181,6 +181,16 @@ impl EventSink for Renderer {
                 "draining: {in_flight} steps in flight, {} grace",
                 humantime::format_duration(*grace)
             )),
+            RunEvent::FanOutStopped { reason } => {
+                if json {
+                    tracing::warn!(event = "fan_out_stopped", reason = reason.as_str());
+                } else {
+                    self.say(format!("STOPPED {reason}"));
+                }
+            }
+            RunEvent::CanaryPassed { sites } => self.say(format!(
+                "canary: all {sites} canary sites restored; starting the rest"
+            )),
             RunEvent::Cancelling { in_flight } => {
                 self.say(format!("grace period over: cancelling {in_flight} steps"))
             }

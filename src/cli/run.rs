@@ -76,6 +76,15 @@ pub struct ExecArgs {
     /// After the first Ctrl-C, how long in-flight steps may run before they are cancelled.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// Restore a canary wave first — N sites, or a percentage like `5%`: the smallest site of
+    /// each tier, then the smallest others — through every step, before starting any other site.
+    /// If a canary site fails, no other site starts.
+    #[arg(long, value_parser = parse_amount)]
+    canary: Option<Amount>,
+    /// Stop starting new sites when more than this many sites (or this percentage, `5%`) have
+    /// failed; sites already started finish. Exit 3 with the reason.
+    #[arg(long, value_parser = parse_amount)]
+    failure_budget: Option<Amount>,
     /// Progress and logs: `text` (bars on a terminal, a line every few seconds otherwise) or
     /// `json` (one JSON log line per event on standard error).
     #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
@@ -207,6 +216,12 @@ fn execute_held(
         .map_or(stored.info.max_parallel, |m| m as usize);
     opts.policy = exec.policy;
     opts.grace = exec.grace;
+    let sites = plan.sites.len();
+    opts.canary = exec
+        .canary
+        .map(|c| crate::schedule::policy::canary_sites(&plan, c.of(sites).max(1)))
+        .unwrap_or_default();
+    opts.failure_budget = exec.failure_budget.map(|b| b.of(sites));
     opts.seed = now_ms() as u64;
     let writer = SqliteLedger::open(ledger.path())?;
     let journal = Journal::threaded(Box::new(writer) as Box<dyn Ledger>);
@@ -294,6 +309,9 @@ fn print_summary(summary: &RunSummary, state: &Path) {
     eprintln!("sites: {}", sites.join(", "));
     eprintln!("steps: {}", steps.join(", "));
     eprintln!("elapsed: {}", super::plan::human(summary.elapsed));
+    if let Some(reason) = &summary.stopped {
+        eprintln!("stopped: {reason}");
+    }
     if summary.interrupted {
         eprintln!(
             "interrupted; continue with: drover resume --state {}",
@@ -526,5 +544,39 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(refuse("not confirmed"))
+    }
+}
+
+/// A number of sites, or a percentage of them.
+#[derive(Clone, Copy, Debug)]
+pub enum Amount {
+    Sites(usize),
+    Percent(f64),
+}
+
+impl Amount {
+    /// The number of sites out of `total` (a percentage rounds down).
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Amount::Sites(n) => n,
+            Amount::Percent(p) => (total as f64 * p / 100.0).floor() as usize,
+        }
+    }
+}
+
+fn parse_amount(s: &str) -> Result<Amount, String> {
+    match s.strip_suffix('%') {
+        Some(p) => p
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|p| (0.0..=100.0).contains(p))
+            .map(Amount::Percent)
+            .ok_or_else(|| format!("'{s}' is not a percentage from 0% to 100%")),
+        None => s
+            .trim()
+            .parse()
+            .map(Amount::Sites)
+            .map_err(|_| format!("'{s}' is not a number of sites or a percentage like 5%")),
     }
 }

@@ -27,6 +27,14 @@ pub struct Core {
     free: Vec<u32>,
     /// Steps holding pool units (started, attempt not yet ended).
     holds: Vec<bool>,
+    /// Sites whose steps may not start yet (canary waves, an exceeded failure budget).
+    held: Vec<bool>,
+    /// Ready steps of held sites, set aside until their site is released.
+    parked: Vec<StepIdx>,
+    /// Sites with at least one step started (in this session or before).
+    pub site_started: Vec<bool>,
+    /// Sites with a step that failed for good.
+    pub site_failed: Vec<bool>,
     max_parallel: usize,
     /// Counters for progress displays (steps, sites, running, pools).
     pub counts: Progress,
@@ -59,6 +67,10 @@ impl Core {
             seq: 0,
             free: capacity,
             holds: vec![false; n],
+            held: vec![false; plan.sites.len()],
+            parked: Vec::new(),
+            site_started: vec![false; plan.sites.len()],
+            site_failed: vec![false; plan.sites.len()],
             max_parallel: max_parallel.max(1),
             counts,
             plan,
@@ -93,6 +105,15 @@ impl Core {
                 && !self.state[i].is_done()
             {
                 self.site_left[site as usize] += 1;
+            }
+        }
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let Owner::Site { site, .. } = step.owner
+                && recorded[i] != StepState::Pending
+                && recorded[i] != StepState::Blocked
+            {
+                self.site_started[site as usize] = true;
+                self.site_failed[site as usize] |= recorded[i] == StepState::Failed;
             }
         }
         let mut blocked = Vec::new();
@@ -179,6 +200,9 @@ impl Core {
         }
         self.state[idx as usize] = StepState::Running;
         self.holds[idx as usize] = true;
+        if let Owner::Site { site, .. } = self.plan.steps[idx as usize].owner {
+            self.site_started[site as usize] = true;
+        }
         self.counts.running += 1;
         Some(idx)
     }
@@ -233,6 +257,9 @@ impl Core {
 
     /// The step failed for good: every transitive dependent is blocked. Returns them.
     pub fn failed(&mut self, idx: StepIdx) -> Vec<StepIdx> {
+        if let Owner::Site { site, .. } = self.plan.steps[idx as usize].owner {
+            self.site_failed[site as usize] = true;
+        }
         self.state[idx as usize] = StepState::Failed;
         self.counts.steps_failed += 1;
         self.block_dependents(idx)
@@ -264,7 +291,45 @@ impl Core {
         self.ready.is_empty()
     }
 
+    /// Holds the given sites: their steps stay pending until [`Core::release`].
+    pub fn hold(&mut self, sites: &[u32]) {
+        for &s in sites {
+            self.held[s as usize] = true;
+        }
+        for idx in self.ready.drain() {
+            self.push_ready(idx);
+        }
+    }
+
+    /// Holds every site that has not started a step (a failure budget was exceeded).
+    pub fn hold_unstarted(&mut self) -> usize {
+        let unstarted: Vec<u32> = (0..self.plan.sites.len() as u32)
+            .filter(|&s| !self.site_started[s as usize])
+            .collect();
+        self.hold(&unstarted);
+        unstarted.len()
+    }
+
+    /// Releases every held site.
+    pub fn release(&mut self) {
+        self.held.iter_mut().for_each(|h| *h = false);
+        for idx in std::mem::take(&mut self.parked) {
+            self.push_ready(idx);
+        }
+    }
+
+    /// Sites that failed (a step of theirs failed for good).
+    pub fn failed_sites(&self) -> usize {
+        self.site_failed.iter().filter(|&&f| f).count()
+    }
+
     fn push_ready(&mut self, idx: StepIdx) {
+        if let Owner::Site { site, .. } = self.plan.steps[idx as usize].owner
+            && self.held[site as usize]
+        {
+            self.parked.push(idx);
+            return;
+        }
         self.seq += 1;
         let key = self.priorities.key(&self.plan, idx, self.seq);
         self.ready

@@ -68,3 +68,37 @@ impl Priorities {
         }
     }
 }
+
+/// The canary wave: the smallest site (least estimated work) of each tier, most urgent tier
+/// first, then the smallest remaining sites, until `n` sites are chosen.
+pub fn canary_sites(plan: &Plan, n: usize) -> Vec<u32> {
+    let mut work = vec![0u64; plan.sites.len()];
+    for step in &plan.steps {
+        if let Owner::Site { site, .. } = step.owner {
+            work[site as usize] += step.estimate.as_millis() as u64;
+        }
+    }
+    let mut by_size: Vec<u32> = (0..plan.sites.len() as u32).collect();
+    by_size.sort_by_key(|&s| (work[s as usize], s));
+    let mut chosen: Vec<u32> = Vec::new();
+    for tier in 0..plan.tiers.len() {
+        if chosen.len() >= n {
+            break;
+        }
+        if let Some(&s) = by_size
+            .iter()
+            .find(|&&s| plan.sites[s as usize].tier == tier)
+        {
+            chosen.push(s);
+        }
+    }
+    for &s in &by_size {
+        if chosen.len() >= n {
+            break;
+        }
+        if !chosen.contains(&s) {
+            chosen.push(s);
+        }
+    }
+    chosen
+}

@@ -55,6 +55,17 @@ impl ReadyQueue {
         self.len == 0
     }
 
+    /// Removes and returns every queued step.
+    pub fn drain(&mut self) -> Vec<StepIdx> {
+        let out = self
+            .groups
+            .iter_mut()
+            .flat_map(|(_, heap)| heap.drain().map(|Reverse((_, idx))| idx))
+            .collect();
+        self.len = 0;
+        out
+    }
+
     /// Drops every queued step (when draining).
     pub fn clear(&mut self) {
         for (_, heap) in &mut self.groups {

@@ -1,0 +1,164 @@
+//! The reference multi-tenant SaaS platform that drover's demo deletes and restores: a registry of
+//! sites, every product's data on shared SQLite shards, a derived full-text index per shard, and
+//! attachments on disk. Synchronous (rusqlite). A [`Platform`] is only a directory: every
+//! operation opens its own connections, so one handle can be shared by concurrent restore steps
+//! (SQLite's locks and a busy timeout serialise writers to the same file).
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! <dir>/registry.db                      SQLite, WAL: the control plane
+//!     sites(id, customer, tier, state, products, shards, deleted_at, retained_until, reactivated_at)
+//!         products: JSON list; shards: JSON {product: shard}
+//!     contacts(site, name, email, role)      key contacts; PRIMARY KEY (site, email)
+//!     events(seq, at, site, kind, detail)    deleted, soft-deleted, quarantined, validated, reactivated
+//!     outbox(seq, at, site, key, message)    notifications (JSON); UNIQUE (site, key)
+//!     validations(site, product, at)         products validated since their last restore
+//! <dir>/shards/<shard>.db                one per product shard (`wiki-3`), many sites' rows, WAL
+//!     identity       users(site, id, name, email)
+//!     issues         issues(site, id, title, body), comments(site, id, issue_id, body)
+//!     wiki           pages(site, id, title, body)
+//!     service-desk   tickets(site, id, issue_id, subject)   issue_id: an issue of the same site
+//!     alerts         schedules(site, id, name, rule)
+//!     status-page    components(site, id, name, status)
+//!     fts            FTS5 (site UNINDEXED, doc UNINDEXED, text): derived, one entry per row,
+//!                    doc = `<table>/<id>`
+//! <dir>/attachments/<site>/<product>/<file>   a few small files per site and product
+//! ```
+//!
+//! Every product table has the primary key `(site, id)`. Times are Unix seconds (UTC).
+//!
+//! # Site states
+//!
+//! `active` → `soft-deleted` (data kept, retained 14 days) or `deleted` (data gone). A restore
+//! operation moves a deleted, soft-deleted or quarantined site to `restoring`; once every product
+//! of the site validated, it is `validated`; `reactivate` makes it `active-again`, exactly once.
+//! A failed validation is followed by `quarantine` → `quarantined`. No restore operation touches
+//! an `active` or `active-again` site.
+//!
+//! # Backups
+//!
+//! [`Platform::backup`] writes the layout of docs/backups.md: `<store>/<shard>/<time>/shard.sqlite`
+//! (a `VACUUM INTO` copy), `<store>/<site>/<product>/<time>/attachments.tar` (`"unpack": "tar"`)
+//! and `<store>/<site>/contacts/<time>/contacts.json`, each snapshot's `manifest.json` last.
+
+mod backup;
+mod build;
+mod error;
+mod fingerprint;
+mod incident;
+mod lifecycle;
+mod query;
+mod registry;
+mod restore;
+mod schema;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+pub use backup::{BackupReport, ContactsExport};
+pub use error::{PlatformError, ValidationFailure};
+pub use fingerprint::{ProductFingerprint, SiteFingerprint};
+pub use incident::{DeleteMode, IncidentReport, RETENTION};
+pub use query::{Event, OutboxMessage};
+pub use registry::{Contact, SiteRecord, SiteState};
+pub use restore::{AttachmentRestore, TenantRestore};
+
+/// The registry's file name inside a platform directory.
+pub const REGISTRY: &str = "registry.db";
+
+/// How long a writer waits for another writer of the same file before giving up (retryable).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A platform directory (see the module documentation for its layout).
+#[derive(Clone, Debug)]
+pub struct Platform {
+    dir: PathBuf,
+}
+
+impl Platform {
+    /// Opens an existing platform.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Platform, PlatformError> {
+        let dir = dir.into();
+        if !dir.join(REGISTRY).is_file() {
+            return Err(PlatformError::NotAPlatform { dir });
+        }
+        Ok(Platform { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The live database file of a shard.
+    pub fn shard_path(&self, shard: &str) -> PathBuf {
+        self.dir.join("shards").join(format!("{shard}.db"))
+    }
+
+    /// The live attachments directory of a site's product.
+    pub fn attachments_dir(&self, site: &str, product: &str) -> PathBuf {
+        self.dir.join("attachments").join(site).join(product)
+    }
+
+    fn registry_path(&self) -> PathBuf {
+        self.dir.join(REGISTRY)
+    }
+
+    fn registry(&self) -> Result<Connection, PlatformError> {
+        open_db(&self.registry_path(), false)
+    }
+
+    fn shard(&self, shard: &str) -> Result<Connection, PlatformError> {
+        open_db(&self.shard_path(shard), false)
+    }
+}
+
+/// Opens (or, with `create`, creates) a database in WAL mode with a busy timeout.
+fn open_db(path: &Path, create: bool) -> Result<Connection, PlatformError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).db(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT).db(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL").db(path)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").db(path)?;
+    Ok(conn)
+}
+
+/// A write transaction that takes the write lock at once: a deferred one that reads first and
+/// then writes can fail with "busy" without waiting, which `IMMEDIATE` avoids.
+fn write_tx<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, PlatformError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .db(path)
+}
+
+/// Attaches the path to an error: `.db(path)` for SQLite, `.io(path)` for the file system.
+trait Context<T> {
+    fn db(self, path: &Path) -> Result<T, PlatformError>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn db(self, path: &Path) -> Result<T, PlatformError> {
+        self.map_err(|source| PlatformError::Sqlite {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+trait IoContext<T> {
+    fn io(self, path: &Path) -> Result<T, PlatformError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io(self, path: &Path) -> Result<T, PlatformError> {
+        self.map_err(|source| PlatformError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}

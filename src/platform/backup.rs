@@ -1,0 +1,213 @@
+//! Backs the platform up into a local store in drover's backup layout (docs/backups.md): per shard
+//! a `VACUUM INTO` copy, per site and product its attachments as a tar, per site its key contacts.
+//! Every snapshot's `manifest.json` is written last (to a temporary name, then renamed), so an
+//! interrupted backup leaves only incomplete snapshots, which drover never chooses.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::fingerprint::walk;
+use super::registry::{Contact, SiteRecord, SiteState};
+use super::{Context, IoContext, Platform, PlatformError};
+use crate::backup::layout::{MANIFEST, snapshot_name};
+use crate::backup::manifest::{FORMAT, Manifest, ObjectEntry};
+
+/// The object of a site's `contacts` unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsExport {
+    pub site: String,
+    pub contacts: Vec<Contact>,
+}
+
+/// What a backup wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BackupReport {
+    /// The snapshot directory name, `YYYYMMDDTHHMMSSZ`.
+    pub snapshot: String,
+    /// Every unit backed up, in order.
+    pub units: Vec<String>,
+    /// Bytes of objects written (manifests excluded).
+    pub bytes: u64,
+}
+
+/// One snapshot being written.
+struct Snapshot {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl Platform {
+    /// Backs up every shard, and the attachments and contacts of every site not permanently
+    /// deleted (an empty backup of a deleted site would shadow its last good one).
+    pub fn backup(
+        &self,
+        store: impl AsRef<Path>,
+        time: DateTime<Utc>,
+    ) -> Result<BackupReport, PlatformError> {
+        let store = store.as_ref();
+        let all = self.sites()?;
+        let mut report = BackupReport {
+            snapshot: snapshot_name(time),
+            ..BackupReport::default()
+        };
+        for (shard, (product, on_shard)) in shard_sites(&all) {
+            let unit = shard.clone();
+            let mut snap = Snapshot::start(store, &unit, &product, None, on_shard, time)?;
+            let object = snap.dir.join("shard.sqlite");
+            let conn = self.shard(&shard)?;
+            conn.execute("VACUUM INTO ?1", [object.to_string_lossy()])
+                .db(&self.shard_path(&shard))?;
+            snap.add(&mut report, "shard.sqlite", None)?;
+            snap.finish(&mut report)?;
+        }
+        for site in all.iter().filter(|s| s.state != SiteState::Deleted) {
+            for product in &site.products {
+                self.backup_attachments(store, site, product, time, &mut report)?;
+            }
+            self.backup_contacts(store, site, time, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    fn backup_attachments(
+        &self,
+        store: &Path,
+        site: &SiteRecord,
+        product: &str,
+        time: DateTime<Utc>,
+        report: &mut BackupReport,
+    ) -> Result<(), PlatformError> {
+        let unit = format!("{}/{product}", site.id);
+        let mut snap = Snapshot::start(store, &unit, product, Some(&site.id), vec![], time)?;
+        let src = self.attachments_dir(&site.id, product);
+        let object = snap.dir.join("attachments.tar");
+        write_tar(&src, &object)?;
+        snap.add(report, "attachments.tar", Some("tar"))?;
+        snap.finish(report)
+    }
+
+    fn backup_contacts(
+        &self,
+        store: &Path,
+        site: &SiteRecord,
+        time: DateTime<Utc>,
+        report: &mut BackupReport,
+    ) -> Result<(), PlatformError> {
+        let unit = format!("{}/contacts", site.id);
+        let mut snap = Snapshot::start(store, &unit, "contacts", Some(&site.id), vec![], time)?;
+        let export = ContactsExport {
+            site: site.id.clone(),
+            contacts: self.contacts(&site.id)?,
+        };
+        let object = snap.dir.join("contacts.json");
+        let json = serde_json::to_vec_pretty(&export).expect("contacts serialize");
+        fs::write(&object, json).io(&object)?;
+        snap.add(report, "contacts.json", None)?;
+        snap.finish(report)
+    }
+}
+
+impl Snapshot {
+    /// Creates the snapshot directory; refuses one that already has a manifest.
+    fn start(
+        store: &Path,
+        unit: &str,
+        product: &str,
+        site: Option<&str>,
+        sites: Vec<String>,
+        time: DateTime<Utc>,
+    ) -> Result<Snapshot, PlatformError> {
+        let dir = store.join(unit).join(snapshot_name(time));
+        if dir.join(MANIFEST).exists() {
+            return Err(PlatformError::SnapshotExists { path: dir });
+        }
+        // Leftovers of an interrupted backup: never complete, safe to replace.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).io(&dir)?;
+        }
+        fs::create_dir_all(&dir).io(&dir)?;
+        let manifest = Manifest {
+            format: FORMAT.to_owned(),
+            unit: unit.to_owned(),
+            product: product.to_owned(),
+            site: site.map(str::to_owned),
+            sites,
+            snapshot_time: time,
+            objects: vec![],
+        };
+        Ok(Snapshot { dir, manifest })
+    }
+
+    /// Records an object already written into the snapshot directory.
+    fn add(
+        &mut self,
+        report: &mut BackupReport,
+        name: &str,
+        unpack: Option<&str>,
+    ) -> Result<(), PlatformError> {
+        let path = self.dir.join(name);
+        let bytes = fs::read(&path).io(&path)?;
+        report.bytes += bytes.len() as u64;
+        self.manifest.objects.push(ObjectEntry {
+            name: name.to_owned(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            unpack: unpack.map(str::to_owned),
+        });
+        Ok(())
+    }
+
+    /// Writes the manifest, last, and atomically.
+    fn finish(self, report: &mut BackupReport) -> Result<(), PlatformError> {
+        let tmp = self.dir.join("manifest.json.tmp");
+        fs::write(&tmp, self.manifest.to_json()).io(&tmp)?;
+        let path = self.dir.join(MANIFEST);
+        fs::rename(&tmp, &path).io(&path)?;
+        report.units.push(self.manifest.unit);
+        Ok(())
+    }
+}
+
+/// Every shard → (product, the sites with data on it, sorted).
+fn shard_sites(sites: &[SiteRecord]) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for site in sites {
+        for (product, shard) in &site.shards {
+            let entry = out
+                .entry(shard.clone())
+                .or_insert((product.clone(), vec![]));
+            if site.state != SiteState::Deleted {
+                entry.1.push(site.id.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A tar of the regular files under `src` (none if it is missing), in path order, with fixed
+/// metadata so equal files give equal bytes.
+fn write_tar(src: &Path, dest: &Path) -> Result<(), PlatformError> {
+    let mut files = Vec::new();
+    if src.exists() {
+        walk(src, src, &mut files)?;
+    }
+    files.sort();
+    let out = fs::File::create(dest).io(dest)?;
+    let mut tar = tar::Builder::new(out);
+    for rel in files {
+        let path = src.join(&rel);
+        let bytes = fs::read(&path).io(&path)?;
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        tar.append_data(&mut header, &rel, &bytes[..]).io(dest)?;
+    }
+    tar.into_inner().and_then(|f| f.sync_all()).io(dest)
+}
