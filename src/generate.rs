@@ -29,7 +29,7 @@ impl Default for GenerateOptions {
             sites_per_shard: 40,
             point_in_time: "2022-04-05T07:38:00Z".into(),
             backups: Some("backups".into()),
-            target: None,
+            target: Some("platform".into()),
             all_products: false,
         }
     }

@@ -50,6 +50,7 @@ mod incident;
 mod lifecycle;
 mod query;
 mod registry;
+mod request;
 mod restore;
 mod schema;
 mod validate;

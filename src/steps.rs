@@ -11,7 +11,14 @@ mod fetch;
 mod flaky;
 mod http;
 mod noop;
+mod notify;
+mod platform_common;
+mod reactivate;
+mod rebuild_index;
+mod restore_contacts;
+mod restore_tenant;
 mod sleep;
+mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -25,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 /// Kinds without an implementation in [`Registry::builtin`] plan, but `run` refuses them up front.
 pub const KNOWN_KINDS: &[&str] = &[
     "fetch",
-    "rebuild",
+    "restore-contacts",
+    "restore-tenant",
+    "rebuild-index",
     "validate",
     "reactivate",
     "notify",
@@ -112,6 +121,12 @@ impl Registry {
         r.register("fetch", fetch::Fetch::default());
         r.register("exec", exec::Exec);
         r.register("http", http::Http::default());
+        r.register("restore-contacts", restore_contacts::RestoreContacts);
+        r.register("restore-tenant", restore_tenant::RestoreTenant);
+        r.register("rebuild-index", rebuild_index::RebuildIndex);
+        r.register("validate", validate::Validate);
+        r.register("reactivate", reactivate::Reactivate);
+        r.register("notify", notify::Notify);
         r
     }
 

@@ -402,13 +402,19 @@ fn unpack_tar(archive: &Path) -> Result<(), String> {
     let mut into = archive.as_os_str().to_os_string();
     into.push(".d");
     let into = PathBuf::from(into);
-    if into.join(".drover-unpacked").exists() {
+    // The marker sits beside the directory, so the directory holds exactly the archive's files.
+    let mut marker = into.as_os_str().to_os_string();
+    marker.push(".drover-unpacked");
+    let marker = PathBuf::from(marker);
+    if marker.exists() {
         return Ok(());
     }
     let tmp = part_path(&into);
-    if tmp.exists() {
-        // Drover's own half-finished unpack from an interrupted attempt.
-        std::fs::remove_dir_all(&tmp).map_err(|e| e.to_string())?;
+    for partial in [&tmp, &into] {
+        if partial.exists() {
+            // Drover's own unfinished unpack from an interrupted attempt (no marker yet).
+            std::fs::remove_dir_all(partial).map_err(|e| e.to_string())?;
+        }
     }
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
     let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
@@ -443,8 +449,8 @@ fn unpack_tar(archive: &Path) -> Result<(), String> {
         let mut f = std::fs::File::create(&out).map_err(|e| e.to_string())?;
         std::io::copy(&mut entry, &mut f).map_err(|e| e.to_string())?;
     }
-    std::fs::write(tmp.join(".drover-unpacked"), b"").map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, &into).map_err(|e| e.to_string())
+    std::fs::rename(&tmp, &into).map_err(|e| e.to_string())?;
+    std::fs::write(&marker, b"").map_err(|e| e.to_string())
 }
 
 fn sync_dir(dir: &Path) {

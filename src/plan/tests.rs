@@ -24,7 +24,7 @@ estimate = "10s"
 scale = { attribute = "gb", per = "1s" }
 [steps.load]
 scope = "product"
-kind = "rebuild"
+kind = "restore-tenant"
 after = ["get"]
 uses = { db = 1 }
 estimate = "20s"
@@ -147,7 +147,7 @@ estimate = "10s"
 when = { attribute = "state", is_not = ["soft-deleted"], default = "deleted" }
 [steps.load]
 scope = "product"
-kind = "rebuild"
+kind = "restore-tenant"
 after = ["get"]
 estimate = "20s"
 when = { attribute = "state", is_not = ["soft-deleted"], default = "deleted" }

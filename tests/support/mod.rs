@@ -52,7 +52,7 @@ estimate = "10s"
 
 [steps.rebuild]
 scope = "product"
-kind = "rebuild"
+kind = "restore-tenant"
 after = ["fetch-shard"]
 params = { site = "{site}", product = "{product}" }
 uses = { db = 1 }

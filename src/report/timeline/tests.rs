@@ -23,7 +23,7 @@ uses = { s3 = 1 }
 estimate = "10s"
 [steps.load]
 scope = "product"
-kind = "rebuild"
+kind = "restore-tenant"
 after = ["get"]
 uses = { db = 1 }
 estimate = "20s"
@@ -132,7 +132,7 @@ fn pool_lanes_use_the_first_pool_a_step_holds_and_one_lane_for_none() {
     for (step, &lane) in plan.steps.iter().zip(&lanes.of_step) {
         let expected = match plan.kind(step) {
             "fetch" => "s3",
-            "rebuild" => "db",
+            "restore-tenant" => "db",
             _ => NO_POOL,
         };
         assert_eq!(lanes.names[lane], expected, "{}", step.id);
@@ -226,7 +226,7 @@ fn failures_list_their_error_and_the_steps_they_block() {
     let f = &t.failures[0];
     assert_eq!(f.step, "site-3/a/load");
     assert_eq!(f.site.as_deref(), Some("site-3"));
-    assert_eq!(f.kind, "rebuild");
+    assert_eq!(f.kind, "restore-tenant");
     assert_eq!((f.attempts, f.error.as_str()), (1, "disk full"));
     assert_eq!(f.blocks, ["site-3/up"]);
 }

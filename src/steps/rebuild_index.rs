@@ -1,0 +1,19 @@
+//! `rebuild-index`: rebuilds a site's full-text entries for one product from its restored data.
+//! Params: `platform`.
+
+use async_trait::async_trait;
+
+use super::platform_common::{error, open, product, site};
+use super::{StepContext, StepError, StepKind, StepOutput};
+
+pub struct RebuildIndex;
+
+#[async_trait]
+impl StepKind for RebuildIndex {
+    async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
+        let entries = open(&ctx)?
+            .rebuild_index(site(&ctx)?, product(&ctx)?)
+            .map_err(error)?;
+        Ok(serde_json::json!({ "index_entries": entries }))
+    }
+}
