@@ -2,6 +2,7 @@
 
 mod audit;
 mod backups;
+mod demo;
 mod estimate;
 mod generate;
 mod plan;
@@ -33,11 +34,15 @@ Exit codes:
 #[command(name = "drover", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub(crate) enum Command {
+    /// The whole story on embedded defaults: build a SaaS platform, back it up, delete its sites
+    /// as the 2022 script did, restore them with drover, verify every site. Stages: init,
+    /// incident, verify.
+    Demo(demo::DemoArgs),
     /// Expand a workflow and a restore request into a reviewable plan: validate everything,
     /// rank steps by critical path, bound the restore time and print the plan hash.
     Plan(plan::PlanArgs),
@@ -137,6 +142,7 @@ impl From<LedgerError> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args).map(|()| Done::Ok),
         Command::Run(args) => run::run(args),
         Command::Resume(args) => run::resume(args),

@@ -132,3 +132,41 @@ fn two_hundred_deleted_sites_come_back_identical() {
     );
     assert_eq!(platform.outbox().unwrap().len(), deleted.len());
 }
+
+#[test]
+fn the_demo_restores_and_verifies_every_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("demo");
+    let out = drover()
+        .args(["demo", "--sites", "40", "--soft-deleted", "25%", "--dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("40 of 40 deleted sites equal their pre-incident fingerprint"),
+        "{stderr}"
+    );
+    let out = drover()
+        .args(["demo", "verify", "--format", "json", "--dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            doc["all_equal"].as_bool(),
+            doc["neighbours_untouched"].as_bool(),
+            doc["one_reactivation_each"].as_bool()
+        ),
+        (Some(true), Some(true), Some(true))
+    );
+    let request = std::fs::read_to_string(d.join("request.toml")).unwrap();
+    assert_eq!(
+        request.matches("state = \"soft-deleted\"").count(),
+        10,
+        "a quarter of the sites take the soft path"
+    );
+}

@@ -1,0 +1,358 @@
+//! `drover demo`: the whole story on embedded defaults — a reference SaaS platform is built and
+//! backed up, a maintenance script deletes its sites, and drover plans, restores, validates,
+//! reactivates and notifies them; then every site is verified against its pre-incident
+//! fingerprint. Each stage is also a subcommand (`demo init`, `demo incident`, `demo verify`);
+//! between them, the ordinary `drover plan` / `drover run` with `<dir>/request.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use super::{Done, Failure};
+use crate::generate::{self, GenerateOptions};
+use crate::platform::{DeleteMode, Platform};
+
+/// The workflow the demo runs, embedded so the demo needs no files.
+const WORKFLOW: &str = include_str!("../../workflows/saas-platform.toml");
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[command(subcommand)]
+    stage: Option<Stage>,
+    #[command(flatten)]
+    opts: DemoOpts,
+}
+
+#[derive(Subcommand, Debug)]
+enum Stage {
+    /// Build the platform, back it up twice, and write <dir>/request.toml for every site.
+    Init(DemoOpts),
+    /// Run the maintenance script: delete the sites and rewrite <dir>/request.toml to list them.
+    Incident(DemoOpts),
+    /// Compare every site with its pre-incident fingerprint; exit 0 only if all match.
+    Verify(DemoOpts),
+}
+
+#[derive(Args, Debug, Clone)]
+struct DemoOpts {
+    /// Where the platform, backups, request, ledger and report go [default: a new temp dir].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Sites on the platform.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sites: u32,
+    /// Seed for the platform's generated sites.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How many sites the incident deletes [default: all, as in 2022].
+    #[arg(long)]
+    deleted: Option<usize>,
+    /// Share of the deleted sites that the script only marked for deletion (soft delete).
+    #[arg(long, default_value = "0%")]
+    soft_deleted: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(args: DemoArgs) -> Result<Done, Failure> {
+    match args.stage {
+        Some(Stage::Init(o)) => init(&dir(&o)?, &o).map(|()| Done::Ok),
+        Some(Stage::Incident(o)) => incident(&dir(&o)?, &o).map(|()| Done::Ok),
+        Some(Stage::Verify(o)) => verify(&dir(&o)?, o.format),
+        None => whole(&args.opts),
+    }
+}
+
+fn dir(o: &DemoOpts) -> Result<PathBuf, Failure> {
+    match &o.dir {
+        Some(d) => Ok(d.clone()),
+        None => {
+            let d = std::env::temp_dir().join(format!("drover-demo-{}", std::process::id()));
+            Ok(d)
+        }
+    }
+}
+
+fn whole(o: &DemoOpts) -> Result<Done, Failure> {
+    let dir = dir(o)?;
+    let started = std::time::Instant::now();
+    eprintln!("demo in {}", dir.display());
+    init(&dir, o)?;
+    incident(&dir, o)?;
+    let request = dir.join("request.toml");
+    let deleted = std::fs::read_to_string(&request)
+        .context("reading the request")?
+        .matches("[[sites]]")
+        .count();
+    let (max_sites, workflow, state) = (
+        deleted.max(1).to_string(),
+        dir.join("workflow.toml"),
+        dir.join("ledger.db"),
+    );
+    let argv = [
+        "drover",
+        "run",
+        "--yes",
+        "--max-sites",
+        &max_sites,
+        "-w",
+        path(&workflow),
+        "-r",
+        path(&request),
+        "--state",
+        path(&state),
+    ];
+    let cli =
+        super::Cli::try_parse_from(argv).map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
+    let run_done = match cli.command {
+        super::Command::Run(args) => super::run::run(args)?,
+        _ => unreachable!("built as a run command"),
+    };
+    let verdict = verify(&dir, Format::Text)?;
+    report(&dir)?;
+    eprintln!("total {}", super::plan::human(started.elapsed()));
+    eprintln!(
+        "look closer: drover status --state {0}/ledger.db, drover report --state {0}/ledger.db --html report.html",
+        dir.display()
+    );
+    Ok(if run_done == Done::Ok && verdict == Done::Ok {
+        Done::Ok
+    } else {
+        Done::Unfinished
+    })
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+fn gen_opts(o: &DemoOpts) -> GenerateOptions {
+    GenerateOptions {
+        sites: o.sites as usize,
+        seed: o.seed,
+        ..GenerateOptions::default()
+    }
+}
+
+fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let opts = gen_opts(o);
+    let platform =
+        Platform::build(dir.join("platform"), &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fingerprints = serde_json::to_value(
+        platform
+            .fingerprint_all()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    )
+    .map_err(anyhow::Error::from)?;
+    std::fs::write(dir.join("fingerprints.json"), fingerprints.to_string())
+        .context("writing fingerprints.json")?;
+    let now = Utc::now();
+    for age in [Duration::from_secs(90 * 60), Duration::from_secs(10 * 60)] {
+        let at = now - chrono::Duration::from_std(age).expect("small");
+        platform
+            .backup(dir.join("backups"), at)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    std::fs::write(dir.join("workflow.toml"), WORKFLOW).context("writing workflow.toml")?;
+    let all: Vec<String> = platform
+        .sites()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    write_request(dir, &platform, &opts, &all, now)?;
+    eprintln!(
+        "init: {} sites built and backed up twice; {}/request.toml lists them all",
+        all.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn write_request(
+    dir: &Path,
+    platform: &Platform,
+    opts: &GenerateOptions,
+    sites: &[String],
+    pit: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let sizes: BTreeMap<(String, String), f64> = generate::sites(opts)
+        .into_iter()
+        .flat_map(|s| {
+            s.products
+                .into_iter()
+                .map(move |(p, _, gb)| ((s.id.clone(), p.to_owned()), gb))
+        })
+        .collect();
+    let text = platform
+        .restore_request("demo", sites, &sizes, &dir.join("backups"), pit)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(dir.join("request.toml"), text).context("writing request.toml")?;
+    Ok(())
+}
+
+fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
+    let platform = Platform::open(dir.join("platform")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let all: Vec<String> = platform
+        .sites()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let n = o.deleted.unwrap_or(all.len()).min(all.len());
+    let pct: f64 =
+        o.soft_deleted.trim_end_matches('%').parse().map_err(|_| {
+            anyhow::anyhow!("--soft-deleted '{}' is not a percentage", o.soft_deleted)
+        })?;
+    let soft_n = ((n as f64) * pct.clamp(0.0, 100.0) / 100.0).round() as usize;
+    let deleted = &all[..n];
+    let now = Utc::now();
+    platform
+        .incident(&deleted[..soft_n], DeleteMode::Soft, now)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    platform
+        .incident(&deleted[soft_n..], DeleteMode::Permanent, now)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_request(dir, &platform, &gen_opts(o), deleted, now)?;
+    std::fs::write(dir.join("incident.json"), serde_json::json!({ "at": now.to_rfc3339(), "deleted": deleted, "soft": &deleted[..soft_n] }).to_string()).context("writing incident.json")?;
+    eprintln!(
+        "incident: {} sites deleted ({} permanently, {} marked for deletion); {}/request.toml lists them",
+        n,
+        n - soft_n,
+        soft_n,
+        dir.display()
+    );
+    Ok(())
+}
+
+fn verify(dir: &Path, format: Format) -> Result<Done, Failure> {
+    let platform = Platform::open(dir.join("platform")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let before: BTreeMap<String, Value> = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("fingerprints.json"))
+            .context("reading fingerprints.json (run `demo init` first)")?,
+    )
+    .map_err(anyhow::Error::from)?;
+    let incident: Value = std::fs::read_to_string(dir.join("incident.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let deleted: Vec<String> = incident["deleted"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let now: BTreeMap<String, Value> = serde_json::from_value(
+        serde_json::to_value(
+            platform
+                .fingerprint_all()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )
+        .map_err(anyhow::Error::from)?,
+    )
+    .map_err(anyhow::Error::from)?;
+    let mut reactivations: BTreeMap<String, usize> = BTreeMap::new();
+    for e in platform
+        .events(Some("reactivated"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        *reactivations.entry(e.site).or_default() += 1;
+    }
+    let restored_differ: Vec<&String> = deleted
+        .iter()
+        .filter(|s| before.get(*s) != now.get(*s))
+        .collect();
+    let neighbours_changed: Vec<&String> = before
+        .keys()
+        .filter(|s| !deleted.contains(s) && before.get(*s) != now.get(*s))
+        .collect();
+    let wrong_reactivations: Vec<(&String, usize)> = deleted
+        .iter()
+        .map(|s| (s, reactivations.get(s).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n != 1)
+        .collect();
+    let ok = restored_differ.is_empty()
+        && neighbours_changed.is_empty()
+        && wrong_reactivations.is_empty();
+    let doc = serde_json::json!({
+        "format": "drover-demo-verify/1",
+        "sites": before.len(),
+        "deleted": deleted.len(),
+        "restored_equal": deleted.len() - restored_differ.len(),
+        "all_equal": restored_differ.is_empty(),
+        "neighbours_untouched": neighbours_changed.is_empty(),
+        "one_reactivation_each": wrong_reactivations.is_empty(),
+        "differ": restored_differ,
+        "neighbours_changed": neighbours_changed,
+        "reactivation_counts_not_one": wrong_reactivations,
+    });
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?
+        ),
+        Format::Text => eprintln!(
+            "verify: {} of {} deleted sites equal their pre-incident fingerprint; neighbours {}; reactivations {}",
+            doc["restored_equal"],
+            deleted.len(),
+            if neighbours_changed.is_empty() {
+                "untouched"
+            } else {
+                "CHANGED"
+            },
+            if wrong_reactivations.is_empty() {
+                "exactly one per site"
+            } else {
+                "WRONG"
+            }
+        ),
+    }
+    Ok(if ok { Done::Ok } else { Done::Unfinished })
+}
+
+/// Sites restored, validated, quarantined; per-site RTO from the incident (registry times are
+/// whole seconds).
+fn report(dir: &Path) -> Result<(), Failure> {
+    let platform = Platform::open(dir.join("platform")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rto: Vec<i64> = Vec::new();
+    let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for s in platform.sites().map_err(|e| anyhow::anyhow!("{e}"))? {
+        *states.entry(s.state.as_str()).or_default() += 1;
+        if let (Some(d), Some(r)) = (s.deleted_at, s.reactivated_at) {
+            rto.push(r - d);
+        }
+    }
+    rto.sort_unstable();
+    let pick = |p: f64| {
+        rto.get(((p * rto.len() as f64).ceil() as usize).clamp(1, rto.len().max(1)) - 1)
+            .copied()
+            .unwrap_or(0)
+    };
+    let h = |secs: i64| super::plan::human(Duration::from_secs(secs.max(0) as u64));
+    let line: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    eprintln!("platform: {}", line.join(", "));
+    if !rto.is_empty() {
+        eprintln!(
+            "RTO from the incident: p50 {}, p95 {}, max {} ({} sites)",
+            h(pick(0.5)),
+            h(pick(0.95)),
+            h(*rto.last().unwrap_or(&0)),
+            rto.len()
+        );
+    }
+    Ok(())
+}
