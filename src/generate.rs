@@ -166,7 +166,7 @@ fn pick_tier(x: f64) -> &'static str {
 }
 
 /// A standard normal sample (Box–Muller).
-fn normal(rng: &mut impl Rng) -> f64 {
+pub(crate) fn normal(rng: &mut impl Rng) -> f64 {
     let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
     let u2: f64 = rng.r#gen();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

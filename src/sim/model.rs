@@ -81,7 +81,7 @@ impl DurationModel {
             .groups
             .get(&group(plan, idx))
             .map_or(DEFAULT_SIGMA, |f| f.sigma);
-        let z = standard_normal(rng);
+        let z = crate::generate::normal(rng);
         (self.p50_ms(plan, idx) as f64 * (sigma * z).exp()) as u64
     }
 
@@ -168,13 +168,6 @@ fn fit(points: &[(f64, f64)]) -> Fit {
         p90: q(0.9),
         sigma: var.sqrt().max(0.01),
     }
-}
-
-/// A standard normal sample (Box–Muller).
-fn standard_normal(rng: &mut impl Rng) -> f64 {
-    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.r#gen();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]
