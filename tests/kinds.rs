@@ -21,12 +21,7 @@ fn request(sites: &[&str]) -> String {
 }
 
 fn status(dir: &Path) -> Value {
-    let out = drover()
-        .current_dir(dir)
-        .args(["status", "--state", "s.db", "--format", "json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::status_json(&dir.join("s.db"))
 }
 
 fn site_state(doc: &Value, site: &str) -> Value {

@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
-use support::{drover, write};
+use support::{drover, status_json, write};
 
 /// Products a and b (b after a); per product a short sleep then a noop; per site a final noop.
 /// Every execution appends its idempotency key to `record`.
@@ -99,20 +98,6 @@ fn executions(record: &Path, from: usize) -> Vec<String> {
                 .to_owned()
         })
         .collect()
-}
-
-fn status_json(state: &Path) -> Value {
-    let out = drover()
-        .args(["status", "--format", "json", "--state"])
-        .arg(state)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

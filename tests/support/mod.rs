@@ -17,6 +17,21 @@ pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// `drover status --format json` of a ledger, parsed.
+pub fn status_json(state: &Path) -> serde_json::Value {
+    let out = drover()
+        .args(["status", "--format", "json", "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The repository's shipped workflow.
 pub fn shipped_workflow() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/saas-platform.toml")
