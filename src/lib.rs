@@ -8,6 +8,7 @@
 //! - [`request`]: the restore request format (which sites, which point in time), TOML and CSV.
 //! - [`load`]: reads workflow and request files; the only IO before planning.
 //! - [`plan`]: pure planner: expand, validate, rank, lower bound, hash.
+//! - [`preflight`]: read-only checks of a plan against the target registry and pools.
 //! - [`generate`]: synthetic requests for benchmarks and drills.
 //! - [`steps`]: the `StepKind` trait, the registry, one file per built-in kind.
 //! - [`backup`]: backup stores (local, S3), manifests, point-in-time choice, verified fetch.
@@ -30,6 +31,7 @@ pub mod ledger;
 pub mod load;
 pub mod plan;
 pub mod platform;
+pub mod preflight;
 pub mod report;
 pub mod request;
 pub mod schedule;

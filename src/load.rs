@@ -74,6 +74,7 @@ fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut request = Request::parse(&source, |name| read(&resolve(&dir, name), files))?;
     request.backups = request.backups.map(|b| absolute_source(&b, &dir));
+    request.target = request.target.map(|t| absolute_source(&t, &dir));
     Ok(request)
 }
 

@@ -13,6 +13,7 @@
 //!     contacts(site, name, email, role)      key contacts; PRIMARY KEY (site, email)
 //!     events(seq, at, site, kind, detail)    deleted, soft-deleted, quarantined, validated, reactivated
 //!     outbox(seq, at, site, key, message)    notifications (JSON); UNIQUE (site, key)
+//!     apps(id, site, product)                product instances, `app-` + 12 hex digits
 //!     validations(site, product, at)         products validated since their last restore
 //! <dir>/shards/<shard>.db                one per product shard (`wiki-3`), many sites' rows, WAL
 //!     identity       users(site, id, name, email)
@@ -65,7 +66,7 @@ pub use error::{PlatformError, ValidationFailure};
 pub use fingerprint::{ProductFingerprint, SiteFingerprint};
 pub use incident::{DeleteMode, IncidentReport, RETENTION};
 pub use query::{Event, OutboxMessage};
-pub use registry::{Contact, SiteRecord, SiteState};
+pub use registry::{Contact, Identity, SiteRecord, SiteState};
 pub use restore::{AttachmentRestore, TenantRestore};
 
 /// The registry's file name inside a platform directory.
@@ -110,6 +111,15 @@ impl Platform {
 
     fn registry(&self) -> Result<Connection, PlatformError> {
         open_db(&self.registry_path(), false)
+    }
+
+    /// A connection that can only read: preflight and drills must change nothing.
+    fn registry_read_only(&self) -> Result<Connection, PlatformError> {
+        let path = self.registry_path();
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).db(&path)?;
+        conn.busy_timeout(BUSY_TIMEOUT).db(&path)?;
+        Ok(conn)
     }
 
     fn shard(&self, shard: &str) -> Result<Connection, PlatformError> {

@@ -783,13 +783,13 @@ fn fetch_fixture(dir: &Path, site_two_time: &str) {
 }
 
 #[test]
-fn plan_check_backups_refuses_a_unit_without_a_snapshot_in_its_window() {
+fn plan_preflight_refuses_a_unit_without_a_snapshot_in_its_window() {
     let dir = tempfile::tempdir().unwrap();
     // site-0002's only backup is three hours before the point in time: outside the 2h window.
     fetch_fixture(dir.path(), "2022-04-05T04:38:00Z");
     let out = support::drover()
         .current_dir(dir.path())
-        .args(["plan", "-w", "wf.toml", "-r", "req.toml", "--check-backups"])
+        .args(["plan", "-w", "wf.toml", "-r", "req.toml"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -798,6 +798,16 @@ fn plan_check_backups_refuses_a_unit_without_a_snapshot_in_its_window() {
     assert!(
         stderr.contains("the newest complete one is 2022-04-05T04:38:00Z"),
         "{stderr}"
+    );
+    let offline = support::drover()
+        .current_dir(dir.path())
+        .args(["plan", "-w", "wf.toml", "-r", "req.toml", "--offline"])
+        .output()
+        .unwrap();
+    assert!(
+        offline.status.success(),
+        "--offline plans without reading the store: {}",
+        String::from_utf8_lossy(&offline.stderr)
     );
     let out = support::drover()
         .current_dir(dir.path())
@@ -830,14 +840,7 @@ fn run_fetches_every_unit_and_records_the_rpo() {
     let out = support::drover()
         .current_dir(dir.path())
         .args([
-            "plan",
-            "-w",
-            "wf.toml",
-            "-r",
-            "req.toml",
-            "--check-backups",
-            "--format",
-            "json",
+            "plan", "-w", "wf.toml", "-r", "req.toml", "--format", "json",
         ])
         .output()
         .unwrap();

@@ -75,13 +75,15 @@ pub fn run(args: DemoArgs) -> Result<Done, Failure> {
 }
 
 fn dir(o: &DemoOpts) -> Result<PathBuf, Failure> {
-    match &o.dir {
-        Some(d) => Ok(d.clone()),
-        None => {
-            let d = std::env::temp_dir().join(format!("drover-demo-{}", std::process::id()));
-            Ok(d)
-        }
-    }
+    let d = match &o.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("drover-demo-{}", std::process::id())),
+    };
+    // The request written there names the platform and backups by path: make them absolute so
+    // it works from any directory.
+    std::path::absolute(&d)
+        .with_context(|| format!("resolving {}", d.display()))
+        .map_err(Failure::from)
 }
 
 fn whole(o: &DemoOpts) -> Result<Done, Failure> {

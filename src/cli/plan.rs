@@ -29,11 +29,15 @@ pub struct PlanArgs {
     /// for review and for `drover run --plan`.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Also check the backup store: every fetch step's unit must have a complete snapshot within
-    /// the request's window before its point in time; prints the RPO each site will get. Reads
-    /// listings only; moves no data. (`drover run` always does this before starting.)
+    /// Skip the preflight checks that read the outside world: the backup store (every fetch
+    /// step's unit has a complete snapshot inside the window; the RPO each site will get) and
+    /// the target registry (every site exists and may be restored). `drover run` always does them.
     #[arg(long)]
-    check_backups: bool,
+    offline: bool,
+    /// Preflight: allow sites an earlier restore already touched (restoring, validated,
+    /// quarantined) to be restored again from backups. A live site is refused regardless.
+    #[arg(long)]
+    replace_existing: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -44,27 +48,46 @@ enum Format {
 
 pub fn run(args: PlanArgs) -> Result<(), Failure> {
     let pools = args.pools.unwrap_or_default();
-    let plan = make(&args.workflow, &args.request, pools.clone())?;
+    let loaded = crate::load::inputs(&args.workflow, &args.request).map_err(|mut problems| {
+        crate::preflight::identify_ids(&args.request, &mut problems);
+        problems
+    })?;
+    let plan = plan::plan(
+        &loaded.workflow,
+        &loaded.request,
+        &PlanOptions {
+            pool_capacity: pools.clone(),
+        },
+    )?;
     let inputs = plan_inputs(&args.workflow, &args.request, pools);
-    let checked = if args.check_backups {
-        Some(check_backups(&plan)?)
+    let checked = if args.offline {
+        Preflight::default()
     } else {
-        None
+        let opts = crate::preflight::Options {
+            replace_existing: args.replace_existing,
+        };
+        preflight(&plan, &loaded.request, &args.request, opts)?
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
         Format::Text => {
             print_text(&mut out, &plan).context("writing the summary")?;
-            if let Some(c) = &checked {
+            if let Some(c) = &checked.backups {
                 print_backups(&mut out, &plan, c).context("writing the summary")?;
+            }
+            if let Some(r) = &checked.registry {
+                print_registry(&mut out, r).context("writing the summary")?;
             }
         }
         Format::Json => {
             let mut doc =
                 serde_json::to_value(Summary::new(&plan)).context("encoding the summary")?;
-            if let Some(c) = &checked {
+            if let Some(c) = &checked.backups {
                 doc["backups"] = backups_json(&plan, c);
+            }
+            if let Some(r) = &checked.registry {
+                doc["registry"] = serde_json::to_value(r).context("encoding the summary")?;
             }
             serde_json::to_writer_pretty(&mut out, &doc).context("writing the summary")?;
             writeln!(out).context("writing the summary")?;
@@ -83,18 +106,33 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Loads both inputs, reporting the problems of both at once, and plans.
-pub(crate) fn make(
-    workflow: &std::path::Path,
-    request: &std::path::Path,
-    pool_capacity: std::collections::BTreeMap<String, u32>,
-) -> Result<Plan, Failure> {
-    let inputs = crate::load::inputs(workflow, request)?;
-    Ok(plan::plan(
-        &inputs.workflow,
-        &inputs.request,
-        &PlanOptions { pool_capacity },
-    )?)
+/// What preflight checked and found in order.
+#[derive(Default)]
+pub(crate) struct Preflight {
+    pub backups: Option<crate::backup::check::BackupCheck>,
+    pub registry: Option<crate::preflight::RegistryCheck>,
+}
+
+/// Preflight (see `crate::preflight`): the target registry, then the backup store when the plan
+/// fetches anything. Refuses with exit 2 and every problem found; changes nothing.
+pub(crate) fn preflight(
+    plan: &Plan,
+    request: &crate::request::Request,
+    request_path: &std::path::Path,
+    opts: crate::preflight::Options,
+) -> Result<Preflight, Failure> {
+    let file = request_path.display().to_string();
+    let registry = crate::preflight::registry(plan, request, &file, opts)?;
+    let fetches = plan
+        .templates
+        .iter()
+        .any(|t| t.kind == crate::backup::check::FETCH_KIND);
+    let backups = if fetches {
+        Some(check_backups(plan)?)
+    } else {
+        None
+    };
+    Ok(Preflight { backups, registry })
 }
 
 fn write_plan(
@@ -222,6 +260,19 @@ fn print_backups(
         )?;
     }
     Ok(())
+}
+
+fn print_registry(
+    out: &mut impl Write,
+    r: &crate::preflight::RegistryCheck,
+) -> std::io::Result<()> {
+    let states: Vec<String> = r.by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    writeln!(
+        out,
+        "  registry       every site may be restored ({}) in {}",
+        states.join(", "),
+        r.registry
+    )
 }
 
 fn backups_json(plan: &Plan, c: &crate::backup::check::BackupCheck) -> serde_json::Value {

@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// a larger restore.
     #[arg(long, default_value_t = DEFAULT_MAX_SITES)]
     max_sites: usize,
+    /// Preflight: allow sites an earlier restore already touched (restoring, validated,
+    /// quarantined) to be restored again from backups. A live site is refused regardless.
+    #[arg(long)]
+    replace_existing: bool,
     /// The ledger file (SQLite). Created if absent; an existing one must hold this same plan
     /// (then the run continues where it stopped, like `resume`).
     #[arg(long, short)]
@@ -108,7 +112,10 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
                 args.workflow.clone().expect("clap requires it"),
                 args.request.clone().expect("clap requires it"),
             );
-            let inputs = crate::load::inputs(&w, &r)?;
+            let inputs = crate::load::inputs(&w, &r).map_err(|mut problems| {
+                crate::preflight::identify_ids(&r, &mut problems);
+                problems
+            })?;
             let pool_capacity = args.exec.pools.clone().unwrap_or_default();
             let plan = plan::plan(
                 &inputs.workflow,
@@ -123,22 +130,28 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         confirm(&plan, args.yes)?;
     }
     check_kinds(&plan, &workflow)?;
-    if plan
-        .templates
-        .iter()
-        .any(|t| t.kind == crate::backup::check::FETCH_KIND)
-    {
-        let checked = super::plan::check_backups(&plan)?;
-        if let Some((p50, max, site)) = checked.rpo_summary(&plan) {
-            eprintln!(
-                "backups: {} units checked; RPO p50 {}, max {} ({site})",
-                checked.units,
-                super::plan::human(p50),
-                super::plan::human(max)
-            );
-        }
+    let continuing = args.state.exists();
+    // A continued run's sites are mid-restore by design; the registry check is for new runs.
+    let opts = crate::preflight::Options {
+        replace_existing: args.replace_existing || continuing,
+    };
+    let request_path = Path::new(&inputs.snapshot.request_file);
+    let checked = super::plan::preflight(&plan, &inputs.request, request_path, opts)?;
+    if let Some(r) = &checked.registry {
+        eprintln!(
+            "registry: {} sites checked in {}",
+            r.by_state.values().sum::<usize>(),
+            r.registry
+        );
     }
-    let mut ledger = if args.state.exists() {
+    if let Some((p50, max, site)) = checked.backups.as_ref().and_then(|c| c.rpo_summary(&plan)) {
+        eprintln!(
+            "backups: every unit has a snapshot in its window; RPO p50 {}, max {} ({site})",
+            super::plan::human(p50),
+            super::plan::human(max)
+        );
+    }
+    let mut ledger = if continuing {
         let ledger = SqliteLedger::open(&args.state)?;
         let info = ledger.info()?;
         if info.plan_hash != plan.hash {
@@ -214,6 +227,9 @@ fn execute_held(
     opts.max_parallel = exec
         .max_parallel
         .map_or(stored.info.max_parallel, |m| m as usize);
+    for warning in crate::preflight::pools(&plan, &opts.pool_capacity, opts.max_parallel) {
+        eprintln!("warning: {warning}");
+    }
     opts.policy = exec.policy;
     opts.grace = exec.grace;
     let sites = plan.sites.len();

@@ -119,6 +119,13 @@ impl Platform {
                 reactivated_at: None,
             };
             registry::insert_site(&tx, &path, &record)?;
+            for product in &record.products {
+                tx.execute(
+                    "INSERT INTO apps (id, site, product) VALUES (?1, ?2, ?3)",
+                    [&app_id(seed, &record.id, product), &record.id, product],
+                )
+                .db(&path)?;
+            }
             for c in contacts(&record, seed) {
                 tx.execute(
                     "INSERT INTO contacts (site, name, email, role) VALUES (?1, ?2, ?3, ?4)",
@@ -274,6 +281,12 @@ fn contacts(site: &SiteRecord, seed: u64) -> Vec<Contact> {
 }
 
 /// A generator seeded by the platform seed and a name.
+/// A product instance's ID, `app-` and 12 hex digits: the kind of ID the 2022 script was given.
+fn app_id(seed: u64, site: &str, product: &str) -> String {
+    let n: u64 = rng_for(seed, &[site, product, "app"]).r#gen();
+    format!("app-{:012x}", n >> 16)
+}
+
 fn rng_for(seed: u64, parts: &[&str]) -> ChaCha8Rng {
     let mut h = Sha256::new();
     h.update(seed.to_le_bytes());

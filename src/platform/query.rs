@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::registry::{Contact, SiteRecord, contacts, site, sites};
+use super::registry::{Contact, Identity, SiteRecord, contacts, identify, site, sites};
 use super::{Context, Platform, PlatformError};
 
 /// A registry event: a deletion, quarantine, validation or reactivation.
@@ -28,22 +28,28 @@ pub struct OutboxMessage {
 /// Reading the registry.
 impl Platform {
     pub fn site(&self, id: &str) -> Result<SiteRecord, PlatformError> {
-        site(&self.registry()?, &self.registry_path(), id)
+        site(&self.registry_read_only()?, &self.registry_path(), id)
+    }
+
+    /// What `id` names in the registry: a site, a customer, a product instance, or nothing.
+    /// Reads only.
+    pub fn identify(&self, id: &str) -> Result<Identity, PlatformError> {
+        identify(&self.registry_read_only()?, &self.registry_path(), id)
     }
 
     pub fn sites(&self) -> Result<Vec<SiteRecord>, PlatformError> {
-        sites(&self.registry()?, &self.registry_path())
+        sites(&self.registry_read_only()?, &self.registry_path())
     }
 
     /// The key contacts of a site, by email.
     pub fn contacts(&self, site: &str) -> Result<Vec<Contact>, PlatformError> {
-        contacts(&self.registry()?, &self.registry_path(), site)
+        contacts(&self.registry_read_only()?, &self.registry_path(), site)
     }
 
     /// Every event, or those of one kind, in order.
     pub fn events(&self, kind: Option<&str>) -> Result<Vec<Event>, PlatformError> {
         let path = self.registry_path();
-        let conn = self.registry()?;
+        let conn = self.registry_read_only()?;
         let mut stmt = conn
             .prepare(
                 "SELECT seq, at, site, kind, detail FROM events
@@ -67,7 +73,7 @@ impl Platform {
     /// Every notification, in order.
     pub fn outbox(&self) -> Result<Vec<OutboxMessage>, PlatformError> {
         let path = self.registry_path();
-        let conn = self.registry()?;
+        let conn = self.registry_read_only()?;
         let mut stmt = conn
             .prepare("SELECT seq, at, site, key, message FROM outbox ORDER BY seq")
             .db(&path)?;

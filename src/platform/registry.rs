@@ -1,5 +1,5 @@
 //! The registry (`registry.db`): sites and their states, key contacts, events, the notification
-//! outbox and per-product validations. Owns that file's schema.
+//! outbox, product instances (apps) and per-product validations. Owns that file's schema.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,6 +44,11 @@ CREATE TABLE outbox (
     key TEXT NOT NULL,
     message TEXT NOT NULL,
     UNIQUE (site, key)
+);
+CREATE TABLE apps (
+    id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    product TEXT NOT NULL
 );
 CREATE TABLE validations (
     site TEXT NOT NULL,
@@ -254,6 +259,61 @@ pub(crate) fn begin_restore(
         _ => {}
     }
     Ok(record)
+}
+
+/// What an identifier names in the registry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Identity {
+    Site(SiteRecord),
+    /// A customer, with the IDs of its sites.
+    Customer {
+        sites: Vec<String>,
+    },
+    /// A product instance (app) of a site.
+    App {
+        site: String,
+        product: String,
+    },
+    /// Nothing in the registry has this ID.
+    Unknown,
+}
+
+pub(crate) fn identify(
+    conn: &Connection,
+    path: &Path,
+    id: &str,
+) -> Result<Identity, PlatformError> {
+    match site(conn, path, id) {
+        Ok(record) => return Ok(Identity::Site(record)),
+        Err(PlatformError::UnknownSite { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let app = conn
+        .query_row("SELECT site, product FROM apps WHERE id = ?1", [id], |r| {
+            Ok(Identity::App {
+                site: r.get(0)?,
+                product: r.get(1)?,
+            })
+        })
+        .optional()
+        .db(path)?;
+    if let Some(app) = app {
+        return Ok(app);
+    }
+    let mut stmt = conn
+        .prepare("SELECT id FROM sites WHERE customer = ?1 ORDER BY id")
+        .db(path)?;
+    let sites = stmt
+        .query_map([id], |r| r.get(0))
+        .db(path)?
+        .collect::<Result<Vec<String>, _>>()
+        .db(path)?;
+    Ok(if sites.is_empty() {
+        Identity::Unknown
+    } else {
+        Identity::Customer { sites }
+    })
 }
 
 /// The row as stored, before its JSON columns are parsed.

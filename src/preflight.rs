@@ -1,0 +1,254 @@
+//! Preflight: read-only checks of a plan against what it is about to change, run by `drover plan`
+//! and before a new `drover run` starts. Every problem is reported at once, with the site, the
+//! reason and the fix; nothing is changed (the registry is opened read-only).
+//!
+//! - [`registry`]: every site of the request exists in the target platform's registry and may be
+//!   restored: a live site is always refused; a site an earlier restore already touched
+//!   (`restoring`, `validated`, `quarantined`) only with `--replace-existing`; an ID the registry
+//!   knows as a customer or a product instance is refused with what it is; a site's products
+//!   must be the registry's; a site sent down the soft-delete path must really be soft-deleted.
+//! - [`identify_ids`]: turns "not a site ID" problems of the request into "this is customer X /
+//!   the wiki instance of site Y" using the registry, when the request names one.
+//! - [`pools`]: warnings about pool capacities that cannot take effect.
+//!
+//! Backups (a complete snapshot inside the window for every unit) are checked by
+//! `backup::check`, which is async; the CLI runs it as part of preflight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Location, Problem, ProblemKind};
+use crate::ids::SiteIdError;
+use crate::plan::Plan;
+use crate::platform::{Identity, Platform, SiteState};
+use crate::request::Request;
+
+/// The request attribute that chooses a site's restore path in the reference workflow.
+const STATE_ATTR: &str = "state";
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Allow restoring over a site an earlier restore already touched (never a live one).
+    pub replace_existing: bool,
+}
+
+/// What the registry check found, for the summary.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RegistryCheck {
+    pub registry: String,
+    /// Sites by their state in the registry.
+    pub by_state: BTreeMap<String, usize>,
+}
+
+/// Checks every site of `plan` against the registry the request's `[target]` names. `Ok(None)`
+/// when the request names no target.
+pub fn registry(
+    plan: &Plan,
+    request: &Request,
+    request_file: &str,
+    opts: Options,
+) -> Result<Option<RegistryCheck>, Vec<Problem>> {
+    let Some(target) = &request.target else {
+        return Ok(None);
+    };
+    let target_at = || Location::file(request_file);
+    let unreadable = |e: &dyn std::fmt::Display| {
+        vec![Problem::new(
+            target_at(),
+            "target.registry",
+            ProblemKind::Invalid {
+                message: format!("cannot read the registry '{target}': {e}"),
+                fix: "point [target] registry at the platform directory (the one holding registry.db)"
+                    .into(),
+            },
+        )]
+    };
+    let platform = Platform::open(target).map_err(|e| unreadable(&e))?;
+    let known: HashMap<String, _> = platform
+        .sites()
+        .map_err(|e| unreadable(&e))?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let at: HashMap<&str, &crate::request::Site> =
+        request.sites.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut problems = Vec::new();
+    let mut by_state = BTreeMap::new();
+    for site in &plan.sites {
+        let id = site.id.as_str();
+        let req = at[id];
+        let mut refuse = |message: String, fix: String| {
+            problems.push(Problem::new(
+                req.at.clone(),
+                format!("site {id}"),
+                ProblemKind::Invalid { message, fix },
+            ))
+        };
+        let Some(record) = known.get(id) else {
+            let (message, fix) = match platform.identify(id) {
+                Ok(identity) => not_a_site(&identity, target),
+                Err(e) => (format!("cannot look it up: {e}"), "retry".into()),
+            };
+            refuse(message, fix);
+            continue;
+        };
+        *by_state
+            .entry(record.state.as_str().to_owned())
+            .or_insert(0) += 1;
+        match record.state {
+            s if s.is_live() => refuse(
+                format!(
+                    "is {s} in the registry: it is serving customers, and drover never restores over a live site"
+                ),
+                "remove it from the request; check that this list names only deleted sites".into(),
+            ),
+            SiteState::Restoring | SiteState::Validated | SiteState::Quarantined
+                if !opts.replace_existing =>
+            {
+                refuse(
+                    format!(
+                        "is {} in the registry: an earlier restore of it began, and restoring again replaces what that restore put back",
+                        record.state
+                    ),
+                    "to continue the earlier run use `drover resume --state <its ledger>`; to restore it again from backups, pass --replace-existing".into(),
+                )
+            }
+            _ => {}
+        }
+        let missing: Vec<&str> = site
+            .products
+            .iter()
+            .map(|&p| plan.products[p as usize].as_str())
+            .filter(|p| !record.products.iter().any(|r| r == p))
+            .collect();
+        if !missing.is_empty() {
+            refuse(
+                format!(
+                    "has no {} in the registry (it has: {})",
+                    missing.join(", "),
+                    record.products.join(", ")
+                ),
+                "list only the site's own products".into(),
+            );
+        }
+        let soft = SiteState::SoftDeleted.as_str();
+        if req.attrs.get(STATE_ATTR).map(String::as_str) == Some(soft)
+            && record.state != SiteState::SoftDeleted
+        {
+            refuse(
+                format!(
+                    "the request says state = \"{soft}\" (un-delete in place, no backup fetched), but the registry says {}",
+                    record.state
+                ),
+                format!(
+                    "write state = \"{}\" for this site, or regenerate the request from the registry",
+                    record.state
+                ),
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(Some(RegistryCheck {
+            registry: target.clone(),
+            by_state,
+        }))
+    } else {
+        Err(problems)
+    }
+}
+
+/// The message and fix for an ID that is not a site of the registry.
+fn not_a_site(identity: &Identity, registry: &str) -> (String, String) {
+    match identity {
+        Identity::Site(_) => unreachable!("sites are looked up first"),
+        Identity::Customer { sites } => (
+            format!(
+                "is a customer in the registry at {registry}, not a site (its sites: {})",
+                sites.join(", ")
+            ),
+            "list the customer's sites instead".into(),
+        ),
+        Identity::App { site, product } => (
+            format!(
+                "is the {product} instance (app) of {site} in the registry at {registry}, not a site"
+            ),
+            format!(
+                "list {site} instead (with products = [\"{product}\"] to restore only that product)"
+            ),
+        ),
+        Identity::Unknown => (
+            format!("is not in the registry at {registry}"),
+            "check the ID against the registry; drover restores only sites the registry knows"
+                .into(),
+        ),
+    }
+}
+
+/// Rewrites "not a site ID" problems of a request that names a `[target] registry`: when the
+/// registry knows the ID as a customer or a product instance, the problem says so and how to
+/// fix the list. Other problems, and IDs the registry does not know, are left as they are.
+/// Reads the request file leniently (it may be the file with the problems).
+pub fn identify_ids(request_path: &Path, problems: &mut [Problem]) {
+    if !problems
+        .iter()
+        .any(|p| matches!(p.kind, ProblemKind::BadSiteId(_)))
+    {
+        return;
+    }
+    let Some(target) = target_of(request_path) else {
+        return;
+    };
+    let Ok(platform) = Platform::open(&target) else {
+        return;
+    };
+    let registry = target.display().to_string();
+    for p in problems.iter_mut() {
+        let ProblemKind::BadSiteId(SiteIdError { value, .. }) = &p.kind else {
+            continue;
+        };
+        let identity = platform.identify(value);
+        if let Ok(identity @ (Identity::Customer { .. } | Identity::App { .. })) = identity {
+            let (reason, fix) = not_a_site(&identity, &registry);
+            p.kind = ProblemKind::Invalid {
+                message: format!("'{value}' {reason}"),
+                fix,
+            };
+        }
+    }
+}
+
+/// `[target] registry` of a request file, resolved against the file's directory.
+fn target_of(request_path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(request_path).ok()?;
+    let value: toml::Table = text.parse().ok()?;
+    let registry = value.get("target")?.get("registry")?.as_str()?;
+    let dir = request_path.parent().unwrap_or(Path::new(""));
+    Some(dir.join(registry))
+}
+
+/// Warnings (not refusals) about pools whose capacity cannot take effect. Capacities that
+/// cannot work at all (zero, smaller than one step's use, unknown pool) are refused by the
+/// planner.
+pub fn pools(plan: &Plan, capacity: &[u32], max_parallel: usize) -> Vec<String> {
+    let mut used = vec![false; plan.pools.len()];
+    for step in &plan.steps {
+        for &(p, _) in &step.uses {
+            used[p as usize] = true;
+        }
+    }
+    let mut warnings = Vec::new();
+    for ((pool, &cap), used) in plan.pools.iter().zip(capacity).zip(used) {
+        if !used {
+            warnings.push(format!(
+                "pool '{}' is used by no step of this plan",
+                pool.name
+            ));
+        } else if cap as usize > max_parallel {
+            warnings.push(format!(
+                "pool '{}' has capacity {cap}, but at most {max_parallel} steps run at once (--max-parallel)",
+                pool.name
+            ));
+        }
+    }
+    warnings
+}
