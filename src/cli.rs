@@ -3,6 +3,7 @@
 mod audit;
 mod backups;
 mod demo;
+mod drill;
 mod estimate;
 mod generate;
 mod plan;
@@ -24,7 +25,8 @@ Exit codes:
   0    success (for run/resume: every site restored)
   1    internal error (a bug or an environment failure; the message says which)
   2    invalid input (the message names the file, the entry and the fix); nothing was executed
-  3    the run finished with failed, blocked or quarantined sites (see `drover status`)
+  3    the run finished with failed, blocked or quarantined sites (see `drover status`);
+       a drill failed its target
   4    the ledger is held by another live drover process (the message names its PID and host)
   130  interrupted (Ctrl-C); continue with `drover resume`";
 
@@ -67,6 +69,11 @@ pub(crate) enum Command {
     /// Who did what to a run (user, host, command line, plan hash, input digests) and every
     /// state change, from its ledger.
     Audit(audit::AuditArgs),
+    /// Rehearse a restore on an isolated copy of the platform (production is only read), measure
+    /// every site's RTO against --target-rto, print PASS or FAIL, record it, clean up.
+    Drill(drill::DrillArgs),
+    /// The history of drills, oldest first, with the RTO trend.
+    Drills(drill::DrillsArgs),
     /// Backup stores: list snapshots; fetch one unit's snapshot, verified.
     #[command(subcommand)]
     Backups(backups::BackupsCommand),
@@ -138,8 +145,26 @@ impl From<LedgerError> for Failure {
     }
 }
 
+/// `drover audit … | head` closes standard output early, and `println!` then panics with
+/// "failed printing to stdout: Broken pipe". That is the reader's choice, not a bug: exit quietly
+/// with 141 (128 + SIGPIPE), as other Unix tools do. (Restoring SIGPIPE's default action instead
+/// would also kill the process on a socket write to a closed peer.)
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload().downcast_ref::<String>();
+        if message
+            .is_some_and(|m| m.contains("failed printing to stdout") && m.contains("Broken pipe"))
+        {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
@@ -152,6 +177,8 @@ pub fn main() -> ExitCode {
         Command::Retry(args) => retry::retry(args),
         Command::Skip(args) => retry::skip(args),
         Command::Audit(args) => audit::run(args),
+        Command::Drill(args) => drill::drill(args),
+        Command::Drills(args) => drill::drills(args),
         Command::Backups(cmd) => backups::run(cmd),
         Command::Generate(cmd) => generate::run(cmd).map(|()| Done::Ok),
     };

@@ -16,6 +16,7 @@
 //! - [`ledger`]: the durable record of a run (SQLite; in-memory for tests), group-committed.
 //! - [`schedule`]: the one loop that spawns steps: pools, policies, retries, failure isolation.
 //! - [`sim`]: the scheduling core over virtual time, and the duration model: forecasts.
+//! - [`drill`]: restores rehearsed on an isolated copy of the platform; their history.
 //! - [`report`]: a run drawn as a timeline: HTML (Gantt chart, restore times, failures) and JSON.
 //! - [`events`]: what a run reports; consumed by the CLI's progress display.
 //! - [`status`]: per-site state derived from step states.
@@ -24,6 +25,7 @@
 pub mod backup;
 pub mod cli;
 pub mod diag;
+pub mod drill;
 pub mod events;
 pub mod generate;
 pub mod ids;

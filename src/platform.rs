@@ -45,6 +45,7 @@
 
 mod backup;
 mod build;
+mod copy;
 mod error;
 mod fingerprint;
 mod incident;

@@ -24,12 +24,15 @@ use crate::platform::{Identity, Platform, SiteState};
 use crate::request::Request;
 
 /// The request attribute that chooses a site's restore path in the reference workflow.
-const STATE_ATTR: &str = "state";
+pub const STATE_ATTR: &str = "state";
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     /// Allow restoring over a site an earlier restore already touched (never a live one).
     pub replace_existing: bool,
+    /// For a drill, which restores into a copy: any state is fine, as long as the site exists
+    /// with these products.
+    pub drill: bool,
 }
 
 /// What the registry check found, for the summary.
@@ -41,7 +44,7 @@ pub struct RegistryCheck {
 }
 
 /// Checks every site of `plan` against the registry the request's `[target]` names. `Ok(None)`
-/// when the request names no target.
+/// when the request names no target or no step uses it.
 pub fn registry(
     plan: &Plan,
     request: &Request,
@@ -51,6 +54,15 @@ pub fn registry(
     let Some(target) = &request.target else {
         return Ok(None);
     };
+    // A workflow that never uses `{target}` restores nothing into it (a drill of the scheduler
+    // with `sleep` steps, say): there is nothing to check.
+    let used = plan
+        .steps
+        .iter()
+        .any(|s| s.params.values().any(|v| v.contains(target.as_str())));
+    if !used {
+        return Ok(None);
+    }
     let target_at = || Location::file(request_file);
     let unreadable = |e: &dyn std::fmt::Display| {
         vec![Problem::new(
@@ -96,6 +108,7 @@ pub fn registry(
             .entry(record.state.as_str().to_owned())
             .or_insert(0) += 1;
         match record.state {
+            _ if opts.drill => {}
             s if s.is_live() => refuse(
                 format!(
                     "is {s} in the registry: it is serving customers, and drover never restores over a live site"
@@ -132,7 +145,8 @@ pub fn registry(
             );
         }
         let soft = SiteState::SoftDeleted.as_str();
-        if req.attrs.get(STATE_ATTR).map(String::as_str) == Some(soft)
+        if !opts.drill
+            && req.attrs.get(STATE_ATTR).map(String::as_str) == Some(soft)
             && record.state != SiteState::SoftDeleted
         {
             refuse(

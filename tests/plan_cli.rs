@@ -7,9 +7,11 @@ use std::path::Path;
 use serde_json::Value;
 use support::{REQUEST, WORKFLOW, drover, shipped_workflow, write};
 
+/// The plan alone: `--offline`, since these requests name backup stores that do not exist
+/// (preflight has its own tests).
 fn plan_json(workflow: &Path, request: &Path) -> Value {
     let out = drover()
-        .args(["plan", "--format", "json", "--workflow"])
+        .args(["plan", "--offline", "--format", "json", "--workflow"])
         .arg(workflow)
         .arg("--request")
         .arg(request)
@@ -46,7 +48,7 @@ fn generated_300_site_request_plans_with_summary() {
     let dir = tempfile::tempdir().unwrap();
     let request = generate(dir.path(), 300, 1);
     let out = drover()
-        .args(["plan", "--workflow"])
+        .args(["plan", "--offline", "--workflow"])
         .arg(shipped_workflow())
         .arg("--request")
         .arg(&request)
@@ -131,7 +133,7 @@ fn shared_shard_fetch_is_one_step_for_all_its_sites() {
     let req = write(dir.path(), "req.toml", REQUEST);
     let out = dir.path().join("plan.json");
     drover()
-        .args(["plan", "--format", "json", "--workflow"])
+        .args(["plan", "--offline", "--format", "json", "--workflow"])
         .arg(&wf)
         .arg("--request")
         .arg(&req)
@@ -175,7 +177,15 @@ fn pool_override_changes_the_lower_bound_not_the_hash() {
     let request = generate(dir.path(), 200, 3);
     let base = plan_json(&shipped_workflow(), &request);
     let out = drover()
-        .args(["plan", "--format", "json", "--pools", "db=1", "--workflow"])
+        .args([
+            "plan",
+            "--offline",
+            "--format",
+            "json",
+            "--pools",
+            "db=1",
+            "--workflow",
+        ])
         .arg(shipped_workflow())
         .arg("--request")
         .arg(&request)

@@ -1,6 +1,6 @@
-//! Guards that look at the target platform before anything changes: the registry preflight of
-//! `plan` and `run` (a live site, an ID of another kind, a site an earlier restore touched, a
-//! soft-delete path for a site whose data is gone).
+//! Guards that involve the target platform: the registry preflight of `plan` and `run` (a live
+//! site, an ID of another kind, a site an earlier restore touched, a soft-delete path for a site
+//! whose data is gone), and drills, which must leave production exactly as it was.
 
 mod support;
 
@@ -222,4 +222,120 @@ fn the_soft_delete_path_is_refused_for_a_site_whose_data_is_gone() {
         "{stderr}"
     );
     assert!(stderr.contains("but the registry says deleted"), "{stderr}");
+}
+
+/// SHA-256 of every file under `dir` except SQLite's shared-memory index (`-shm`) and empty
+/// write-ahead logs, which any reader (this test's own included) may create or touch.
+fn file_digests(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    use sha2::Digest;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !path.to_string_lossy().ends_with("-shm") {
+                let bytes = std::fs::read(&path).unwrap();
+                if bytes.is_empty() && path.to_string_lossy().ends_with("-wal") {
+                    continue;
+                }
+                out.insert(path, hex::encode(sha2::Sha256::digest(bytes)));
+            }
+        }
+    }
+    out
+}
+
+fn drill(dir: &Path, target_rto: &str, state: &str) -> std::process::Output {
+    drover()
+        .current_dir(dir)
+        .arg("drill")
+        .arg("-w")
+        .arg(shipped_workflow())
+        .args([
+            "-r",
+            "all.toml",
+            "--target-rto",
+            target_rto,
+            "--state",
+            state,
+        ])
+        .args(["--work-dir", "work"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_drill_leaves_production_byte_identical_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // Production: 8 sites, 2 of them deleted; the drill covers all 8 (6 live).
+    let p = platform(dir.path(), 8, 2);
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let fingerprints = p.fingerprint_all().unwrap();
+    let (sites, events) = (p.sites().unwrap(), p.events(None).unwrap());
+    let files = file_digests(p.dir());
+
+    let out = drill(dir.path(), "1h", "drill-1.db");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "PASS",
+        "{stderr}"
+    );
+    assert!(stderr.contains("8 of 8 sites restored"), "{stderr}");
+
+    assert_eq!(p.fingerprint_all().unwrap(), fingerprints);
+    assert_eq!(p.sites().unwrap(), sites, "no state changed in production");
+    assert_eq!(p.events(None).unwrap(), events, "no event in production");
+    assert_eq!(file_digests(p.dir()), files, "production is byte-identical");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("work"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "the copy is gone: {left:?}");
+    assert!(
+        !dir.path().join("drill-1.db.staging").exists(),
+        "staging is gone"
+    );
+
+    let audit = drover()
+        .current_dir(dir.path())
+        .args(["audit", "--state", "drill-1.db", "--format", "json"])
+        .output()
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(audit["sessions"][0]["mode"], "drill");
+
+    // A drill that misses its target fails, and both stay in the history.
+    let out = drill(dir.path(), "1ms", "drill-2.db");
+    assert_eq!(out.status.code(), Some(3));
+    let verdict = String::from_utf8_lossy(&out.stdout);
+    assert!(verdict.starts_with("FAIL: the batch took"), "{verdict}");
+    let history = drover()
+        .current_dir(dir.path())
+        .args(["drills", "--format", "json"])
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let passes: Vec<_> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["sites"].as_u64(),
+                d["restored"].as_u64(),
+                d["pass"].as_bool(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        passes,
+        [
+            (Some(8), Some(8), Some(true)),
+            (Some(8), Some(8), Some(false))
+        ]
+    );
+    assert_eq!(file_digests(p.dir()), files, "still byte-identical");
 }

@@ -30,6 +30,10 @@ pub struct RequestArgs {
     /// (relative to the request file).
     #[arg(long, default_value = "backups")]
     backups: String,
+    /// The platform directory the sites are restored into (`[target] registry`), relative to
+    /// the request file. `plan` and `run` check every site against its registry.
+    #[arg(long, default_value = "platform")]
+    target: String,
     /// Give every site all six products (instead of a realistic mix).
     #[arg(long)]
     all_products: bool,
@@ -48,6 +52,7 @@ pub fn run(cmd: GenerateCommand) -> Result<(), Failure> {
         seed: args.seed,
         sites_per_shard: args.sites_per_shard as usize,
         backups: Some(args.backups),
+        target: Some(args.target),
         all_products: args.all_products,
         ..GenerateOptions::default()
     };

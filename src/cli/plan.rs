@@ -65,6 +65,7 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     } else {
         let opts = crate::preflight::Options {
             replace_existing: args.replace_existing,
+            ..Default::default()
         };
         preflight(&plan, &loaded.request, &args.request, opts)?
     };

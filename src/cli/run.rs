@@ -95,6 +95,12 @@ pub struct ExecArgs {
     log_format: LogFormatArg,
 }
 
+impl ExecArgs {
+    pub(crate) fn pools(&self) -> Option<&std::collections::BTreeMap<String, u32>> {
+        self.pools.as_ref()
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormatArg {
     Text,
@@ -134,6 +140,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
     // A continued run's sites are mid-restore by design; the registry check is for new runs.
     let opts = crate::preflight::Options {
         replace_existing: args.replace_existing || continuing,
+        ..Default::default()
     };
     let request_path = Path::new(&inputs.snapshot.request_file);
     let checked = super::plan::preflight(&plan, &inputs.request, request_path, opts)?;
@@ -168,31 +175,39 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         );
         ledger
     } else {
-        let info = RunInfo {
-            run_id: new_run_id(),
-            created_at: now_ms(),
-            drover_version: env!("CARGO_PKG_VERSION").into(),
-            plan_hash: plan.hash.clone(),
-            workflow_name: plan.workflow.clone(),
-            request_name: plan.request.clone(),
-            pools: plan
-                .pools
-                .iter()
-                .map(|p| (p.name.clone(), p.capacity))
-                .collect(),
-            max_parallel: args.exec.max_parallel.unwrap_or(256) as usize,
-        };
-        SqliteLedger::create(
-            &args.state,
-            &NewRun {
-                info,
-                snapshot: inputs.snapshot,
-                plan: &plan,
-            },
-        )?
+        create_ledger(&args.state, &plan, inputs.snapshot, &args.exec)?
     };
     drop(plan);
     execute(&mut ledger, "run", &args.exec)
+}
+
+/// A new ledger holding `plan`, the input files it came from, and the run's settings.
+pub(crate) fn create_ledger(
+    state: &Path,
+    plan: &Plan,
+    snapshot: crate::ledger::Snapshot,
+    exec: &ExecArgs,
+) -> Result<SqliteLedger, Failure> {
+    let info = RunInfo {
+        run_id: new_run_id(),
+        created_at: now_ms(),
+        drover_version: env!("CARGO_PKG_VERSION").into(),
+        plan_hash: plan.hash.clone(),
+        workflow_name: plan.workflow.clone(),
+        request_name: plan.request.clone(),
+        pools: plan
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), p.capacity))
+            .collect(),
+        max_parallel: exec.max_parallel.unwrap_or(256) as usize,
+    };
+    let new = NewRun {
+        info,
+        snapshot,
+        plan,
+    };
+    Ok(SqliteLedger::create(state, &new)?)
 }
 
 pub fn resume(args: ResumeArgs) -> Result<Done, Failure> {
@@ -201,7 +216,11 @@ pub fn resume(args: ResumeArgs) -> Result<Done, Failure> {
 }
 
 /// Takes the lock, runs the stored plan from its recorded state, releases the lock.
-fn execute(ledger: &mut SqliteLedger, mode: &str, exec: &ExecArgs) -> Result<Done, Failure> {
+pub(crate) fn execute(
+    ledger: &mut SqliteLedger,
+    mode: &str,
+    exec: &ExecArgs,
+) -> Result<Done, Failure> {
     let me = Holder::current();
     ledger.acquire(&me)?;
     let result = execute_held(ledger, mode, exec, &me);
@@ -507,7 +526,7 @@ fn first_difference(fresh: &serde_json::Value, file: &serde_json::Value) -> Stri
     "its content differs".into()
 }
 
-fn check_blast_radius(plan: &Plan, max_sites: usize) -> Result<(), Failure> {
+pub(crate) fn check_blast_radius(plan: &Plan, max_sites: usize) -> Result<(), Failure> {
     if plan.sites.len() <= max_sites {
         return Ok(());
     }

@@ -1,0 +1,304 @@
+//! `drover drill` (a restore rehearsed on an isolated copy of the platform, PASS or FAIL against
+//! a target RTO) and `drover drills` (the history of drills, for the RTO trend). See
+//! `crate::drill` and docs/safety.md.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use super::run::{ExecArgs, check_blast_radius, create_ledger, execute, staging_dir};
+use super::{Done, Failure};
+use crate::diag::{Location, Problem, ProblemKind};
+use crate::drill::{self, DrillRecord};
+use crate::ledger::Ledger;
+use crate::plan::{self, PlanOptions};
+use crate::platform::Platform;
+use crate::report::timeline::{LaneMode, Timeline};
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// Workflow file (TOML), as for `drover run`.
+    #[arg(long, short)]
+    workflow: PathBuf,
+    /// Restore request (TOML) naming the sites to drill and the production platform
+    /// (`[target] registry`). Production is only read.
+    #[arg(long, short)]
+    request: PathBuf,
+    /// PASS if every site is restored within this time, e.g. `6h`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    target_rto: Duration,
+    /// The drill's ledger (SQLite); must not exist. Kept afterwards for `drover audit`,
+    /// `drover status` and `drover report`.
+    #[arg(long, short)]
+    state: PathBuf,
+    /// The drill history (JSON lines) the result is appended to; `drover drills` lists it.
+    #[arg(long, default_value = "drills.jsonl")]
+    history: PathBuf,
+    /// Where the isolated copy of the platform is made [default: the system temp dir]. The copy
+    /// is removed after the drill unless --keep.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the copy (and the fetched backups) for inspection.
+    #[arg(long)]
+    keep: bool,
+    /// Refuse a drill of more sites than this. Drills are meant to grow; raise it deliberately.
+    #[arg(long, default_value_t = super::run::DEFAULT_MAX_SITES)]
+    max_sites: usize,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DrillsArgs {
+    /// The drill history written by `drover drill`.
+    #[arg(long, default_value = "drills.jsonl")]
+    history: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn problem(file: &Path, entry: &str, message: String, fix: &str) -> Failure {
+    Failure::Input(vec![Problem::new(
+        Location::file(&file.display().to_string()),
+        entry,
+        ProblemKind::Invalid {
+            message,
+            fix: fix.into(),
+        },
+    )])
+}
+
+pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
+    let started = chrono::Utc::now();
+    let mut inputs = crate::load::inputs(&args.workflow, &args.request).map_err(|mut p| {
+        crate::preflight::identify_ids(&args.request, &mut p);
+        p
+    })?;
+    let Some(target) = inputs.request.target.clone() else {
+        return Err(problem(
+            &args.request,
+            "target.registry",
+            "a drill needs the production platform to copy".into(),
+            "add [target] registry = \"<platform directory>\" to the request",
+        ));
+    };
+    let pool_capacity = args.exec_pools();
+    let plan_opts = PlanOptions { pool_capacity };
+    let production = plan::plan(&inputs.workflow, &inputs.request, &plan_opts)?;
+    check_blast_radius(&production, args.max_sites)?;
+    for path in [args.state.clone(), staging_dir(&args.state)] {
+        if path.exists() {
+            return Err(problem(
+                &path,
+                "--state",
+                format!("{} already exists", path.display()),
+                "give each drill a new --state file",
+            ));
+        }
+    }
+    let checked = crate::preflight::Options {
+        drill: true,
+        ..Default::default()
+    };
+    crate::preflight::registry(
+        &production,
+        &inputs.request,
+        &args.request.display().to_string(),
+        checked,
+    )?;
+
+    // The isolated copy, with the drilled sites deleted there as the incident would.
+    let work = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = work.join(format!(
+        "drover-drill-{}-{}",
+        started.format("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    ));
+    let platform = Platform::open(&target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sites: Vec<String> = production.sites.iter().map(|s| s.id.to_string()).collect();
+    eprintln!(
+        "drill: copying the platform {} into {} (production is only read)",
+        target,
+        dir.display()
+    );
+    let copy = drill::prepare(&platform, &sites, &dir.join("platform"), started)
+        .map_err(|e| anyhow::anyhow!("preparing the drill copy: {e}"))?;
+    let outcome = rehearse(&args, &mut inputs, &copy, started);
+    if args.keep {
+        eprintln!("drill: kept the copy in {}", dir.display());
+    } else {
+        clean_up(&dir, &staging_dir(&args.state));
+    }
+    outcome
+}
+
+impl DrillArgs {
+    fn exec_pools(&self) -> std::collections::BTreeMap<String, u32> {
+        self.exec.pools().cloned().unwrap_or_default()
+    }
+}
+
+/// Plans against the copy, runs, measures and records. Everything it writes is in the copy, the
+/// drill's ledger and staging directory, and the history.
+fn rehearse(
+    args: &DrillArgs,
+    inputs: &mut crate::load::Inputs,
+    copy: &Platform,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<Done, Failure> {
+    let copy_dir = copy.dir().display().to_string();
+    inputs.request.target = Some(copy_dir);
+    for site in &mut inputs.request.sites {
+        site.attrs.insert(
+            crate::preflight::STATE_ATTR.into(),
+            crate::platform::SiteState::Deleted.as_str().into(),
+        );
+    }
+    let plan_opts = PlanOptions {
+        pool_capacity: args.exec_pools(),
+    };
+    let plan = plan::plan(&inputs.workflow, &inputs.request, &plan_opts)?;
+    super::plan::preflight(
+        &plan,
+        &inputs.request,
+        &args.request,
+        crate::preflight::Options::default(),
+    )?;
+    let snapshot = std::mem::take(&mut inputs.snapshot);
+    let mut ledger = create_ledger(&args.state, &plan, snapshot, &args.exec)?;
+    let done = execute(&mut ledger, "drill", &args.exec)?;
+    let stored = ledger.load()?;
+    let timeline = Timeline::from_run(&stored.plan, &stored.steps, LaneMode::Site);
+    let per_site: Vec<(String, Option<Duration>)> = timeline
+        .sites
+        .iter()
+        .map(|s| (s.site.clone(), s.restore_ms.map(Duration::from_millis)))
+        .collect();
+    let m = drill::measure(&per_site);
+    let mut verdict = m.verdict(args.target_rto);
+    if done == Done::Interrupted {
+        verdict = Err("the drill was interrupted".into());
+    }
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    let record = DrillRecord {
+        at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        request: stored.info.request_name.clone(),
+        plan_hash: stored.info.plan_hash.clone(),
+        state: std::path::absolute(&args.state)
+            .unwrap_or_else(|_| args.state.clone())
+            .display()
+            .to_string(),
+        sites: m.sites,
+        restored: m.restored,
+        target_rto_s: args.target_rto.as_secs_f64(),
+        batch_rto_s: secs(m.batch),
+        site_rto_p50_s: secs(m.p50),
+        site_rto_p95_s: secs(m.p95),
+        site_rto_max_s: secs(m.max.as_ref().map(|x| x.0)),
+        slowest_site: m.max.as_ref().map(|x| x.1.clone()),
+        pass: verdict.is_ok(),
+        reason: verdict.as_ref().err().cloned(),
+    };
+    drill::append(&args.history, &record)
+        .with_context(|| format!("appending to {}", args.history.display()))?;
+    let h = |d: Option<Duration>| d.map_or("-".into(), super::plan::human);
+    eprintln!(
+        "drill: {} of {} sites restored; batch RTO {} (target {}); per site p50 {}, p95 {}, max {}",
+        m.restored,
+        m.sites,
+        h(m.batch),
+        super::plan::human(args.target_rto),
+        h(m.p50),
+        h(m.p95),
+        h(m.max.as_ref().map(|x| x.0)),
+    );
+    match &verdict {
+        Ok(()) => println!("PASS"),
+        Err(reason) => println!("FAIL: {reason}"),
+    }
+    eprintln!("drill: recorded in {}", args.history.display());
+    Ok(if verdict.is_ok() {
+        Done::Ok
+    } else {
+        Done::Unfinished
+    })
+}
+
+/// Removes what the drill created: its copy of the platform and its staging directory. Both
+/// were created by this drill (it refuses to start if the staging directory exists).
+fn clean_up(dir: &Path, staging: &Path) {
+    for path in [dir, staging] {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => eprintln!("drill: removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!("warning: could not remove {}: {e}", path.display()),
+        }
+    }
+}
+
+pub fn drills(args: DrillsArgs) -> Result<Done, Failure> {
+    let records = drill::read(&args.history).map_err(|e| {
+        problem(
+            &args.history,
+            "--history",
+            format!("cannot read the drill history: {e}"),
+            "give the file `drover drill --history` wrote",
+        )
+    })?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &records).context("writing the history")?;
+            writeln!(out).context("writing the history")?;
+        }
+        Format::Text => print_trend(&mut out, &records).context("writing the history")?,
+    }
+    Ok(Done::Ok)
+}
+
+fn print_trend(out: &mut impl Write, records: &[DrillRecord]) -> std::io::Result<()> {
+    let h = |s: Option<f64>| {
+        s.map_or("-".into(), |s| {
+            super::plan::human(Duration::from_secs_f64(s))
+        })
+    };
+    writeln!(
+        out,
+        "{:<21} {:>6} {:>9} {:>12} {:>12} {:>10}  verdict",
+        "when", "sites", "restored", "batch RTO", "site p95", "target"
+    )?;
+    for r in records {
+        writeln!(
+            out,
+            "{:<21} {:>6} {:>9} {:>12} {:>12} {:>10}  {}",
+            r.at,
+            r.sites,
+            r.restored,
+            h(r.batch_rto_s),
+            h(r.site_rto_p95_s),
+            h(Some(r.target_rto_s)),
+            if r.pass { "PASS" } else { "FAIL" }
+        )?;
+    }
+    if let [.., prev, last] = records {
+        writeln!(
+            out,
+            "trend: {} → {} sites; batch RTO {} → {}",
+            prev.sites,
+            last.sites,
+            h(prev.batch_rto_s),
+            h(last.batch_rto_s)
+        )?;
+    }
+    Ok(())
+}

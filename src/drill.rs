@@ -1,0 +1,170 @@
+//! Drills: a restore rehearsed on an isolated copy of the platform, measured against a target
+//! RTO, and kept in a history so the trend over successive (growing) drills can be read.
+//!
+//! A drill never touches production: [`prepare`] copies the platform (read-only on the source),
+//! then deletes the drilled sites in the copy only, so the restore runs from backups exactly as
+//! after a real incident. The CLI runs the ordinary scheduler against the copy and removes the
+//! copy afterwards. The history is a JSON-lines file, one [`DrillRecord`] per drill.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::platform::{DeleteMode, Platform, PlatformError};
+
+/// Copies `production` into `dir` (which must not exist) and deletes `sites` there, permanently,
+/// as the incident would. Returns the copy.
+pub fn prepare(
+    production: &Platform,
+    sites: &[String],
+    dir: &Path,
+    at: DateTime<Utc>,
+) -> Result<Platform, PlatformError> {
+    let copy = production.copy_to(dir)?;
+    let live: Vec<&String> = sites
+        .iter()
+        .filter(|s| {
+            copy.site(s)
+                .is_ok_and(|r| r.state != crate::platform::SiteState::Deleted)
+        })
+        .collect();
+    copy.incident(&live, DeleteMode::Permanent, at)?;
+    Ok(copy)
+}
+
+/// One drill's result, as kept in the history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// When the drill started (RFC 3339).
+    pub at: String,
+    pub request: String,
+    pub plan_hash: String,
+    /// The drill's ledger, for `drover audit` and `drover report`.
+    pub state: String,
+    pub sites: usize,
+    pub restored: usize,
+    pub target_rto_s: f64,
+    /// From the start of the restore until its last site was restored; `None` if a site was not.
+    pub batch_rto_s: Option<f64>,
+    /// Per-site restore times of the restored sites.
+    pub site_rto_p50_s: Option<f64>,
+    pub site_rto_p95_s: Option<f64>,
+    pub site_rto_max_s: Option<f64>,
+    pub slowest_site: Option<String>,
+    pub pass: bool,
+    /// Why it failed, when it did.
+    pub reason: Option<String>,
+}
+
+/// The RTO figures of a drill from each site's restore time (`None`: not restored).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    pub sites: usize,
+    pub restored: usize,
+    pub batch: Option<Duration>,
+    pub p50: Option<Duration>,
+    pub p95: Option<Duration>,
+    pub max: Option<(Duration, String)>,
+}
+
+pub fn measure(sites: &[(String, Option<Duration>)]) -> Measured {
+    let mut done: Vec<(Duration, &str)> = sites
+        .iter()
+        .filter_map(|(s, d)| d.map(|d| (d, s.as_str())))
+        .collect();
+    done.sort();
+    let pick = |q: f64| {
+        let i = ((q * done.len() as f64).ceil() as usize).clamp(1, done.len().max(1)) - 1;
+        done.get(i).map(|d| d.0)
+    };
+    let max = done.last().map(|(d, s)| (*d, (*s).to_owned()));
+    Measured {
+        sites: sites.len(),
+        restored: done.len(),
+        batch: (done.len() == sites.len()).then(|| max.as_ref().map_or(Duration::ZERO, |m| m.0)),
+        p50: pick(0.5),
+        p95: pick(0.95),
+        max,
+    }
+}
+
+impl Measured {
+    /// PASS only if every site was restored and the batch finished within the target.
+    pub fn verdict(&self, target: Duration) -> Result<(), String> {
+        match self.batch {
+            None => Err(format!(
+                "{} of {} sites were not restored",
+                self.sites - self.restored,
+                self.sites
+            )),
+            Some(b) if b > target => Err(format!(
+                "the batch took {}, over the target of {}",
+                humantime::format_duration(Duration::from_secs(b.as_secs())),
+                humantime::format_duration(target)
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Appends a record to the history file (created if absent).
+pub fn append(history: &Path, record: &DrillRecord) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(record).expect("a record serializes");
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(history)?;
+    f.write_all(line.as_bytes())?;
+    f.sync_all()
+}
+
+/// Every record of the history, oldest first. A line that does not parse is an error naming
+/// its number.
+pub fn read(history: &Path) -> Result<Vec<DrillRecord>, String> {
+    let text = std::fs::read_to_string(history).map_err(|e| e.to_string())?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(n: u64) -> Option<Duration> {
+        Some(Duration::from_secs(n))
+    }
+
+    #[test]
+    fn the_batch_rto_is_the_slowest_site_and_needs_every_site() {
+        let all = [
+            ("a".into(), s(10)),
+            ("b".into(), s(30)),
+            ("c".into(), s(20)),
+        ];
+        let m = measure(&all);
+        assert_eq!(m.batch, s(30));
+        assert_eq!(m.max, Some((Duration::from_secs(30), "b".into())));
+        assert_eq!(m.p50, s(20));
+        assert!(m.verdict(Duration::from_secs(30)).is_ok());
+        assert!(
+            m.verdict(Duration::from_secs(29))
+                .unwrap_err()
+                .contains("over the target")
+        );
+
+        let missing = [("a".into(), s(10)), ("b".into(), None)];
+        let m = measure(&missing);
+        assert_eq!(m.batch, None);
+        assert_eq!(
+            m.verdict(Duration::from_secs(3600)).unwrap_err(),
+            "1 of 2 sites were not restored"
+        );
+    }
+}

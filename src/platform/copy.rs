@@ -1,0 +1,55 @@
+//! An isolated copy of a platform, for drills: its own registry, shards and attachments in a new
+//! directory. The source is only read: every database is copied with `VACUUM INTO` through a
+//! read-only connection (a consistent snapshot even while the platform is in use), attachments
+//! file by file.
+
+use std::fs;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::fingerprint::walk;
+use super::{BUSY_TIMEOUT, Context, IoContext, Platform, PlatformError, REGISTRY};
+
+impl Platform {
+    /// Copies the platform into `dest`, which must not exist yet, and opens the copy.
+    pub fn copy_to(&self, dest: &Path) -> Result<Platform, PlatformError> {
+        if dest.exists() {
+            return Err(PlatformError::AlreadyBuilt {
+                dir: dest.to_owned(),
+            });
+        }
+        fs::create_dir_all(dest.join("shards")).io(dest)?;
+        snapshot(&self.registry_path(), &dest.join(REGISTRY))?;
+        let shards = self.dir.join("shards");
+        for entry in fs::read_dir(&shards).io(&shards)? {
+            let path = entry.io(&shards)?.path();
+            if path.extension().is_some_and(|e| e == "db") {
+                let name = path.file_name().expect("a file");
+                snapshot(&path, &dest.join("shards").join(name))?;
+            }
+        }
+        let attachments = self.dir.join("attachments");
+        if attachments.is_dir() {
+            let mut files = Vec::new();
+            walk(&attachments, &attachments, &mut files)?;
+            for rel in files {
+                let (from, to) = (attachments.join(&rel), dest.join("attachments").join(&rel));
+                let parent = to.parent().expect("under attachments");
+                fs::create_dir_all(parent).io(parent)?;
+                fs::copy(&from, &to).io(&from)?;
+            }
+        }
+        Platform::open(dest)
+    }
+}
+
+/// A consistent copy of one database, read through a read-only connection.
+fn snapshot(from: &Path, to: &Path) -> Result<(), PlatformError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(from, flags).db(from)?;
+    conn.busy_timeout(BUSY_TIMEOUT).db(from)?;
+    conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])
+        .db(from)?;
+    Ok(())
+}
