@@ -32,9 +32,10 @@
 //! # Site states
 //!
 //! `active` → `soft-deleted` (data kept, retained 14 days) or `deleted` (data gone). A restore
-//! operation moves a deleted, soft-deleted or quarantined site to `restoring`; once every product
-//! of the site validated, it is `validated`; `reactivate` makes it `active-again`, exactly once.
-//! A failed validation is followed by `quarantine` → `quarantined`. No restore operation touches
+//! operation moves a deleted or soft-deleted site to `restoring`; once every product of the site
+//! validated, it is `validated`; `reactivate` makes it `active-again`, exactly once. A failed
+//! validation or a site's bad backup is followed by `quarantine` → `quarantined`, which a later
+//! restore leaves in place until every product validated again. No restore operation touches
 //! an `active` or `active-again` site.
 //!
 //! # Backups

@@ -153,7 +153,7 @@ pub async fn run(
     let interrupted = result?;
     Ok(RunSummary {
         steps: count_steps(&s.core.state),
-        sites: count_sites(&site_states(&s.core.plan, &s.core.state)),
+        sites: count_sites(&s.site_states()),
         interrupted,
         stopped: s.stopped.clone(),
         elapsed: started.elapsed(),
@@ -177,6 +177,8 @@ struct Scheduler<'a> {
     attempts: Vec<u32>,
     /// Failures in this session (the retry budget).
     failures: Vec<u32>,
+    /// Steps whose last permanent failure quarantined their site.
+    quarantined: Vec<bool>,
     outputs: Vec<Option<String>>,
     tasks: JoinSet<Finished>,
     task_steps: HashMap<tokio::task::Id, StepIdx>,
@@ -227,6 +229,10 @@ impl<'a> Scheduler<'a> {
             control,
             attempts: records.iter().map(|r| r.attempts).collect(),
             failures: vec![0; n],
+            quarantined: records
+                .iter()
+                .map(|r| crate::status::is_quarantine(r.last_error.as_deref()))
+                .collect(),
             outputs: records
                 .iter()
                 .map(|r| {
@@ -271,13 +277,17 @@ impl<'a> Scheduler<'a> {
         Ok(s)
     }
 
+    fn site_states(&self) -> Vec<SiteState> {
+        site_states(&self.core.plan, &self.core.state, |i| self.quarantined[i])
+    }
+
     fn plan(&self) -> Arc<Plan> {
         Arc::clone(&self.core.plan)
     }
 
     /// Holds every site but the canaries not yet restored.
     fn start_canary(&mut self) {
-        let restored = site_states(&self.core.plan, &self.core.state);
+        let restored = self.site_states();
         self.canary_left = self
             .opts
             .canary
@@ -546,6 +556,7 @@ impl<'a> Scheduler<'a> {
                     } else {
                         e.to_string()
                     };
+                    self.quarantined[idx as usize] = matches!(e, StepError::Quarantine(_));
                     self.pending_ops.push(Op::Fail {
                         step: idx,
                         attempt,

@@ -46,11 +46,22 @@ impl SiteState {
     }
 }
 
-/// The step kind whose permanent failure quarantines a site.
-pub const VALIDATING_KIND: &str = "validate";
+/// How the recorded error of a step that quarantined its site begins (see
+/// [`crate::steps::StepError::Quarantine`]).
+pub const QUARANTINED: &str = "quarantined: ";
 
-/// Every site's state, in plan site order.
-pub fn site_states(plan: &Plan, states: &[StepState]) -> Vec<SiteState> {
+/// Whether a failed step's recorded error quarantined its site.
+pub fn is_quarantine(error: Option<&str>) -> bool {
+    error.is_some_and(|e| e.starts_with(QUARANTINED))
+}
+
+/// Every site's state, in plan site order. `quarantined(i)` says whether step `i`, if failed,
+/// failed with [`crate::steps::StepError::Quarantine`].
+pub fn site_states(
+    plan: &Plan,
+    states: &[StepState],
+    quarantined: impl Fn(usize) -> bool,
+) -> Vec<SiteState> {
     #[derive(Default, Clone, Copy)]
     struct Tally {
         quarantined: bool,
@@ -60,13 +71,13 @@ pub fn site_states(plan: &Plan, states: &[StepState]) -> Vec<SiteState> {
         open: bool,
     }
     let mut tally = vec![Tally::default(); plan.sites.len()];
-    for (step, &state) in plan.steps.iter().zip(states) {
+    for (i, (step, &state)) in plan.steps.iter().zip(states).enumerate() {
         let Owner::Site { site, .. } = step.owner else {
             continue;
         };
         let t = &mut tally[site as usize];
         match state {
-            StepState::Failed if plan.kind(step) == VALIDATING_KIND => t.quarantined = true,
+            StepState::Failed if quarantined(i) => t.quarantined = true,
             StepState::Failed => t.failed = true,
             StepState::Blocked => t.blocked = true,
             StepState::Running => t.running = true,

@@ -83,9 +83,14 @@ pub enum StepError {
     /// Worth another attempt (a timeout, a 503, a reset connection).
     #[error("{0}")]
     Retryable(String),
-    /// Another attempt would fail the same way (bad data, a checksum mismatch, a 404).
+    /// Another attempt would fail the same way (a bad parameter, a refusal, a 404).
     #[error("{0}")]
     Permanent(String),
+    /// The site's data is wrong (its backup failed verification, or the restored data does not
+    /// match it): permanent, and the site is quarantined — never reactivated until a human has
+    /// looked. The recorded error starts with [`crate::status::QUARANTINED`].
+    #[error("quarantined: {0}")]
+    Quarantine(String),
 }
 
 impl StepError {

@@ -84,6 +84,15 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// The backup itself is bad (an object that does not match its manifest, another tenant's
+    /// manifest, a broken archive): restoring from it must not go ahead.
+    pub fn is_bad_data(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Checksum { .. } | FetchError::Tenant { .. } | FetchError::Archive { .. }
+        )
+    }
+
     /// Worth another attempt of the step.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -85,7 +85,9 @@ pub fn run(args: StatusArgs) -> Result<Done, Failure> {
     let stored = ledger.load()?;
     let plan = &stored.plan;
     let states: Vec<StepState> = stored.steps.iter().map(|r| r.state).collect();
-    let sites = site_states(plan, &states);
+    let sites = site_states(plan, &states, |i| {
+        crate::status::is_quarantine(stored.steps[i].last_error.as_deref())
+    });
     let holder = ledger.holder()?.map(|(h, since, beat)| HolderDoc {
         alive: h.is_alive(beat, now_ms()),
         pid: h.pid,

@@ -236,8 +236,10 @@ pub(crate) fn contacts(
     rows.collect::<Result<Vec<_>, _>>().db(path)
 }
 
-/// Moves a site about to be restored to `restoring` (from deleted, soft-deleted or quarantined);
-/// refuses a live site. Returns the record as it was.
+/// Moves a site about to be restored to `restoring` (from deleted or soft-deleted); refuses a
+/// live site. A quarantined site stays quarantined until every product validated again, so a
+/// quarantine raised early in a restore (a bad backup) is not undone by the restore's next step.
+/// Returns the record as it was.
 pub(crate) fn begin_restore(
     conn: &Connection,
     path: &Path,
@@ -253,7 +255,7 @@ pub(crate) fn begin_restore(
                 action,
             });
         }
-        SiteState::Deleted | SiteState::SoftDeleted | SiteState::Quarantined => {
+        SiteState::Deleted | SiteState::SoftDeleted => {
             set_state(conn, path, id, SiteState::Restoring)?;
         }
         _ => {}

@@ -122,7 +122,8 @@ impl Platform {
             )
             .db(&path)?;
         let now = registry::site(&tx, &path, &record.id)?.state;
-        if validated == record.products.len() && now == SiteState::Restoring {
+        let restoring = matches!(now, SiteState::Restoring | SiteState::Quarantined);
+        if validated == record.products.len() && restoring {
             registry::set_state(&tx, &path, &record.id, SiteState::Validated)?;
             registry::event(&tx, &path, at, &record.id, "validated", "")?;
         }

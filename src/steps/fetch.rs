@@ -4,6 +4,12 @@
 //! `window` (default 24h), `part_size` (bytes, default 8 MiB), `concurrency` (default 8).
 //! For a step that belongs to a site, the manifest must name that site (tenant check).
 //! Output: the `FetchReport` (snapshot, RPO, directory, objects, bytes).
+//!
+//! When a site's own backup is bad (an object fails its checksum, the manifest names another
+//! tenant, an archive is broken), the step fails with `StepError::Quarantine`: the site is
+//! quarantined, never reactivated, and the batch carries on. With the optional `platform` param
+//! the site is also quarantined in that platform's registry, with the reason. A bad shared unit
+//! (a shard snapshot) fails permanently and blocks the sites that need it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{StepContext, StepError, StepKind, StepOutput, duration_param};
+use super::{StepContext, StepError, StepKind, StepOutput, duration_param, platform_common};
 use crate::backup::download::{self, FetchOptions, Target};
 use crate::backup::{self, BackupStore};
 
@@ -72,7 +78,25 @@ impl StepKind for Fetch {
         match download::fetch(store.as_ref(), &target, &ctx.staging, &opts, &ctx.cancel).await {
             Ok(report) => Ok(serde_json::to_value(report).expect("report serializes")),
             Err(e) if e.is_retryable() => Err(StepError::Retryable(e.to_string())),
+            Err(e) if e.is_bad_data() && ctx.site.is_some() => quarantine(&ctx, unit, &e),
             Err(e) => Err(StepError::Permanent(e.to_string())),
         }
     }
+}
+
+/// The site's own backup of `unit` is bad: quarantine the site (in the platform too, when the
+/// step names one).
+fn quarantine(
+    ctx: &StepContext,
+    unit: &str,
+    e: &download::FetchError,
+) -> Result<StepOutput, StepError> {
+    let reason = format!("the backup of {unit} failed verification: {e}");
+    if ctx.param("platform").is_some() {
+        let site = platform_common::site(ctx)?;
+        platform_common::open(ctx)?
+            .quarantine(site, &reason, platform_common::now())
+            .map_err(platform_common::error)?;
+    }
+    Err(StepError::Quarantine(reason))
 }

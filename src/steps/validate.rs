@@ -25,7 +25,7 @@ impl StepKind for Validate {
             Err(PlatformError::Invalid(failure)) => {
                 let reason = failure.to_string();
                 platform.quarantine(site, &reason, now()).map_err(error)?;
-                Err(StepError::Permanent(format!("quarantined: {reason}")))
+                Err(StepError::Quarantine(reason))
             }
             Err(e) => Err(error(e)),
         }

@@ -1,0 +1,228 @@
+//! The reference platform's restore when things go wrong: a corrupt byte in one site's backup,
+//! and a crash (SIGKILL) half-way through. Built with `drover demo init` / `demo incident`, run
+//! with the ordinary `drover run` and the shipped workflow.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use drover::platform::Platform;
+use support::{drover, shipped_workflow, status_json};
+
+/// A demo platform of `sites` sites, every one permanently deleted; `request.toml` lists them.
+fn deleted_platform(dir: &Path, sites: u32) -> Platform {
+    for stage in ["init", "incident"] {
+        let out = drover()
+            .args(["demo", stage, "--sites", &sites.to_string(), "--dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Platform::open(dir.join("platform")).unwrap()
+}
+
+/// `drover run` of `request.toml` into `s.db`, in the demo directory.
+fn run_args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = ["run", "--yes", "--max-sites", "1000", "-w"]
+        .map(Into::into)
+        .to_vec();
+    args.push(shipped_workflow().into());
+    for a in ["-r", "request.toml", "--state", "s.db"] {
+        args.push(a.into());
+    }
+    args
+}
+
+fn verify(dir: &Path) -> serde_json::Value {
+    let out = drover()
+        .args(["demo", "verify", "--format", "json", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The newest snapshot of one site's product attachments in the demo's backup store.
+fn newest_attachments(dir: &Path, site: &str) -> PathBuf {
+    let site_dir = dir.join("backups").join(site);
+    let product = std::fs::read_dir(&site_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "contacts")
+        .min()
+        .unwrap();
+    let newest = std::fs::read_dir(&product)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    newest.join("attachments.tar")
+}
+
+#[test]
+fn one_flipped_byte_in_a_sites_backup_quarantines_that_site_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let platform = deleted_platform(d, 12);
+    let tar = newest_attachments(d, "site-0003");
+    let mut bytes = std::fs::read(&tar).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&tar, bytes).unwrap();
+
+    let out = drover().current_dir(d).args(run_args()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+
+    let status = status_json(&d.join("s.db"));
+    assert_eq!(status["sites"]["quarantined"], 1, "{status}");
+    assert_eq!(status["sites"]["restored"], 11, "{status}");
+    let site = status["site_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == "site-0003")
+        .unwrap();
+    assert_eq!(site["state"], "quarantined");
+    let reason = site["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("quarantined: the backup of site-0003/")
+            && reason.contains("checksum mismatch"),
+        "{reason}"
+    );
+
+    let record = platform.site("site-0003").unwrap();
+    assert_eq!(record.state.as_str(), "quarantined", "in the registry too");
+    let events = platform.events(Some("quarantined")).unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("checksum mismatch"),
+        "{events:?}"
+    );
+
+    let v = verify(d);
+    assert_eq!(v["differ"], serde_json::json!(["site-0003"]), "{v}");
+    assert_eq!(
+        v["reactivation_counts_not_one"],
+        serde_json::json!([["site-0003", 0]])
+    );
+    assert_eq!(v["restored_equal"], 11);
+    assert_eq!(v["neighbours_untouched"], true);
+    let told: Vec<String> = platform
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.site)
+        .collect();
+    assert_eq!(told.len(), 11);
+    assert!(
+        !told.contains(&"site-0003".to_owned()),
+        "a quarantined site is not announced"
+    );
+}
+
+/// What a restore leaves behind, without times: every site's data, state and how many
+/// reactivations and notifications it got.
+fn final_state(p: &Platform) -> serde_json::Value {
+    let mut per_site: BTreeMap<String, (String, usize, usize)> = p
+        .sites()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, (s.state.as_str().to_owned(), 0, 0)))
+        .collect();
+    for e in p.events(Some("reactivated")).unwrap() {
+        per_site.get_mut(&e.site).unwrap().1 += 1;
+    }
+    for m in p.outbox().unwrap() {
+        per_site.get_mut(&m.site).unwrap().2 += 1;
+    }
+    serde_json::json!({
+        "fingerprints": p.fingerprint_all().unwrap(),
+        "sites": per_site,
+    })
+}
+
+#[test]
+fn sigkill_half_way_then_resume_gives_the_same_final_state_as_an_uninterrupted_run() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sites = 80;
+
+    // Uninterrupted.
+    let whole = deleted_platform(a.path(), sites);
+    let out = drover()
+        .current_dir(a.path())
+        .args(run_args())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Killed once a quarter of the sites are restored, then resumed.
+    let killed = deleted_platform(b.path(), sites);
+    let state = b.path().join("s.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(b.path())
+        .args(run_args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(state.exists() && status_json(&state)["sites"]["restored"].as_u64() >= Some(20)) {
+        assert!(
+            Instant::now() < deadline,
+            "the run never got a quarter through"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let mid = status_json(&state);
+    assert!(
+        mid["sites"]["restored"].as_u64().unwrap() < u64::from(sites),
+        "killed before the end: {mid}"
+    );
+    let out = drover()
+        .current_dir(b.path())
+        .args(["resume", "--state", "s.db"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(final_state(&killed), final_state(&whole));
+    let v = verify(b.path());
+    assert_eq!(
+        (
+            &v["all_equal"],
+            &v["neighbours_untouched"],
+            &v["one_reactivation_each"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(true)
+        ),
+        "{v}"
+    );
+}
