@@ -131,7 +131,7 @@ impl Registry {
         r.register("rebuild-index", rebuild_index::RebuildIndex);
         r.register("validate", validate::Validate);
         r.register("reactivate", reactivate::Reactivate);
-        r.register("notify", notify::Notify);
+        r.register("notify", notify::Notify::default());
         r
     }
 

@@ -1,15 +1,14 @@
-//! The `exec` and `http` step kinds against real things: local commands, and an HTTP server on
-//! loopback — success, retryable and permanent failures, idempotency keys.
+//! The `exec`, `http` and `notify` step kinds against real things: local commands, an HTTP server
+//! on loopback (success, retryable and permanent failures, idempotency keys), and the reference
+//! platform's outbox.
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::Value;
 use support::{drover, write};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn request(sites: &[&str]) -> String {
     let mut out =
@@ -135,76 +134,10 @@ estimate = "1s"
     );
 }
 
-/// A minimal HTTP/1.1 server: answers by path, records each request's idempotency key.
-async fn serve(keys: Arc<Mutex<HashMap<String, u32>>>) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let keys = Arc::clone(&keys);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break p + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().unwrap_or(0));
-                while buf.len() < head_end + len {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let key = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("idempotency-key:"))
-                    .unwrap_or("")
-                    .trim()
-                    .to_owned();
-                let seen = {
-                    let mut k = keys.lock().unwrap();
-                    let n = k.entry(key).or_default();
-                    *n += 1;
-                    *n
-                };
-                let (status, body) = if path.ends_with("/bad") {
-                    ("400 Bad Request", "{\"error\":\"unknown site\"}")
-                } else if path.ends_with("/flaky") && seen == 1 {
-                    ("503 Service Unavailable", "busy")
-                } else {
-                    ("200 OK", "{\"accepted\":true}")
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_posts_json_and_classifies_statuses() {
-    let keys = Arc::new(Mutex::new(HashMap::new()));
-    let addr = serve(Arc::clone(&keys)).await;
+    let log = support::http::Log::default();
+    let addr = support::http::serve(Arc::clone(&log)).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let wf = format!(
@@ -267,15 +200,135 @@ retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "10ms" }}
         "{bad}"
     );
     let run_id = doc["run_id"].as_str().unwrap().to_owned();
-    let keys = keys.lock().unwrap();
+    let key = |site: &str| format!("{run_id}/{site}/p/hook").to_lowercase();
     assert_eq!(
-        keys.get(&format!("{run_id}/site-flaky/p/hook").to_lowercase()),
-        Some(&2),
-        "the retry carried the same idempotency key: {keys:?}"
+        support::http::count(&log, &key("site-flaky")),
+        2,
+        "the retry carried the same idempotency key"
     );
     assert_eq!(
-        keys.get(&format!("{run_id}/site-bad/p/hook").to_lowercase()),
-        Some(&1),
+        support::http::count(&log, &key("site-bad")),
+        1,
         "a 400 is not retried"
     );
+}
+
+/// A workflow that only reactivates soft-deleted sites and notifies them, with a webhook.
+fn notify_workflow(addr: std::net::SocketAddr) -> String {
+    let products: String = [
+        "identity",
+        "issues",
+        "wiki",
+        "service-desk",
+        "alerts",
+        "status-page",
+    ]
+    .iter()
+    .map(|p| format!("[products.{p}]\n"))
+    .collect();
+    format!(
+        r#"
+[workflow]
+name = "notify"
+{products}
+[steps.reactivate]
+scope = "site"
+kind = "reactivate"
+params = {{ platform = "{{target}}" }}
+estimate = "1s"
+[steps.notify]
+scope = "site"
+kind = "notify"
+after = ["reactivate"]
+params = {{ platform = "{{target}}", point_in_time = "{{point_in_time}}", webhook = "http://{addr}/restored/flaky" }}
+estimate = "1s"
+retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "10ms" }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_writes_the_outbox_once_and_posts_the_same_message_to_the_webhook() {
+    let log = support::http::Log::default();
+    let addr = support::http::serve(Arc::clone(&log)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    write(&d, "wf.toml", notify_workflow(addr));
+    let dd = d.clone();
+    let (out, doc) = tokio::task::spawn_blocking(move || {
+        for stage in [&["init"][..], &["incident", "--soft-deleted", "100%"]] {
+            let out = drover()
+                .arg("demo")
+                .args(stage)
+                .args(["--sites", "4", "--dir"])
+                .arg(&dd)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = drover()
+            .current_dir(&dd)
+            .args([
+                "run",
+                "--yes",
+                "-w",
+                "wf.toml",
+                "-r",
+                "request.toml",
+                "--state",
+                "s.db",
+            ])
+            .output()
+            .unwrap();
+        (out, status(&dd))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let platform = drover::platform::Platform::open(d.join("platform")).unwrap();
+    let outbox = platform.outbox().unwrap();
+    assert_eq!(
+        outbox.len(),
+        4,
+        "one message per site, though each notify ran twice"
+    );
+    let run_id = doc["run_id"].as_str().unwrap();
+    for m in &outbox {
+        let key = format!("{run_id}/{}/notify", m.site).to_lowercase();
+        let posts: Vec<support::http::Received> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.key == key)
+            .cloned()
+            .collect();
+        assert_eq!(posts.len(), 2, "a 503, then a retry with the same key");
+        let stored: Value = serde_json::from_str(&m.message).unwrap();
+        for post in &posts {
+            let sent: Value = serde_json::from_str(&post.body).unwrap();
+            assert_eq!(sent, stored, "the webhook gets the outbox's message");
+        }
+        let record = platform.site(&m.site).unwrap();
+        assert_eq!(stored["products"], serde_json::json!(record.products));
+        assert!(stored["point_in_time"].is_string(), "{stored}");
+        assert_eq!(
+            stored["time_to_restore_s"].as_i64(),
+            record
+                .reactivated_at
+                .zip(record.deleted_at)
+                .map(|(r, d)| r - d),
+            "{stored}"
+        );
+        assert!(stored["to"].as_array().is_some_and(|to| !to.is_empty()));
+    }
 }

@@ -108,4 +108,5 @@ id = "site-0003"
 products = ["identity"]
 attrs = { size_gb = 3, "identity.shard" = "identity-2" }
 "#;
+pub mod http;
 pub mod s3;
