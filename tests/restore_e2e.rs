@@ -64,7 +64,7 @@ fn two_hundred_deleted_sites_come_back_identical() {
             "incident-2022-04-05",
             &deleted,
             &sizes,
-            &d.join("backups"),
+            &d.join("backups").display().to_string(),
             t("2022-04-05T07:38:00Z"),
         )
         .unwrap();
@@ -168,5 +168,43 @@ fn the_demo_restores_and_verifies_every_site() {
         request.matches("state = \"soft-deleted\"").count(),
         10,
         "a quarter of the sites take the soft path"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_with_backups_in_s3_restores_from_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::s3::Server::start(&dir.path().join("s3")).await;
+    let env = server.env();
+    let d = dir.path().join("demo");
+    let dd = d.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = drover();
+        cmd.args(["demo", "--sites", "20", "--dir"])
+            .arg(&dd)
+            .args(["--backups", "s3://backups/platform?path-style=true"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("20 of 20 deleted sites equal their pre-incident fingerprint"),
+        "{stderr}"
+    );
+    assert!(!d.join("backups").exists(), "no local copy to restore from");
+    let request = std::fs::read_to_string(d.join("request.toml")).unwrap();
+    assert!(
+        request.contains("source = \"s3://backups/platform?path-style=true\""),
+        "{request}"
+    );
+    let stored = dir.path().join("s3/backups/platform");
+    assert!(
+        stored.join("site-0001/contacts").is_dir(),
+        "the snapshots are in the bucket"
     );
 }

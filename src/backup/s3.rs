@@ -74,6 +74,49 @@ impl S3Store {
         S3Store { client, url }
     }
 
+    /// Uploads every file under `root` to `<prefix>/<path relative to root>`: a backup tree
+    /// written by a backup system (the reference platform's, for the demo). Each snapshot's
+    /// `manifest.json` goes up only after every other object, so a reader never sees a complete
+    /// snapshot with objects missing. drover's restore never calls this: it only reads stores.
+    pub async fn upload_tree(&self, root: &std::path::Path) -> Result<usize, StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        let files = crate::util::relative_files(root).map_err(|e| StoreError::Permanent {
+            what: root.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let count = files.len();
+        let (manifests, objects): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .partition(|rel| rel.ends_with(layout::MANIFEST));
+        for batch in [objects, manifests] {
+            futures::stream::iter(batch)
+                .map(|rel| self.put_file(root, rel))
+                .buffer_unordered(16)
+                .try_collect::<()>()
+                .await?;
+        }
+        Ok(count)
+    }
+
+    async fn put_file(&self, root: &std::path::Path, rel: String) -> Result<(), StoreError> {
+        let what = self.what(&rel);
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(root.join(&rel))
+            .await
+            .map_err(|e| StoreError::Permanent {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.url.bucket)
+            .key(self.key(&rel))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify(&what, e))?;
+        Ok(())
+    }
+
     fn key(&self, rest: &str) -> String {
         if self.url.prefix.is_empty() {
             rest.to_owned()

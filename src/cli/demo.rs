@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use super::{Done, Failure};
+use crate::backup::s3::{S3Store, S3Url};
 use crate::generate::{self, GenerateOptions};
 use crate::platform::{DeleteMode, Platform};
 
@@ -55,6 +56,11 @@ struct DemoOpts {
     /// Share of the deleted sites that the script only marked for deletion (soft delete).
     #[arg(long, default_value = "0%")]
     soft_deleted: String,
+    /// Put the platform's backups in S3 (`s3://bucket/prefix`, `?path-style=true` for most
+    /// S3-compatible servers; credentials and endpoint from the standard AWS environment)
+    /// instead of <dir>/backups. The request then restores from there.
+    #[arg(long, value_name = "URL")]
+    backups: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -167,6 +173,10 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
             .backup(dir.join("backups"), at)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    let source = match &o.backups {
+        Some(url) => upload(&dir.join("backups"), url)?,
+        None => dir.join("backups").display().to_string(),
+    };
     std::fs::write(dir.join("workflow.toml"), WORKFLOW).context("writing workflow.toml")?;
     let all: Vec<String> = platform
         .sites()
@@ -174,13 +184,53 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
         .into_iter()
         .map(|s| s.id)
         .collect();
-    write_request(dir, &platform, &opts, &all, now)?;
+    write_request(dir, &platform, &opts, &all, now, &source)?;
     eprintln!(
-        "init: {} sites built and backed up twice; {}/request.toml lists them all",
+        "init: {} sites built and backed up twice to {source}; {}/request.toml lists them all",
         all.len(),
         dir.display()
     );
     Ok(())
+}
+
+/// Uploads the backups written in `local` to the S3 `url`, then removes the local copy (the
+/// demo's own files), so the restore can only read them from S3. Returns the source to request.
+fn upload(local: &Path, url: &str) -> Result<String, Failure> {
+    let bad_url = |e: String| {
+        Failure::Input(vec![crate::diag::Problem::new(
+            crate::diag::Location::file("--backups"),
+            url,
+            crate::diag::ProblemKind::Invalid {
+                message: e,
+                fix:
+                    "write s3://bucket/prefix (add ?path-style=true for most S3-compatible servers)"
+                        .into(),
+            },
+        )])
+    };
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| bad_url("only s3:// URLs are supported here".into()))?;
+    let parsed = S3Url::parse(rest).map_err(bad_url)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let objects = runtime
+        .block_on(async { S3Store::connect(parsed).await.upload_tree(local).await })
+        .map_err(|e| anyhow::anyhow!("uploading the backups to {url}: {e}"))?;
+    std::fs::remove_dir_all(local).with_context(|| format!("removing {}", local.display()))?;
+    eprintln!("init: uploaded {objects} backup objects to {url}");
+    Ok(url.to_owned())
+}
+
+/// The backup source the demo's request names (written by `init`).
+fn backups_source(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("request.toml"))
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("backups")?.get("source")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| dir.join("backups").display().to_string())
 }
 
 fn write_request(
@@ -189,6 +239,7 @@ fn write_request(
     opts: &GenerateOptions,
     sites: &[String],
     pit: DateTime<Utc>,
+    source: &str,
 ) -> Result<(), Failure> {
     let sizes: BTreeMap<(String, String), f64> = generate::sites(opts)
         .into_iter()
@@ -199,7 +250,7 @@ fn write_request(
         })
         .collect();
     let text = platform
-        .restore_request("demo", sites, &sizes, &dir.join("backups"), pit)
+        .restore_request("demo", sites, &sizes, source, pit)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::write(dir.join("request.toml"), text).context("writing request.toml")?;
     Ok(())
@@ -227,7 +278,14 @@ fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     platform
         .incident(&deleted[soft_n..], DeleteMode::Permanent, now)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    write_request(dir, &platform, &gen_opts(o), deleted, now)?;
+    write_request(
+        dir,
+        &platform,
+        &gen_opts(o),
+        deleted,
+        now,
+        &backups_source(dir),
+    )?;
     std::fs::write(dir.join("incident.json"), serde_json::json!({ "at": now.to_rfc3339(), "deleted": deleted, "soft": &deleted[..soft_n] }).to_string()).context("writing incident.json")?;
     eprintln!(
         "incident: {} sites deleted ({} permanently, {} marked for deletion); {}/request.toml lists them",

@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::fingerprint::walk;
 use super::registry::{Contact, SiteRecord, SiteState};
 use super::{Context, IoContext, Platform, PlatformError};
 use crate::backup::layout::{MANIFEST, snapshot_name};
@@ -193,11 +192,11 @@ fn shard_sites(sites: &[SiteRecord]) -> BTreeMap<String, (String, Vec<String>)> 
 /// A tar of the regular files under `src` (none if it is missing), in path order, with fixed
 /// metadata so equal files give equal bytes.
 fn write_tar(src: &Path, dest: &Path) -> Result<(), PlatformError> {
-    let mut files = Vec::new();
-    if src.exists() {
-        walk(src, src, &mut files)?;
-    }
-    files.sort();
+    let files = if src.exists() {
+        crate::util::relative_files(src).io(src)?
+    } else {
+        Vec::new()
+    };
     let out = fs::File::create(dest).io(dest)?;
     let mut tar = tar::Builder::new(out);
     for rel in files {

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::fingerprint::walk;
 use super::{BUSY_TIMEOUT, Context, IoContext, Platform, PlatformError, REGISTRY};
 
 impl Platform {
@@ -31,9 +30,7 @@ impl Platform {
         }
         let attachments = self.dir.join("attachments");
         if attachments.is_dir() {
-            let mut files = Vec::new();
-            walk(&attachments, &attachments, &mut files)?;
-            for rel in files {
+            for rel in crate::util::relative_files(&attachments).io(&attachments)? {
                 let (from, to) = (attachments.join(&rel), dest.join("attachments").join(&rel));
                 let parent = to.parent().expect("under attachments");
                 fs::create_dir_all(parent).io(parent)?;

@@ -70,11 +70,11 @@ impl Platform {
 
     fn attachments_digest(&self, site: &str) -> Result<String, PlatformError> {
         let root = self.dir.join("attachments").join(site);
-        let mut files = Vec::new();
-        if root.exists() {
-            walk(&root, &root, &mut files)?;
-        }
-        files.sort();
+        let files = if root.exists() {
+            crate::util::relative_files(&root).io(&root)?
+        } else {
+            Vec::new()
+        };
         let mut h = Sha256::new();
         for rel in files {
             let path = root.join(&rel);
@@ -170,23 +170,4 @@ pub(crate) fn hash_str(h: &mut Sha256, s: &str) {
 fn hash_bytes(h: &mut Sha256, b: &[u8]) {
     h.update((b.len() as u64).to_le_bytes());
     h.update(b);
-}
-
-/// Relative paths (with `/`) of the regular files under `dir`.
-pub(crate) fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), PlatformError> {
-    for entry in fs::read_dir(dir).io(dir)? {
-        let path = entry.io(dir)?.path();
-        let meta = fs::symlink_metadata(&path).io(&path)?;
-        if meta.is_dir() {
-            walk(root, &path, out)?;
-        } else if meta.is_file() {
-            let rel = path.strip_prefix(root).expect("under root");
-            let parts: Vec<String> = rel
-                .iter()
-                .map(|c| c.to_string_lossy().into_owned())
-                .collect();
-            out.push(parts.join("/"));
-        }
-    }
-    Ok(())
 }

@@ -4,21 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
 use super::{Platform, PlatformError};
 
 impl Platform {
-    /// A request (TOML) restoring `sites` to `point_in_time` from `backups`. `size_gb` gives each
+    /// A request (TOML) restoring `sites` to `point_in_time` from `backups` (a directory or a
+    /// URL). `size_gb` gives each
     /// site's data size per product (for estimates); missing sizes count as 1 GB.
     pub fn restore_request(
         &self,
         name: &str,
         sites: &[String],
         size_gb: &BTreeMap<(String, String), f64>,
-        backups: &Path,
+        backups: &str,
         point_in_time: DateTime<Utc>,
     ) -> Result<String, PlatformError> {
         let mut out = String::new();
@@ -34,11 +34,7 @@ impl Platform {
             "[request]\nname = {}\npoint_in_time = \"{pit}\"\ntiers = [\"enterprise\", \"premium\", \"standard\", \"free\"]\n",
             toml_str(name)
         );
-        let _ = writeln!(
-            out,
-            "[backups]\nsource = {}\n",
-            toml_str(&backups.display().to_string())
-        );
+        let _ = writeln!(out, "[backups]\nsource = {}\n", toml_str(backups));
         let _ = writeln!(
             out,
             "[target]\nregistry = {}\n",

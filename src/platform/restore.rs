@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::backup::ContactsExport;
 use super::build::index_site;
-use super::fingerprint::walk;
 use super::registry::{self, SiteRecord, SiteState};
 use super::{Context, IoContext, Platform, PlatformError, schema, write_tx};
 
@@ -119,9 +118,7 @@ impl Platform {
         let record = self.begin(site, "restore attachments of")?;
         record.shard(product)?; // the site has the product
         let dest = self.attachments_dir(site, product);
-        let mut files = Vec::new();
-        walk(src, src, &mut files)?;
-        files.sort();
+        let files = crate::util::relative_files(src).io(src)?;
         let mut done = AttachmentRestore::default();
         for rel in files {
             let (from, to) = (src.join(&rel), dest.join(&rel));
