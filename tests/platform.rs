@@ -417,3 +417,42 @@ fn building_is_deterministic_and_notifications_are_sent_once() {
         Err(PlatformError::UnknownSite { .. })
     ));
 }
+
+#[test]
+fn a_restore_that_would_change_another_sites_rows_is_rolled_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = setup(tmp.path(), 12);
+    let store = tmp.path().join("store");
+    let site = platform
+        .sites()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.shards.contains_key("issues"))
+        .unwrap();
+    platform
+        .incident(&[&site.id], DeleteMode::Permanent, incident_time())
+        .unwrap();
+    let before = platform.fingerprint_all().unwrap();
+    // A faulty live shard: every insert also rewrites the other tenants' issues.
+    let live = rusqlite::Connection::open(platform.shard_path(&site.shards["issues"])).unwrap();
+    live.execute_batch(
+        "CREATE TRIGGER meddle AFTER INSERT ON issues BEGIN
+             UPDATE issues SET title = title || '!' WHERE site <> NEW.site;
+         END;",
+    )
+    .unwrap();
+
+    let err = platform
+        .restore_tenant(&site.id, "issues", shard_snapshot(&store, &site, "issues"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("changed other sites' rows")
+            && err.to_string().contains("rolled back"),
+        "{err}"
+    );
+    assert_eq!(
+        platform.fingerprint_all().unwrap(),
+        before,
+        "neither the neighbours nor the site changed"
+    );
+}

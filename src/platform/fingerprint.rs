@@ -112,6 +112,24 @@ pub(crate) fn product_fingerprint(
     })
 }
 
+/// SHA-256 over every other site's rows of `tables` in the `main` schema: what a restore of
+/// `site` must leave exactly as it was.
+pub(crate) fn neighbours_digest(
+    conn: &Connection,
+    path: &Path,
+    tables: &[Table],
+    site: &str,
+) -> Result<[u8; 32], PlatformError> {
+    let mut h = Sha256::new();
+    for table in tables {
+        let (n, digest) = rows_digest(conn, path, "main", table, "site <> ?1", site)?;
+        hash_str(&mut h, table.name);
+        h.update(n.to_le_bytes());
+        h.update(digest);
+    }
+    Ok(h.finalize().into())
+}
+
 /// Row count and SHA-256 of the site's rows of one table, by id.
 fn table_digest(
     conn: &Connection,
@@ -120,8 +138,21 @@ fn table_digest(
     table: &Table,
     site: &str,
 ) -> Result<(u64, [u8; 32]), PlatformError> {
+    rows_digest(conn, path, schema, table, "site = ?1", site)
+}
+
+/// Row count and SHA-256 of the rows of one table that match `filter` (with `?1` = `site`),
+/// by site and id.
+fn rows_digest(
+    conn: &Connection,
+    path: &Path,
+    schema: &str,
+    table: &Table,
+    filter: &str,
+    site: &str,
+) -> Result<(u64, [u8; 32]), PlatformError> {
     let sql = format!(
-        "SELECT {} FROM {schema}.{} WHERE site = ?1 ORDER BY id",
+        "SELECT site, {} FROM {schema}.{} WHERE {filter} ORDER BY site, id",
         table.column_list(),
         table.name
     );

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::backup::ContactsExport;
 use super::build::index_site;
+use super::fingerprint::neighbours_digest;
 use super::registry::{self, SiteRecord, SiteState};
-use super::{Context, IoContext, Platform, PlatformError, schema, write_tx};
+use super::{Context, IoContext, Platform, PlatformError, ValidationFailure, schema, write_tx};
 
 /// What `restore_tenant` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -73,7 +74,9 @@ impl Platform {
 
     /// Copies `site`'s rows of `product` from a shard snapshot into the live shard, in one
     /// transaction. Rows already present are kept as they are; no other site's row is read
-    /// into the live shard. Voids an earlier validation of the product.
+    /// into the live shard, and if any other site's row differs at the end (a trigger, a bug),
+    /// the transaction is rolled back and the restore refused. Voids an earlier validation of
+    /// the product.
     pub fn restore_tenant(
         &self,
         site: &str,
@@ -89,6 +92,9 @@ impl Platform {
         let mut conn = self.shard(shard)?;
         attach(&conn, &path, snapshot, tables)?;
         let tx = write_tx(&mut conn, &path)?;
+        // The write lock is held from here to the commit: nothing else changes the shard, so the
+        // other sites' rows must be exactly as they were when the copy is done.
+        let neighbours = neighbours_digest(&tx, &path, tables, site)?;
         let mut done = TenantRestore::default();
         for table in tables {
             let cols = table.column_list();
@@ -101,6 +107,17 @@ impl Platform {
             let inserted = tx.execute(&copy, [site]).db(&path)? as u64;
             done.inserted += inserted;
             done.present += total - inserted;
+        }
+        if neighbours_digest(&tx, &path, tables, site)? != neighbours {
+            drop(tx); // rolls back
+            return Err(ValidationFailure {
+                site: site.to_owned(),
+                product: product.to_owned(),
+                reason: format!(
+                    "restoring it changed other sites' rows on shard {shard}; rolled back, nothing was changed"
+                ),
+            }
+            .into());
         }
         tx.commit().db(&path)?;
         conn.execute("DETACH DATABASE snap", []).db(&path)?;

@@ -1,7 +1,9 @@
 //! Validates a restored product against the shard snapshot it came from: the live shard's
 //! integrity, the site's row counts and content checksum, the full-text index against the rows,
 //! and cross-product references (a service-desk ticket's issue exists in the site's issues).
-//! A site whose every product validated becomes `validated`.
+//! A site whose every product validated becomes `validated`. That neighbours are unchanged is
+//! checked where it can be decided: inside `restore_tenant`'s write transaction, which rolls
+//! back if any other site's row differs (afterwards, other tenants' data changes legitimately).
 
 use std::collections::BTreeSet;
 use std::path::Path;
