@@ -2,6 +2,7 @@
 
 mod audit;
 mod backups;
+mod clean;
 mod demo;
 mod drill;
 mod estimate;
@@ -69,6 +70,9 @@ pub(crate) enum Command {
     /// Who did what to a run (user, host, command line, plan hash, input digests) and every
     /// state change, from its ledger.
     Audit(audit::AuditArgs),
+    /// Free the staging area: remove fetched backup data that no unfinished step needs. Only
+    /// what the ledger records as fetched there; recorded in the audit trail.
+    Clean(clean::CleanArgs),
     /// Rehearse a restore on an isolated copy of the platform (production is only read), measure
     /// every site's RTO against --target-rto, print PASS or FAIL, record it, clean up.
     Drill(drill::DrillArgs),
@@ -177,6 +181,7 @@ pub fn main() -> ExitCode {
         Command::Retry(args) => retry::retry(args),
         Command::Skip(args) => retry::skip(args),
         Command::Audit(args) => audit::run(args),
+        Command::Clean(args) => clean::run(args),
         Command::Drill(args) => drill::drill(args),
         Command::Drills(args) => drill::drills(args),
         Command::Backups(cmd) => backups::run(cmd),

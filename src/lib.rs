@@ -18,6 +18,7 @@
 //! - [`sim`]: the scheduling core over virtual time, and the duration model: forecasts.
 //! - [`drill`]: restores rehearsed on an isolated copy of the platform; their history.
 //! - [`report`]: a run drawn as a timeline: HTML (Gantt chart, restore times, failures) and JSON.
+//! - [`staging`]: what drover may remove from its staging area (only fetched data it recorded).
 //! - [`events`]: what a run reports; consumed by the CLI's progress display.
 //! - [`status`]: per-site state derived from step states.
 //! - [`cli`]: the command line; the only code that prints.
@@ -39,6 +40,7 @@ pub mod request;
 pub mod schedule;
 pub mod sim;
 pub mod source;
+pub mod staging;
 pub mod status;
 pub mod steps;
 mod util;

@@ -903,3 +903,106 @@ fn run_fetches_every_unit_and_records_the_rpo() {
     assert_eq!(output["snapshot"], "20220405T073000Z");
     assert_eq!(output["rpo_s"], 8 * 60);
 }
+
+#[test]
+fn clean_removes_only_fetched_data_that_no_unfinished_step_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fetch_fixture(d, "2022-04-05T07:20:00Z");
+    // site-0002's last step fails, so the data it reads must stay.
+    let wf = FETCH_WORKFLOW.replace(
+        "[steps.done]\nscope = \"site\"\nkind = \"noop\"\nafter = [\"fetch\", \"fetch-shard\"]\n",
+        "[steps.done]\nscope = \"site\"\nkind = \"noop\"\nafter = [\"fetch\", \"fetch-shard\"]\n\
+         when = { attribute = \"outcome\", is_not = [\"fail\"], default = \"ok\" }\nestimate = \"1s\"\n\
+         [steps.broken]\nscope = \"site\"\nkind = \"fail\"\nafter = [\"fetch\", \"fetch-shard\"]\n\
+         when = { attribute = \"outcome\", is = [\"fail\"], default = \"ok\" }\n",
+    );
+    std::fs::write(d.join("wf.toml"), wf).unwrap();
+    let req = FETCH_REQUEST.replace(
+        "id = \"site-0002\"\nattrs = { ",
+        "id = \"site-0002\"\nattrs = { outcome = \"fail\", ",
+    );
+    std::fs::write(d.join("req.toml"), req).unwrap();
+    let run = support::drover()
+        .current_dir(d)
+        .args([
+            "run", "--yes", "-w", "wf.toml", "-r", "req.toml", "--state", "s.db",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let staging = d.join("s.db.staging");
+    std::fs::write(staging.join("operator-notes.txt"), "mine").unwrap();
+    let (own, theirs, shard) = (
+        staging.join("site-0001/wiki/fetch"),
+        staging.join("site-0002/wiki/fetch"),
+        staging.join("shard/wiki-1/fetch-shard"),
+    );
+    assert!(own.is_dir() && theirs.is_dir() && shard.is_dir());
+
+    let clean = || {
+        let out = support::drover()
+            .current_dir(d)
+            .args(["clean", "--state", "s.db"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = clean();
+    assert!(said.contains("removed 1 fetched snapshots"), "{said}");
+    assert!(said.contains("kept 2 still needed"), "{said}");
+    assert!(!own.exists(), "site-0001 is done with its data");
+    assert!(
+        theirs.is_dir() && shard.is_dir(),
+        "site-0002 still needs them"
+    );
+
+    support::drover()
+        .current_dir(d)
+        .args([
+            "skip",
+            "--state",
+            "s.db",
+            "--step",
+            "site-0002/broken",
+            "--reason",
+            "test",
+        ])
+        .assert()
+        .success();
+    let said = clean();
+    assert!(said.contains("removed 2 fetched snapshots"), "{said}");
+    assert!(!theirs.exists() && !shard.exists());
+    assert_eq!(
+        std::fs::read_to_string(staging.join("operator-notes.txt")).unwrap(),
+        "mine",
+        "what drover did not fetch stays"
+    );
+    assert!(
+        d.join("backups/wiki-1").is_dir(),
+        "the backup store is never touched"
+    );
+    let audit = support::drover()
+        .current_dir(d)
+        .args(["audit", "--state", "s.db", "--format", "json"])
+        .output()
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let modes: Vec<&str> = audit["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["run", "clean", "skip", "clean"]);
+}

@@ -1,0 +1,63 @@
+//! `drover clean`: frees the staging area of fetched backup data that no unfinished step needs.
+//! Removes only directories the ledger records as fetched by this run, inside its staging area
+//! (see `crate::staging`); takes the ledger lock, so it never races a live run, and is recorded
+//! in the audit trail.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{Done, Failure};
+use crate::ledger::Ledger;
+use crate::ledger::lock::Holder;
+use crate::ledger::sqlite::SqliteLedger;
+use crate::staging;
+
+#[derive(Args, Debug)]
+pub struct CleanArgs {
+    /// The run's ledger; its staging area is `<ledger>.staging`.
+    #[arg(long, short)]
+    state: PathBuf,
+    /// List what would be removed; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(args: CleanArgs) -> Result<Done, Failure> {
+    let mut ledger = SqliteLedger::open(&args.state)?;
+    let me = Holder::current();
+    ledger.acquire(&me)?;
+    let result = clean(&mut ledger, &args, &me);
+    ledger.release()?;
+    result
+}
+
+fn clean(ledger: &mut SqliteLedger, args: &CleanArgs, me: &Holder) -> Result<Done, Failure> {
+    let stored = ledger.load()?;
+    let root = super::run::staging_dir(&args.state);
+    let found = staging::cleanable(&stored.plan, &stored.steps, &root);
+    if args.dry_run {
+        for r in &found.remove {
+            println!("{}\t{}", r.step, r.dir.display());
+        }
+        eprintln!(
+            "would remove {} fetched snapshots; {} still needed by unfinished steps",
+            found.remove.len(),
+            found.still_needed
+        );
+        return Ok(Done::Ok);
+    }
+    let argv: Vec<String> = std::env::args().collect();
+    ledger.record_session("clean", &argv, me, &stored.info.plan_hash)?;
+    let freed =
+        staging::remove(&found.remove).with_context(|| format!("cleaning {}", root.display()))?;
+    eprintln!(
+        "removed {} fetched snapshots ({:.1} MiB) from {}; kept {} still needed by unfinished steps",
+        found.remove.len(),
+        freed as f64 / (1024.0 * 1024.0),
+        root.display(),
+        found.still_needed
+    );
+    Ok(Done::Ok)
+}
