@@ -193,11 +193,19 @@ pub fn from_toml(source: &crate::source::Source, err: &toml::de::Error) -> Probl
         Some(span) => source.locate(span.start),
         None => source.whole(),
     };
-    Problem::new(
-        at,
-        "",
-        ProblemKind::Syntax {
-            message: err.message().trim().to_owned(),
+    let message = err.message().trim().to_owned();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field.to_owned());
+    let kind = match missing {
+        Some(field) => ProblemKind::Invalid {
+            message,
+            fix: format!(
+                "add `{field} = …` to the entry that starts here (docs/workflow-format.md, docs/request-format.md)"
+            ),
         },
-    )
+        None => ProblemKind::Syntax { message },
+    };
+    Problem::new(at, "", kind)
 }

@@ -392,3 +392,18 @@ fn a_when_condition_needs_exactly_one_of_is_and_is_not() {
         &["steps.reactivate.when", "exactly one of `is` or `is_not`"],
     );
 }
+
+#[test]
+fn a_missing_required_field_says_which_field_to_add() {
+    let wf = WORKFLOW.replacen("estimate = \"20s\"\n", "", 1);
+    assert_ne!(wf, WORKFLOW, "the fixture has the line this test removes");
+    let err = refused(&wf, REQUEST);
+    has(
+        &err,
+        &[
+            "wf.toml:",
+            "missing field `estimate`",
+            "fix: add `estimate = …`",
+        ],
+    );
+}

@@ -211,6 +211,20 @@ fn sigkill_half_way_then_resume_gives_the_same_final_state_as_an_uninterrupted_r
     );
 
     assert_eq!(final_state(&killed), final_state(&whole));
+    // `run` again on the same ledger continues it (nothing left to do): the registry preflight,
+    // which would refuse the now active sites, is for new runs only.
+    let again = drover()
+        .current_dir(b.path())
+        .args(run_args())
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(final_state(&killed), final_state(&whole));
     let v = verify(b.path());
     assert_eq!(
         (

@@ -171,7 +171,7 @@ fn rehearse(
         &plan,
         &inputs.request,
         &args.request,
-        crate::preflight::Options::default(),
+        Some(crate::preflight::Options::default()),
     )?;
     let snapshot = std::mem::take(&mut inputs.snapshot);
     let mut ledger = create_ledger(&args.state, &plan, snapshot, &args.exec)?;

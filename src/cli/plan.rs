@@ -67,7 +67,7 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
             replace_existing: args.replace_existing,
             ..Default::default()
         };
-        preflight(&plan, &loaded.request, &args.request, opts)?
+        preflight(&plan, &loaded.request, &args.request, Some(opts))?
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -114,16 +114,20 @@ pub(crate) struct Preflight {
     pub registry: Option<crate::preflight::RegistryCheck>,
 }
 
-/// Preflight (see `crate::preflight`): the target registry, then the backup store when the plan
-/// fetches anything. Refuses with exit 2 and every problem found; changes nothing.
+/// Preflight (see `crate::preflight`): the target registry (unless `registry` is `None`), then
+/// the backup store when the plan fetches anything. Refuses with exit 2 and every problem found;
+/// changes nothing.
 pub(crate) fn preflight(
     plan: &Plan,
     request: &crate::request::Request,
     request_path: &std::path::Path,
-    opts: crate::preflight::Options,
+    registry: Option<crate::preflight::Options>,
 ) -> Result<Preflight, Failure> {
     let file = request_path.display().to_string();
-    let registry = crate::preflight::registry(plan, request, &file, opts)?;
+    let registry = match registry {
+        Some(opts) => crate::preflight::registry(plan, request, &file, opts)?,
+        None => None,
+    };
     let fetches = plan
         .templates
         .iter()

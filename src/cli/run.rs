@@ -137,11 +137,12 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
     }
     check_kinds(&plan, &workflow)?;
     let continuing = args.state.exists();
-    // A continued run's sites are mid-restore by design; the registry check is for new runs.
-    let opts = crate::preflight::Options {
-        replace_existing: args.replace_existing || continuing,
+    // A continued run's sites are mid-restore, some already reactivated, by design: the
+    // registry check is for new runs (as for `resume`, which does not plan at all).
+    let opts = (!continuing).then_some(crate::preflight::Options {
+        replace_existing: args.replace_existing,
         ..Default::default()
-    };
+    });
     let request_path = Path::new(&inputs.snapshot.request_file);
     let checked = super::plan::preflight(&plan, &inputs.request, request_path, opts)?;
     if let Some(r) = &checked.registry {
