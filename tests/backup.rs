@@ -951,12 +951,7 @@ fn clean_removes_only_fetched_data_that_no_unfinished_step_needs() {
             .args(["clean", "--state", "s.db"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        support::exited(&out, 0)
     };
     let said = clean();
     assert!(said.contains("removed 1 fetched snapshots"), "{said}");

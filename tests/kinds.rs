@@ -97,12 +97,7 @@ estimate = "1s"
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::exited(&out, 3);
     let doc = status(d);
     assert_eq!(site_state(&doc, "site-1")["state"], "restored");
     let failed = site_state(&doc, "site-2");
@@ -177,12 +172,7 @@ retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "10ms" }}
     })
     .await
     .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::exited(&out, 3);
     let dd = d.clone();
     let doc = tokio::task::spawn_blocking(move || status(&dd))
         .await
@@ -256,20 +246,8 @@ async fn notify_writes_the_outbox_once_and_posts_the_same_message_to_the_webhook
     write(&d, "wf.toml", notify_workflow(addr));
     let dd = d.clone();
     let (out, doc) = tokio::task::spawn_blocking(move || {
-        for stage in [&["init"][..], &["incident", "--soft-deleted", "100%"]] {
-            let out = drover()
-                .arg("demo")
-                .args(stage)
-                .args(["--sites", "4", "--dir"])
-                .arg(&dd)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        support::demo(&dd, "init", 4, &[]);
+        support::demo(&dd, "incident", 4, &["--soft-deleted", "100%"]);
         let out = drover()
             .current_dir(&dd)
             .args([
@@ -288,12 +266,7 @@ async fn notify_writes_the_outbox_once_and_posts_the_same_message_to_the_webhook
     })
     .await
     .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::exited(&out, 0);
 
     let platform = drover::platform::Platform::open(d.join("platform")).unwrap();
     let outbox = platform.outbox().unwrap();

@@ -13,23 +13,9 @@ use support::{drover, shipped_workflow};
 /// `all.toml` (a request for every site, written before the incident: all active) and
 /// `request.toml` (the deleted ones) in `dir`.
 fn platform(dir: &Path, sites: u32, deleted: u32) -> Platform {
-    let demo = |stage: &str, extra: &[&str]| {
-        let out = drover()
-            .args(["demo", stage, "--dir"])
-            .arg(dir)
-            .args(["--sites", &sites.to_string()])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    demo("init", &[]);
+    support::demo(dir, "init", sites, &[]);
     std::fs::copy(dir.join("request.toml"), dir.join("all.toml")).unwrap();
-    demo("incident", &["--deleted", &deleted.to_string()]);
+    support::demo(dir, "incident", sites, &["--deleted", &deleted.to_string()]);
     Platform::open(dir.join("platform")).unwrap()
 }
 
@@ -47,8 +33,7 @@ fn plan(dir: &Path, request: &str, extra: &[&str]) -> std::process::Output {
 }
 
 fn refused(out: &std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = support::exited(out, 2);
     assert!(stderr.contains("nothing was executed"), "{stderr}");
     stderr
 }
@@ -97,12 +82,8 @@ fn an_active_site_is_refused_by_plan_and_run() {
     assert_eq!(p.fingerprint_all().unwrap(), before, "nothing changed");
 
     let ok = plan(dir.path(), "request.toml", &[]);
+    support::exited(&ok, 0);
     let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
     assert!(
         stdout.contains("registry       every site may be restored (2 deleted)"),
         "{stdout}"
@@ -195,11 +176,7 @@ fn a_site_an_earlier_restore_touched_needs_replace_existing() {
     assert!(!stderr.contains(&deleted[1]), "{stderr}");
 
     let ok = plan(dir.path(), "request.toml", &["--replace-existing"]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    support::exited(&ok, 0);
 }
 
 #[test]
@@ -277,8 +254,7 @@ fn a_drill_leaves_production_byte_identical_and_cleans_up() {
     let files = file_digests(p.dir());
 
     let out = drill(dir.path(), "1h", "drill-1.db");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stderr = support::exited(&out, 0);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "PASS",

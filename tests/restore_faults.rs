@@ -10,22 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use drover::platform::Platform;
-use support::{drover, shipped_workflow, status_json};
+use support::{drover, exited, shipped_workflow, status_json};
 
 /// A demo platform of `sites` sites, every one permanently deleted; `request.toml` lists them.
 fn deleted_platform(dir: &Path, sites: u32) -> Platform {
-    for stage in ["init", "incident"] {
-        let out = drover()
-            .args(["demo", stage, "--sites", &sites.to_string(), "--dir"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    support::demo(dir, "init", sites, &[]);
+    support::demo(dir, "incident", sites, &[]);
     Platform::open(dir.join("platform")).unwrap()
 }
 
@@ -79,8 +69,7 @@ fn one_flipped_byte_in_a_sites_backup_quarantines_that_site_only() {
     std::fs::write(&tar, bytes).unwrap();
 
     let out = drover().current_dir(d).args(run_args()).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    exited(&out, 3);
 
     let status = status_json(&d.join("s.db"));
     assert_eq!(status["sites"]["quarantined"], 1, "{status}");
@@ -166,12 +155,7 @@ fn sigkill_half_way_then_resume_gives_the_same_final_state_as_an_uninterrupted_r
         .args(run_args())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited(&out, 0);
 
     // Killed once a quarter of the sites are restored, then resumed.
     let killed = deleted_platform(b.path(), sites);
@@ -203,12 +187,7 @@ fn sigkill_half_way_then_resume_gives_the_same_final_state_as_an_uninterrupted_r
         .args(["resume", "--state", "s.db"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited(&out, 0);
 
     assert_eq!(final_state(&killed), final_state(&whole));
     // `run` again on the same ledger continues it (nothing left to do): the registry preflight,
@@ -218,12 +197,7 @@ fn sigkill_half_way_then_resume_gives_the_same_final_state_as_an_uninterrupted_r
         .args(run_args())
         .output()
         .unwrap();
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    exited(&again, 0);
     assert_eq!(final_state(&killed), final_state(&whole));
     let v = verify(b.path());
     assert_eq!(

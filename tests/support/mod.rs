@@ -17,6 +17,24 @@ pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// Asserts the process exited with `code` (showing its stderr if not) and returns its stderr.
+pub fn exited(out: &std::process::Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    stderr
+}
+
+/// `drover demo <stage> --sites <sites> --dir <dir> <extra…>`, which must succeed.
+pub fn demo(dir: &Path, stage: &str, sites: u32, extra: &[&str]) {
+    let out = drover()
+        .args(["demo", stage, "--sites", &sites.to_string(), "--dir"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    exited(&out, 0);
+}
+
 /// `drover status --format json` of a ledger, parsed.
 pub fn status_json(state: &Path) -> serde_json::Value {
     let out = drover()
@@ -24,11 +42,7 @@ pub fn status_json(state: &Path) -> serde_json::Value {
         .arg(state)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited(&out, 0);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
