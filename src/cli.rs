@@ -166,6 +166,13 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
+/// How a command prints its result: for people, or as JSON for programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+}
+
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     quiet_on_broken_pipe();

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Done, Failure};
+use super::{Done, Failure, Format};
 use crate::ledger::format_ms;
 use crate::ledger::sqlite::{EventRow, Session, SqliteLedger};
 
@@ -18,12 +18,6 @@ pub struct AuditArgs {
     state: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Serialize)]

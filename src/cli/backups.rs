@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{Done, Failure};
+use super::{Done, Failure, Format};
 use crate::backup::download::{self, FetchOptions, Target};
 use crate::backup::{self, SnapshotEntry};
 use crate::diag::{Location, Problem, ProblemKind};
@@ -58,12 +58,6 @@ pub struct FetchArgs {
     /// Reads in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Serialize)]

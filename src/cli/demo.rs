@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use super::{Done, Failure};
+use super::{Done, Failure, Format};
 use crate::backup::s3::{S3Store, S3Url};
 use crate::generate::{self, GenerateOptions};
 use crate::platform::{DeleteMode, Platform};
@@ -63,12 +63,6 @@ struct DemoOpts {
     backups: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
-enum Format {
-    Text,
-    Json,
 }
 
 pub fn run(args: DemoArgs) -> Result<Done, Failure> {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::run::{ExecArgs, check_blast_radius, create_ledger, execute, staging_dir};
-use super::{Done, Failure};
+use super::{Done, Failure, Format};
 use crate::diag::{Location, Problem, ProblemKind};
 use crate::drill::{self, DrillRecord};
 use crate::ledger::Ledger;
@@ -58,12 +58,6 @@ pub struct DrillsArgs {
     history: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 fn problem(file: &Path, entry: &str, message: String, fix: &str) -> Failure {

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::{Done, Failure};
+use super::{Done, Failure, Format};
 use crate::diag::{Location, Problem, ProblemKind};
 use crate::ledger::Ledger;
 use crate::ledger::sqlite::SqliteLedger;
@@ -58,12 +58,6 @@ pub struct EstimateArgs {
     /// Also draw the forecast schedule as a self-contained HTML page (as `drover report`).
     #[arg(long)]
     html: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 /// `pool=lo..hi`.

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::Failure;
+use super::Format;
 use crate::plan::doc::{PlanDoc, Summary};
 use crate::plan::{self, Plan, PlanOptions};
 
@@ -38,12 +39,6 @@ pub struct PlanArgs {
     /// quarantined) to be restored again from backups. A live site is refused regardless.
     #[arg(long)]
     replace_existing: bool,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 pub fn run(args: PlanArgs) -> Result<(), Failure> {

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 
-use super::{Done, Failure};
+use super::{Done, Failure, Format};
 use crate::ledger::sqlite::SqliteLedger;
 use crate::ledger::{Ledger, StepState, format_ms, now_ms};
 use crate::plan::{Owner, Plan};
@@ -19,12 +19,6 @@ pub struct StatusArgs {
     state: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 pub const STATUS_FORMAT: &str = "drover-status/1";
