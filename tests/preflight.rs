@@ -90,6 +90,21 @@ fn an_active_site_is_refused_by_plan_and_run() {
     );
 }
 
+#[test]
+fn registry_and_backup_problems_are_listed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(dir.path(), 6, 2);
+    let gone = deleted_sites(&p).remove(0);
+    std::fs::remove_dir_all(dir.path().join("backups").join(&gone).join("contacts")).unwrap();
+
+    let stderr = refused(&plan(dir.path(), "all.toml", &[]));
+    assert!(stderr.contains(": is active in the registry"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("unit {gone}/contacts")),
+        "the missing backup is reported in the same run: {stderr}"
+    );
+}
+
 /// The first app (product instance) ID in the registry, with its site and product.
 fn an_app(dir: &Path) -> (String, String, String) {
     let db = rusqlite::Connection::open(dir.join("platform/registry.db")).unwrap();

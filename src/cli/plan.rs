@@ -64,6 +64,10 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
         };
         preflight(&plan, &loaded.request, &args.request, Some(opts))?
     };
+    let capacity: Vec<u32> = plan.pools.iter().map(|p| p.capacity).collect();
+    for warning in crate::preflight::pools(&plan, &capacity, super::run::DEFAULT_MAX_PARALLEL) {
+        eprintln!("warning: {warning}");
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
@@ -119,19 +123,32 @@ pub(crate) fn preflight(
     registry: Option<crate::preflight::Options>,
 ) -> Result<Preflight, Failure> {
     let file = request_path.display().to_string();
-    let registry = match registry {
-        Some(opts) => crate::preflight::registry(plan, request, &file, opts)?,
+    // Both checks run, so the operator sees every problem at once.
+    let mut problems = Vec::new();
+    let registry = match registry.map(|o| crate::preflight::registry(plan, request, &file, o)) {
+        Some(Ok(found)) => found,
+        Some(Err(p)) => {
+            problems.extend(p);
+            None
+        }
         None => None,
     };
     let fetches = plan
         .templates
         .iter()
         .any(|t| t.kind == crate::backup::check::FETCH_KIND);
-    let backups = if fetches {
-        Some(check_backups(plan)?)
-    } else {
-        None
+    let backups = match fetches.then(|| check_backups(plan)) {
+        Some(Ok(found)) => Some(found),
+        Some(Err(Failure::Input(p))) => {
+            problems.extend(p);
+            None
+        }
+        Some(Err(other)) => return Err(other),
+        None => None,
     };
+    if !problems.is_empty() {
+        return Err(Failure::Input(problems));
+    }
     Ok(Preflight { backups, registry })
 }
 

@@ -107,6 +107,9 @@ enum LogFormatArg {
     Json,
 }
 
+/// How many steps run at once unless `--max-parallel` says otherwise.
+pub const DEFAULT_MAX_PARALLEL: usize = 256;
+
 /// The default blast radius: larger restores need an explicit `--max-sites`.
 pub const DEFAULT_MAX_SITES: usize = 100;
 
@@ -201,7 +204,9 @@ pub(crate) fn create_ledger(
             .iter()
             .map(|p| (p.name.clone(), p.capacity))
             .collect(),
-        max_parallel: exec.max_parallel.unwrap_or(256) as usize,
+        max_parallel: exec
+            .max_parallel
+            .map_or(DEFAULT_MAX_PARALLEL, |m| m as usize),
     };
     let new = NewRun {
         info,
