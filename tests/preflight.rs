@@ -254,6 +254,8 @@ fn drill(dir: &Path, target_rto: &str, state: &str) -> std::process::Output {
             state,
         ])
         .args(["--work-dir", "work"])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
         .output()
         .unwrap()
 }
@@ -297,6 +299,11 @@ fn a_drill_leaves_production_byte_identical_and_cleans_up() {
         .unwrap();
     let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
     assert_eq!(audit["sessions"][0]["mode"], "drill");
+    let user = audit["sessions"][0]["user"].as_str().unwrap();
+    assert!(
+        !user.is_empty() && user != "unknown-user",
+        "the OS account is recorded, even without USER in the environment: {user}"
+    );
 
     // A drill that misses its target fails, and both stay in the history.
     let out = drill(dir.path(), "1ms", "drill-2.db");

@@ -52,11 +52,31 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// The user running drover, for the audit trail.
+/// The user running drover, for the audit trail: the account of the process's real user ID
+/// (which `USER` cannot disguise), else `USER`/`LOGNAME`, else `uid <n>`.
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown-user".into())
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+        });
+    let account = uid.as_deref().and_then(|uid| {
+        std::fs::read_to_string("/etc/passwd")
+            .ok()?
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)? == uid).then(|| name.to_owned())
+            })
+    });
+    account
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .or_else(|| uid.map(|u| format!("uid {u}")))
+        .unwrap_or_else(|| "unknown-user".into())
 }
 
 /// Field 22 of /proc/<pid>/stat: the process start time; `None` if there is no such process.
