@@ -809,20 +809,8 @@ fn plan_preflight_refuses_a_unit_without_a_snapshot_in_its_window() {
         "--offline plans without reading the store: {}",
         String::from_utf8_lossy(&offline.stderr)
     );
-    let out = support::drover()
+    let out = support::run("wf.toml", "req.toml", "s.db")
         .current_dir(dir.path())
-        .args([
-            "run",
-            "--yes",
-            "--max-sites",
-            "100000",
-            "-w",
-            "wf.toml",
-            "-r",
-            "req.toml",
-            "--state",
-            "s.db",
-        ])
         .output()
         .unwrap();
     assert_eq!(
@@ -860,20 +848,8 @@ fn run_fetches_every_unit_and_records_the_rpo() {
         38 * 60,
         "the shard backup (07:00) is older than its own (07:30)"
     );
-    let out = support::drover()
+    let out = support::run("wf.toml", "req.toml", "s.db")
         .current_dir(dir.path())
-        .args([
-            "run",
-            "--yes",
-            "--max-sites",
-            "100000",
-            "-w",
-            "wf.toml",
-            "-r",
-            "req.toml",
-            "--state",
-            "s.db",
-        ])
         .output()
         .unwrap();
     assert_eq!(

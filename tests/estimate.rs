@@ -55,20 +55,8 @@ fn the_forecast_of_a_real_sleep_workload_is_within_10_percent() {
         (20.0..=30.0).contains(&forecast),
         "the workload is scaled to 20–30 s, forecast {forecast}"
     );
-    drover()
+    support::run(wf, "r.toml", "s.db")
         .current_dir(dir.path())
-        .args([
-            "run",
-            "--yes",
-            "--max-sites",
-            "100000",
-            "-w",
-            wf,
-            "-r",
-            "r.toml",
-            "--state",
-            "s.db",
-        ])
         .assert()
         .code(0);
     let measured = measured_makespan_s(&dir.path().join("s.db"));
@@ -155,20 +143,8 @@ fn history_replaces_estimates_with_what_steps_really_took() {
     let by_estimate = estimate(dir.path(), &["-w", "wf.toml", "-r", "r.toml"]);
     assert_eq!(by_estimate["makespan_s"], 81.0);
     // The noop steps really take milliseconds, not the 10 s the workflow guesses.
-    drover()
+    support::run("wf.toml", "r.toml", "h.db")
         .current_dir(dir.path())
-        .args([
-            "run",
-            "--yes",
-            "--max-sites",
-            "100000",
-            "-w",
-            "wf.toml",
-            "-r",
-            "r.toml",
-            "--state",
-            "h.db",
-        ])
         .assert()
         .code(0);
     let learned = estimate(

@@ -81,20 +81,8 @@ estimate = "1s"
     );
     write(d, "wf.toml", wf);
     write(d, "r.toml", request(&["site-1", "site-2"]));
-    let out = drover()
+    let out = support::run("wf.toml", "r.toml", "s.db")
         .current_dir(d)
-        .args([
-            "run",
-            "--yes",
-            "--max-sites",
-            "100000",
-            "-w",
-            "wf.toml",
-            "-r",
-            "r.toml",
-            "--state",
-            "s.db",
-        ])
         .output()
         .unwrap();
     support::exited(&out, 3);
@@ -153,20 +141,8 @@ retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "10ms" }}
     write(&d, "r.toml", req);
     let dd = d.clone();
     let out = tokio::task::spawn_blocking(move || {
-        drover()
+        support::run("wf.toml", "r.toml", "s.db")
             .current_dir(&dd)
-            .args([
-                "run",
-                "--yes",
-                "--max-sites",
-                "100000",
-                "-w",
-                "wf.toml",
-                "-r",
-                "r.toml",
-                "--state",
-                "s.db",
-            ])
             .output()
             .unwrap()
     })

@@ -112,15 +112,7 @@ fn finished_run(dir: &Path) -> PathBuf {
     let wf = write(dir, "wf.toml", WORKFLOW);
     let req = write(dir, "req.toml", REQUEST);
     let state = dir.join("ledger.db");
-    let out = drover()
-        .args(["run", "--yes", "--max-sites", "100000", "-w"])
-        .arg(&wf)
-        .arg("-r")
-        .arg(&req)
-        .arg("--state")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = support::run(&wf, &req, &state).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(3),

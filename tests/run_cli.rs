@@ -316,25 +316,9 @@ fn run_refuses_a_ledger_holding_a_different_plan() {
     let req = write(dir.path(), "req.toml", request(2));
     let other = write(dir.path(), "other.toml", request(3));
     let state = dir.path().join("ledger.db");
-    drover()
-        .args(["run", "--yes", "--max-sites", "100000", "-w"])
-        .arg(&wf)
-        .arg("-r")
-        .arg(&req)
-        .arg("--state")
-        .arg(&state)
-        .assert()
-        .code(0);
+    support::run(&wf, &req, &state).assert().code(0);
     let before = std::fs::read(&state).unwrap();
-    let out = drover()
-        .args(["run", "--yes", "--max-sites", "100000", "-w"])
-        .arg(&wf)
-        .arg("-r")
-        .arg(&other)
-        .arg("--state")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = support::run(&wf, &other, &state).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a different plan"));
     assert_eq!(
@@ -343,15 +327,7 @@ fn run_refuses_a_ledger_holding_a_different_plan() {
         "the ledger is untouched"
     );
     // The same plan again continues (and finds nothing left to do).
-    drover()
-        .args(["run", "--yes", "--max-sites", "100000", "-w"])
-        .arg(&wf)
-        .arg("-r")
-        .arg(&req)
-        .arg("--state")
-        .arg(&state)
-        .assert()
-        .code(0);
+    support::run(&wf, &req, &state).assert().code(0);
 }
 
 /// A shared fetch whose unit value doubles as its planned number of failures (a test trick:
@@ -396,15 +372,7 @@ fn failures_are_isolated_reported_and_repaired_by_retry_and_skip() {
         [[sites]]\nid = \"site-c\"\nattrs = { shard = \"1\", check_failures = 99 }\n";
     let req = write(dir.path(), "req.toml", req_text);
     let state = dir.path().join("ledger.db");
-    let out = drover()
-        .args(["run", "--yes", "--max-sites", "100000", "-w"])
-        .arg(&wf)
-        .arg("-r")
-        .arg(&req)
-        .arg("--state")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = support::run(&wf, &req, &state).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(3),

@@ -17,6 +17,24 @@ pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// `drover run --yes --max-sites 100000 -w <workflow> -r <request> --state <state>`: a run that
+/// neither asks for confirmation nor is held by the blast radius (those guards have their own
+/// tests in tests/safety.rs).
+pub fn run(
+    workflow: impl AsRef<std::ffi::OsStr>,
+    request: impl AsRef<std::ffi::OsStr>,
+    state: impl AsRef<std::ffi::OsStr>,
+) -> Command {
+    let mut cmd = drover();
+    cmd.args(["run", "--yes", "--max-sites", "100000", "-w"])
+        .arg(workflow)
+        .arg("-r")
+        .arg(request)
+        .arg("--state")
+        .arg(state);
+    cmd
+}
+
 /// Asserts the process exited with `code` (showing its stderr if not) and returns its stderr.
 pub fn exited(out: &std::process::Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
