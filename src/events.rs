@@ -92,14 +92,12 @@ impl EventSink for NoEvents {
     fn emit(&self, _: &RunEvent) {}
 }
 
-/// Collects events (for tests).
+/// Collects every event (for tests).
 #[derive(Default)]
 pub struct CollectEvents(pub std::sync::Mutex<Vec<RunEvent>>);
 
 impl EventSink for CollectEvents {
     fn emit(&self, event: &RunEvent) {
-        if !matches!(event, RunEvent::Progress(_)) {
-            self.0.lock().expect("event log lock").push(event.clone());
-        }
+        self.0.lock().expect("event log lock").push(event.clone());
     }
 }

@@ -510,13 +510,15 @@ impl<'a> Scheduler<'a> {
         };
         self.task_steps.remove(&id);
         self.core.finished(idx);
+        if result.is_ok() {
+            self.eta.observe(&self.core.plan, idx); // before `finished` forgets when it started
+        }
         self.eta.finished(idx);
         let plan = self.plan();
         let step = &plan.steps[idx as usize];
         let attempt = self.attempts[idx as usize];
         match result {
             Ok(output) => {
-                self.eta.observe(&plan, idx);
                 let output = (!output.is_null()).then(|| output.to_string());
                 self.outputs[idx as usize] = output.clone();
                 self.pending_ops.push(Op::Complete {

@@ -187,6 +187,39 @@ async fn flaky_step_is_retried_with_backoff_then_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_live_eta_learns_from_steps_as_they_finish() {
+    // Estimated at a minute each, the 20 steps take a second: 10 waves on 2 slots, 10 s in all.
+    let plan = plan_of(
+        &one_step("probe", "{ sleep = \"1s\" }", "1h"),
+        &sites(20, |_| 1),
+    );
+    let out = run_plan(plan, probe_registry(Probe::default()), |_| {}).await;
+    assert!(out.summary.all_restored());
+    let etas: Vec<(Duration, Duration)> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Progress(p) => p.eta.map(|eta| (p.elapsed, eta)),
+            _ => None,
+        })
+        .collect();
+    let first = etas.first().expect("progress with an ETA").1;
+    assert!(
+        first >= Duration::from_secs(300),
+        "from estimates alone: {first:?}"
+    );
+    let (at, eta) = *etas
+        .iter()
+        .find(|(at, _)| *at >= Duration::from_secs(5))
+        .expect("progress after 5 s");
+    let left = out.elapsed.saturating_sub(at);
+    assert!(
+        eta <= left + Duration::from_secs(3),
+        "at {at:?} with {left:?} really left, the ETA said {eta:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn retries_stop_at_the_attempt_budget_and_block_dependents() {
     let plan = plan_of(
         &one_step("flaky", "{ failures = \"5\" }", "1h"),

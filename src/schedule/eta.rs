@@ -1,6 +1,8 @@
 //! Live time remaining: every few seconds, the steps still to do are simulated with the same core,
-//! their durations corrected by how long finished steps of the same kind and product really took
-//! compared with their estimates.
+//! their durations corrected by how long finished steps really took compared with their
+//! estimates: those of the same template and product, else of the same template, else of the whole
+//! run — so a workflow whose estimates are far off (minutes for steps that take milliseconds) is
+//! corrected as soon as any step has finished, not only once every kind of step has.
 
 use std::collections::HashMap;
 
@@ -61,14 +63,9 @@ impl Tracker {
     /// `retrying` are steps waiting out a retry backoff.
     pub fn estimate(&self, core: &Core, retrying: &[StepIdx]) -> Option<std::time::Duration> {
         let plan = &core.plan;
-        let ratio = |g: &Group| {
-            self.seen
-                .get(g)
-                .filter(|(_, e)| *e > 0.0)
-                .map_or(1.0, |(a, e)| a / e)
-        };
+        let ratios = Ratios::new(&self.seen);
         let durations: Vec<u64> = (0..plan.steps.len() as StepIdx)
-            .map(|i| (expected_ms(plan, i) as f64 * ratio(&group(plan, i))) as u64)
+            .map(|i| (expected_ms(plan, i) as f64 * ratios.of(group(plan, i))) as u64)
             .collect();
         let running: Vec<(StepIdx, u64)> = core
             .state
@@ -88,6 +85,42 @@ impl Tracker {
     }
 }
 
+/// Actual ÷ expected time, by the most specific evidence there is.
+struct Ratios<'a> {
+    by_group: &'a HashMap<Group, (f64, f64)>,
+    by_template: HashMap<u16, (f64, f64)>,
+    overall: (f64, f64),
+}
+
+impl<'a> Ratios<'a> {
+    fn new(seen: &'a HashMap<Group, (f64, f64)>) -> Ratios<'a> {
+        let mut by_template: HashMap<u16, (f64, f64)> = HashMap::new();
+        let mut overall = (0.0, 0.0);
+        for (&(template, _), &(a, e)) in seen {
+            let t = by_template.entry(template).or_default();
+            t.0 += a;
+            t.1 += e;
+            overall.0 += a;
+            overall.1 += e;
+        }
+        Ratios {
+            by_group: seen,
+            by_template,
+            overall,
+        }
+    }
+
+    fn of(&self, g: Group) -> f64 {
+        let ratio = |&(a, e): &(f64, f64)| (e > 0.0).then(|| a / e);
+        self.by_group
+            .get(&g)
+            .and_then(ratio)
+            .or_else(|| self.by_template.get(&g.0).and_then(ratio))
+            .or_else(|| ratio(&self.overall))
+            .unwrap_or(1.0)
+    }
+}
+
 fn group(plan: &Plan, idx: StepIdx) -> Group {
     let step = &plan.steps[idx as usize];
     let product = match step.owner {
@@ -95,4 +128,36 @@ fn group(plan: &Plan, idx: StepIdx) -> Group {
         Owner::Shared { product, .. } => Some(product),
     };
     (step.template, product)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unseen_steps_borrow_the_nearest_evidence() {
+        // Template 0 of product 1 ran at a tenth of its estimate; nothing else has finished.
+        let seen = HashMap::from([((0, Some(1)), (100.0, 1000.0))]);
+        let r = Ratios::new(&seen);
+        assert_eq!(r.of((0, Some(1))), 0.1);
+        assert_eq!(r.of((0, Some(2))), 0.1, "same template, other product");
+        assert_eq!(r.of((3, None)), 0.1, "the whole run's ratio");
+        assert_eq!(
+            Ratios::new(&HashMap::new()).of((3, None)),
+            1.0,
+            "no evidence yet"
+        );
+
+        let seen = HashMap::from([
+            ((0, Some(1)), (100.0, 1000.0)),
+            ((1, Some(1)), (3000.0, 1000.0)),
+        ]);
+        let r = Ratios::new(&seen);
+        assert_eq!(
+            r.of((1, Some(2))),
+            3.0,
+            "the template's own ratio beats the run's"
+        );
+        assert_eq!(r.of((2, None)), 3100.0 / 2000.0);
+    }
 }
