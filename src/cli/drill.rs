@@ -220,10 +220,10 @@ fn rehearse(
         Err(reason) => println!("FAIL: {reason}"),
     }
     eprintln!("drill: recorded in {}", args.history.display());
-    Ok(if verdict.is_ok() {
-        Done::Ok
-    } else {
-        Done::Unfinished
+    Ok(match (done, verdict) {
+        (Done::Interrupted, _) => Done::Interrupted,
+        (_, Ok(())) => Done::Ok,
+        (_, Err(_)) => Done::Unfinished,
     })
 }
 
