@@ -209,11 +209,20 @@ pub fn main() -> ExitCode {
             );
             ExitCode::from(4)
         }
+        Err(Failure::Internal(e)) if closed_stdout(&e) => ExitCode::from(141),
         Err(Failure::Internal(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// The reader of our output went away (`drover plan | head`): see [`quiet_on_broken_pipe`].
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// How many problems are printed in full; the rest are counted.

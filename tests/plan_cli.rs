@@ -249,3 +249,66 @@ fn help_documents_exit_codes() {
         assert!(text.contains(code), "--help lacks {code:?}:\n{text}");
     }
 }
+
+#[test]
+fn the_summary_groups_sites_by_restore_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = |id: &str, state: &str| {
+        format!(
+            "[[sites]]\nid = \"{id}\"\nattrs = {{ state = \"{state}\", shard = \"identity-1\", size_gb = 1 }}\n"
+        )
+    };
+    let request = write(
+        dir.path(),
+        "r.toml",
+        format!(
+            "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"identity\"]\n\
+             [backups]\nsource = \"backups\"\n[target]\nregistry = \"platform\"\n{}{}{}",
+            site("site-0001", "deleted"),
+            site("site-0002", "soft-deleted"),
+            site("site-0003", "deleted"),
+        ),
+    );
+    let doc = plan_json(&shipped_workflow(), &request);
+    let paths: Vec<(Vec<String>, u64, Vec<String>)> = doc["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let strings = |v: &Value| {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            (
+                strings(&g["skips"]),
+                g["sites"].as_u64().unwrap(),
+                strings(&g["examples"]),
+            )
+        })
+        .collect();
+    let soft_skips: Vec<String> = [
+        "fetch",
+        "fetch-contacts",
+        "rebuild-index",
+        "restore-contacts",
+        "restore-tenant",
+        "validate",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(
+        paths,
+        [
+            (
+                vec![],
+                2,
+                vec!["site-0001".to_owned(), "site-0003".to_owned()]
+            ),
+            (soft_skips, 1, vec!["site-0002".to_owned()]),
+        ]
+    );
+    assert_eq!(doc["conditional_steps"]["fetch"]["steps"], 2);
+}

@@ -210,6 +210,25 @@ fn print_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
             c.steps, c.when
         )?;
     }
+    for (i, g) in s.paths.iter().enumerate() {
+        let label = if i == 0 { "paths" } else { "" };
+        let what = if g.skips.is_empty() {
+            "take every step".to_owned()
+        } else {
+            format!("skip {}", g.skips.join(", "))
+        };
+        let more = if g.sites > g.examples.len() {
+            ", …"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  {label:<14} {} sites {what} ({}{more})",
+            g.sites,
+            g.examples.join(", ")
+        )?;
+    }
     writeln!(
         out,
         "  pools          demand ÷ capacity = least time for the pool alone"

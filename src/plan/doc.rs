@@ -26,6 +26,9 @@ pub struct Summary<'a> {
     /// Templates with a `when` condition: the condition and how many instances it kept (which
     /// path each site takes).
     pub conditional_steps: BTreeMap<&'a str, Conditional<'a>>,
+    /// Sites grouped by the conditional site steps they skip: each group is one restore path.
+    /// Empty when the workflow has no conditions.
+    pub paths: Vec<PathGroup<'a>>,
     pub edges: usize,
     pub pools: Vec<PoolDoc<'a>>,
     pub critical_path: CriticalPath<'a>,
@@ -37,6 +40,53 @@ pub struct Summary<'a> {
 pub struct Conditional<'a> {
     pub when: &'a str,
     pub steps: usize,
+}
+
+#[derive(Serialize)]
+pub struct PathGroup<'a> {
+    /// Conditional templates with no step for these sites (empty: every step).
+    pub skips: Vec<&'a str>,
+    pub sites: usize,
+    /// The first few of them, in ID order.
+    pub examples: Vec<&'a str>,
+}
+
+/// How many site IDs a path group shows.
+const PATH_EXAMPLES: usize = 5;
+
+/// Groups sites by the conditional templates (with site-owned steps) they have no step of.
+fn paths(plan: &Plan) -> Vec<PathGroup<'_>> {
+    let conditional: Vec<bool> = plan.templates.iter().map(|t| t.when.is_some()).collect();
+    // taken[site][template]: the site has a step of that conditional template.
+    let mut taken = vec![vec![false; plan.templates.len()]; plan.sites.len()];
+    let mut site_scoped = vec![false; plan.templates.len()];
+    for step in &plan.steps {
+        let t = step.template as usize;
+        if let (Owner::Site { site, .. }, true) = (&step.owner, conditional[t]) {
+            taken[*site as usize][t] = true;
+            site_scoped[t] = true;
+        }
+    }
+    if !site_scoped.contains(&true) {
+        return Vec::new();
+    }
+    let mut groups: BTreeMap<Vec<&str>, PathGroup> = BTreeMap::new();
+    for (site, has) in plan.sites.iter().zip(&taken) {
+        let skips: Vec<&str> = (0..plan.templates.len())
+            .filter(|&t| site_scoped[t] && !has[t])
+            .map(|t| plan.templates[t].name.as_str())
+            .collect();
+        let g = groups.entry(skips.clone()).or_insert(PathGroup {
+            skips,
+            sites: 0,
+            examples: Vec::new(),
+        });
+        g.sites += 1;
+        if g.examples.len() < PATH_EXAMPLES {
+            g.examples.push(site.id.as_str());
+        }
+    }
+    groups.into_values().collect()
 }
 
 #[derive(Serialize)]
@@ -105,6 +155,7 @@ impl<'a> Summary<'a> {
             steps: plan.steps.len(),
             steps_by_kind,
             conditional_steps,
+            paths: paths(plan),
             edges: plan.edge_count(),
             pools: plan
                 .pools
