@@ -387,3 +387,29 @@ fn an_exceeded_failure_budget_stops_new_sites() {
         "sites not started stay pending for a later resume"
     );
 }
+
+#[test]
+fn the_demo_incident_refuses_a_platform_the_demo_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = drover::generate::GenerateOptions {
+        sites: 4,
+        ..Default::default()
+    };
+    let platform = drover::platform::Platform::build(dir.path().join("platform"), &opts).unwrap();
+    let before = platform.fingerprint_all().unwrap();
+    let out = drover()
+        .args(["demo", "incident", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = support::exited(&out, 2);
+    assert!(
+        stderr.contains("was not made by `drover demo init`"),
+        "{stderr}"
+    );
+    assert_eq!(
+        platform.fingerprint_all().unwrap(),
+        before,
+        "no site was deleted"
+    );
+}

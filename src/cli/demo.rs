@@ -152,6 +152,11 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     let opts = gen_opts(o);
     let platform =
         Platform::build(dir.join("platform"), &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        "made by `drover demo init`: `drover demo incident` may delete sites here\n",
+    )
+    .context("writing the demo marker")?;
     let fingerprints = serde_json::to_value(
         platform
             .fingerprint_all()
@@ -250,7 +255,23 @@ fn write_request(
     Ok(())
 }
 
+/// Written by `demo init`: `demo incident` deletes sites, and refuses any directory without it.
+const DEMO_MARKER: &str = ".drover-demo";
+
 fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
+    if !dir.join(DEMO_MARKER).is_file() {
+        return Err(Failure::Input(vec![crate::diag::Problem::new(
+            crate::diag::Location::file(&dir.display().to_string()),
+            "--dir",
+            crate::diag::ProblemKind::Invalid {
+                message: format!(
+                    "{} was not made by `drover demo init`; the incident deletes sites, so it runs only on a demo platform",
+                    dir.display()
+                ),
+                fix: "run `drover demo init --dir <new dir>` first, and point --dir at it".into(),
+            },
+        )]));
+    }
     let platform = Platform::open(dir.join("platform")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let all: Vec<String> = platform
         .sites()
