@@ -59,6 +59,37 @@ pub struct DrillRecord {
     pub reason: Option<String>,
 }
 
+impl DrillRecord {
+    /// The record of a drill that started `at`, ran the plan in `run` (its ledger at `state`) and
+    /// measured `m` against `target`.
+    pub fn new(
+        at: &DateTime<Utc>,
+        run: &crate::ledger::RunInfo,
+        state: &str,
+        target: Duration,
+        m: &Measured,
+        verdict: &Result<(), String>,
+    ) -> DrillRecord {
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        DrillRecord {
+            at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            request: run.request_name.clone(),
+            plan_hash: run.plan_hash.clone(),
+            state: state.to_owned(),
+            sites: m.sites,
+            restored: m.restored,
+            target_rto_s: target.as_secs_f64(),
+            batch_rto_s: secs(m.batch),
+            site_rto_p50_s: secs(m.p50),
+            site_rto_p95_s: secs(m.p95),
+            site_rto_max_s: secs(m.max.as_ref().map(|x| x.0)),
+            slowest_site: m.max.as_ref().map(|x| x.1.clone()),
+            pass: verdict.is_ok(),
+            reason: verdict.as_ref().err().cloned(),
+        }
+    }
+}
+
 /// The RTO figures of a drill from each site's restore time (`None`: not restored).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Measured {

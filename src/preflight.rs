@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::diag::{Location, Problem, ProblemKind};
 use crate::ids::SiteIdError;
 use crate::plan::Plan;
-use crate::platform::{Identity, Platform, SiteState};
+use crate::platform::{Identity, Platform, SiteRecord, SiteState};
 use crate::request::Request;
 
 /// The request attribute that chooses a site's restore path in the reference workflow.
@@ -89,77 +89,25 @@ pub fn registry(
     for site in &plan.sites {
         let id = site.id.as_str();
         let req = at[id];
-        let mut refuse = |message: String, fix: String| {
-            problems.push(Problem::new(
+        let refusals = match known.get(id) {
+            Some(record) => {
+                *by_state
+                    .entry(record.state.as_str().to_owned())
+                    .or_insert(0) += 1;
+                refusals(plan, site, req, record, opts)
+            }
+            None => vec![match platform.identify(id) {
+                Ok(identity) => not_a_site(&identity, target),
+                Err(e) => (format!("cannot look it up: {e}"), "retry".into()),
+            }],
+        };
+        problems.extend(refusals.into_iter().map(|(message, fix)| {
+            Problem::new(
                 req.at.clone(),
                 format!("site {id}"),
                 ProblemKind::Invalid { message, fix },
-            ))
-        };
-        let Some(record) = known.get(id) else {
-            let (message, fix) = match platform.identify(id) {
-                Ok(identity) => not_a_site(&identity, target),
-                Err(e) => (format!("cannot look it up: {e}"), "retry".into()),
-            };
-            refuse(message, fix);
-            continue;
-        };
-        *by_state
-            .entry(record.state.as_str().to_owned())
-            .or_insert(0) += 1;
-        match record.state {
-            _ if opts.drill => {}
-            s if s.is_live() => refuse(
-                format!(
-                    "is {s} in the registry: it is serving customers, and drover never restores over a live site"
-                ),
-                "remove it from the request; check that this list names only deleted sites".into(),
-            ),
-            SiteState::Restoring | SiteState::Validated | SiteState::Quarantined
-                if !opts.replace_existing =>
-            {
-                refuse(
-                    format!(
-                        "is {} in the registry: an earlier restore of it began, and restoring again replaces what that restore put back",
-                        record.state
-                    ),
-                    "to continue the earlier run use `drover resume --state <its ledger>`; to restore it again from backups, pass --replace-existing".into(),
-                )
-            }
-            _ => {}
-        }
-        let missing: Vec<&str> = site
-            .products
-            .iter()
-            .map(|&p| plan.products[p as usize].as_str())
-            .filter(|p| !record.products.iter().any(|r| r == p))
-            .collect();
-        if !missing.is_empty() {
-            refuse(
-                format!(
-                    "has no {} in the registry (it has: {})",
-                    missing.join(", "),
-                    record.products.join(", ")
-                ),
-                "list only the site's own products".into(),
-            );
-        }
-        let soft = SiteState::SoftDeleted.as_str();
-        if !opts.drill
-            && req.attrs.get(STATE_ATTR).map(String::as_str) == Some(soft)
-            && record.state != SiteState::SoftDeleted
-        {
-            refuse(
-                format!(
-                    "the request says state = \"{soft}\" (un-delete in place, no backup fetched), but the registry says {}",
-                    record.state
-                ),
-                format!(
-                    "write state = \"{}\" for this site, or regenerate the request from the registry",
-                    record.state
-                ),
-            );
-        }
+            )
+        }));
     }
     if problems.is_empty() {
         Ok(Some(RegistryCheck {
@@ -169,6 +117,71 @@ pub fn registry(
     } else {
         Err(problems)
     }
+}
+
+/// Why a site the registry knows may not be restored as requested: (message, fix) pairs.
+fn refusals(
+    plan: &Plan,
+    site: &crate::plan::SitePlan,
+    req: &crate::request::Site,
+    record: &SiteRecord,
+    opts: Options,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match record.state {
+        _ if opts.drill => {}
+        s if s.is_live() => out.push((
+            format!(
+                "is {s} in the registry: it is serving customers, and drover never restores over a live site"
+            ),
+            "remove it from the request; check that this list names only deleted sites".into(),
+        )),
+        SiteState::Restoring | SiteState::Validated | SiteState::Quarantined
+            if !opts.replace_existing =>
+        {
+            out.push((
+                format!(
+                    "is {} in the registry: an earlier restore of it began, and restoring again replaces what that restore put back",
+                    record.state
+                ),
+                "to continue the earlier run use `drover resume --state <its ledger>`; to restore it again from backups, pass --replace-existing".into(),
+            ))
+        }
+        _ => {}
+    }
+    let missing: Vec<&str> = site
+        .products
+        .iter()
+        .map(|&p| plan.products[p as usize].as_str())
+        .filter(|p| !record.products.iter().any(|r| r == p))
+        .collect();
+    if !missing.is_empty() {
+        out.push((
+            format!(
+                "has no {} in the registry (it has: {})",
+                missing.join(", "),
+                record.products.join(", ")
+            ),
+            "list only the site's own products".into(),
+        ));
+    }
+    let soft = SiteState::SoftDeleted.as_str();
+    if !opts.drill
+        && req.attrs.get(STATE_ATTR).map(String::as_str) == Some(soft)
+        && record.state != SiteState::SoftDeleted
+    {
+        out.push((
+            format!(
+                "the request says state = \"{soft}\" (un-delete in place, no backup fetched), but the registry says {}",
+                record.state
+            ),
+            format!(
+                "write state = \"{}\" for this site, or regenerate the request from the registry",
+                record.state
+            ),
+        ));
+    }
+    out
 }
 
 /// The message and fix for an ID that is not a site of the registry.

@@ -182,49 +182,42 @@ fn rehearse(
     if done == Done::Interrupted {
         verdict = Err("the drill was interrupted".into());
     }
-    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
-    let record = DrillRecord {
-        at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        request: stored.info.request_name.clone(),
-        plan_hash: stored.info.plan_hash.clone(),
-        state: std::path::absolute(&args.state)
-            .unwrap_or_else(|_| args.state.clone())
-            .display()
-            .to_string(),
-        sites: m.sites,
-        restored: m.restored,
-        target_rto_s: args.target_rto.as_secs_f64(),
-        batch_rto_s: secs(m.batch),
-        site_rto_p50_s: secs(m.p50),
-        site_rto_p95_s: secs(m.p95),
-        site_rto_max_s: secs(m.max.as_ref().map(|x| x.0)),
-        slowest_site: m.max.as_ref().map(|x| x.1.clone()),
-        pass: verdict.is_ok(),
-        reason: verdict.as_ref().err().cloned(),
-    };
+    let state = std::path::absolute(&args.state).unwrap_or_else(|_| args.state.clone());
+    let record = DrillRecord::new(
+        &started,
+        &stored.info,
+        &state.display().to_string(),
+        args.target_rto,
+        &m,
+        &verdict,
+    );
     drill::append(&args.history, &record)
         .with_context(|| format!("appending to {}", args.history.display()))?;
-    let h = |d: Option<Duration>| d.map_or("-".into(), super::plan::human);
-    eprintln!(
-        "drill: {} of {} sites restored; batch RTO {} (target {}); per site p50 {}, p95 {}, max {}",
-        m.restored,
-        m.sites,
-        h(m.batch),
-        super::plan::human(args.target_rto),
-        h(m.p50),
-        h(m.p95),
-        h(m.max.as_ref().map(|x| x.0)),
-    );
-    match &verdict {
-        Ok(()) => println!("PASS"),
-        Err(reason) => println!("FAIL: {reason}"),
-    }
+    print_result(&m, args.target_rto, &verdict);
     eprintln!("drill: recorded in {}", args.history.display());
     Ok(match (done, verdict) {
         (Done::Interrupted, _) => Done::Interrupted,
         (_, Ok(())) => Done::Ok,
         (_, Err(_)) => Done::Unfinished,
     })
+}
+
+fn print_result(m: &drill::Measured, target: Duration, verdict: &Result<(), String>) {
+    let h = |d: Option<Duration>| d.map_or("-".into(), super::plan::human);
+    eprintln!(
+        "drill: {} of {} sites restored; batch RTO {} (target {}); per site p50 {}, p95 {}, max {}",
+        m.restored,
+        m.sites,
+        h(m.batch),
+        super::plan::human(target),
+        h(m.p50),
+        h(m.p95),
+        h(m.max.as_ref().map(|x| x.0)),
+    );
+    match verdict {
+        Ok(()) => println!("PASS"),
+        Err(reason) => println!("FAIL: {reason}"),
+    }
 }
 
 /// Removes what the drill created: its copy of the platform and its staging directory. Both
