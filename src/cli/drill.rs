@@ -99,16 +99,13 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
             ));
         }
     }
+    // Before copying anything: the sites exist in production (any state) and their backups are
+    // there to restore from.
     let checked = crate::preflight::Options {
         drill: true,
         ..Default::default()
     };
-    crate::preflight::registry(
-        &production,
-        &inputs.request,
-        &args.request.display().to_string(),
-        checked,
-    )?;
+    super::plan::preflight(&production, &inputs.request, &args.request, Some(checked))?;
 
     // The isolated copy, with the drilled sites deleted there as the incident would.
     let work = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
