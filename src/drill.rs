@@ -3,7 +3,8 @@
 //!
 //! A drill never touches production: [`prepare`] copies the platform (read-only on the source),
 //! then deletes the drilled sites in the copy only, so the restore runs from backups exactly as
-//! after a real incident. The CLI runs the ordinary scheduler against the copy and removes the
+//! after a real incident. Steps that would act outside the copy are refused ([`external_steps`])
+//! or cut off from the outside ([`isolate`]: no webhooks). The CLI runs the ordinary scheduler against the copy and removes the
 //! copy afterwards. The history is a JSON-lines file, one [`DrillRecord`] per drill.
 
 use std::io::Write;
@@ -14,6 +15,39 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::platform::{DeleteMode, Platform, PlatformError};
+
+/// Step kinds that act on systems outside the platform (operators' own infrastructure): a drill
+/// cannot contain them, since it must change nothing but its copy.
+pub const EXTERNAL_KINDS: &[&str] = &["exec", "http"];
+
+/// Step params that reach outside the platform (`notify`'s webhook): a drill removes them, so
+/// its messages stay in the copy's outbox.
+pub const EXTERNAL_PARAMS: &[&str] = &["webhook"];
+
+/// The templates of `plan` (name, kind) whose steps would act outside the platform copy.
+pub fn external_steps(plan: &crate::plan::Plan) -> Vec<(&str, &str)> {
+    plan.templates
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| EXTERNAL_KINDS.contains(&t.kind.as_str()))
+        .filter(|(i, _)| plan.steps.iter().any(|s| s.template as usize == *i))
+        .map(|(_, t)| (t.name.as_str(), t.kind.as_str()))
+        .collect()
+}
+
+/// Removes the params that reach outside the platform from every step, and rehashes the plan.
+/// Returns how many steps lost one.
+pub fn isolate(plan: &mut crate::plan::Plan) -> usize {
+    let mut changed = 0;
+    for step in &mut plan.steps {
+        let before = step.params.len();
+        step.params
+            .retain(|k, _| !EXTERNAL_PARAMS.contains(&k.as_str()));
+        changed += usize::from(step.params.len() != before);
+    }
+    plan.hash = crate::plan::rehash(plan);
+    changed
+}
 
 /// Copies `production` into `dir` (which must not exist) and deletes `sites` there, permanently,
 /// as the incident would. Returns the copy.

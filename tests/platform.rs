@@ -456,3 +456,43 @@ fn a_restore_that_would_change_another_sites_rows_is_rolled_back() {
         "neither the neighbours nor the site changed"
     );
 }
+
+#[test]
+fn a_quarantine_holds_until_every_product_validated_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = setup(tmp.path(), 12);
+    let store = tmp.path().join("store");
+    let site = platform
+        .sites()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.products.len() >= 2)
+        .unwrap();
+    platform
+        .incident(&[&site.id], DeleteMode::Permanent, incident_time())
+        .unwrap();
+    restore_site(&platform, &store, &site, &tmp.path().join("scratch"));
+    assert_eq!(platform.site(&site.id).unwrap().state, SiteState::Validated);
+
+    // A later look finds one product's backup bad: the earlier validations stop counting.
+    platform
+        .quarantine(
+            &site.id,
+            "attachments backup failed verification",
+            incident_time(),
+        )
+        .unwrap();
+    let first = &site.products[0];
+    let snapshot = shard_snapshot(&store, &site, first);
+    platform.restore_tenant(&site.id, first, &snapshot).unwrap();
+    platform.rebuild_index(&site.id, first).unwrap();
+    platform
+        .validate(&site.id, first, &snapshot, incident_time())
+        .unwrap();
+    assert_eq!(
+        platform.site(&site.id).unwrap().state,
+        SiteState::Quarantined,
+        "one product validated again is not enough"
+    );
+    assert!(platform.reactivate(&site.id, incident_time()).is_err());
+}

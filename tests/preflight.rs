@@ -337,3 +337,60 @@ fn a_drill_leaves_production_byte_identical_and_cleans_up() {
     );
     assert_eq!(file_digests(p.dir()), files, "still byte-identical");
 }
+
+#[test]
+fn a_drill_never_reaches_outside_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    platform(dir.path(), 4, 0);
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let shipped = std::fs::read_to_string(shipped_workflow()).unwrap();
+    // Nothing listens on port 1: a webhook that were called would fail the drill.
+    let hooked = shipped
+        .replace(
+            "params = { platform = \"{target}\", point_in_time = \"{point_in_time}\" }",
+            "params = { platform = \"{target}\", point_in_time = \"{point_in_time}\", webhook = \"http://127.0.0.1:1/hook\" }",
+        )
+        .replace(
+            "retry = { attempts = 10, initial_backoff = \"5s\", max_backoff = \"5m\" }",
+            "retry = { attempts = 1 }",
+        );
+    assert!(hooked.contains("webhook"), "the fixture edit applied");
+    let drill_with = |workflow: &str| {
+        std::fs::write(dir.path().join("wf.toml"), workflow).unwrap();
+        drover()
+            .current_dir(dir.path())
+            .args([
+                "drill",
+                "-w",
+                "wf.toml",
+                "-r",
+                "all.toml",
+                "--target-rto",
+                "1h",
+            ])
+            .args([
+                "--state",
+                &format!("d{}.db", workflow.len()),
+                "--work-dir",
+                "work",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = drill_with(&hooked);
+    let stderr = support::exited(&out, 0);
+    assert!(stderr.contains("4 steps lose their webhook"), "{stderr}");
+
+    let with_exec = format!(
+        "{shipped}\n[steps.page-oncall]\nscope = \"site\"\nkind = \"exec\"\nafter = [\"notify\"]\nparams = {{ command = \"true\" }}\nestimate = \"1s\"\n"
+    );
+    let stderr = support::exited(&drill_with(&with_exec), 2);
+    assert!(
+        stderr.contains("a drill cannot run page-oncall (exec)"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("work"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "nothing was copied: {left:?}");
+}

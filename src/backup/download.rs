@@ -355,14 +355,15 @@ impl ObjectCtx<'_> {
         if o.unpack.as_deref() != Some("tar") {
             return Ok(());
         }
-        let (archive, key) = (archive.to_path_buf(), self.key(o));
-        tokio::task::spawn_blocking(move || unpack_tar(&archive))
+        let (path, key) = (archive.to_path_buf(), self.key(o));
+        let unpacked = tokio::task::spawn_blocking(move || unpack_tar(&path))
             .await
-            .map_err(|e| FetchError::Archive {
-                key: key.clone(),
-                message: e.to_string(),
-            })?
-            .map_err(|message| FetchError::Archive { key, message })
+            .map_err(|e| local(archive, std::io::Error::other(e)))?;
+        match unpacked {
+            Ok(()) => Ok(()),
+            Err(Unpack::Bad(message)) => Err(FetchError::Archive { key, message }),
+            Err(Unpack::Local(path, e)) => Err(local(&path, e)),
+        }
     }
 }
 
@@ -405,9 +406,21 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
     .map_err(std::io::Error::other)?
 }
 
+/// Why an unpack failed: the archive itself is bad (its bytes already matched the manifest, so
+/// the backup is), or the local file system failed (worth another attempt).
+enum Unpack {
+    Bad(String),
+    Local(PathBuf, std::io::Error),
+}
+
 /// Unpacks `<archive>` into `<archive>.d/`, refusing entries that are absolute, contain `..`, or
 /// are links or devices. Idempotent: a completed unpack is marked and not repeated.
-fn unpack_tar(archive: &Path) -> Result<(), String> {
+fn unpack_tar(archive: &Path) -> Result<(), Unpack> {
+    let fs = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| Unpack::Local(path, e)
+    };
+    let bad = |e: std::io::Error| Unpack::Bad(e.to_string());
     let mut into = archive.as_os_str().to_os_string();
     into.push(".d");
     let into = PathBuf::from(into);
@@ -422,44 +435,48 @@ fn unpack_tar(archive: &Path) -> Result<(), String> {
     for partial in [&tmp, &into] {
         if partial.exists() {
             // Drover's own unfinished unpack from an interrupted attempt (no marker yet).
-            std::fs::remove_dir_all(partial).map_err(|e| e.to_string())?;
+            std::fs::remove_dir_all(partial).map_err(fs(partial))?;
         }
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&tmp).map_err(fs(&tmp))?;
+    let file = std::fs::File::open(archive).map_err(fs(archive))?;
     let mut tar = tar::Archive::new(file);
-    for entry in tar.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let path = entry.path().map_err(bad)?.into_owned();
         if path
             .components()
             .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
         {
-            return Err(format!(
+            return Err(Unpack::Bad(format!(
                 "entry '{}' is absolute or contains '..'; refusing to unpack",
                 path.display()
-            ));
+            )));
         }
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir()) {
-            return Err(format!(
+            return Err(Unpack::Bad(format!(
                 "entry '{}' is a {kind:?}, not a file or directory; refusing to unpack",
                 path.display()
-            ));
+            )));
         }
         let out = tmp.join(&path);
         if kind.is_dir() {
-            std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&out).map_err(fs(&out))?;
             continue;
         }
         if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(parent).map_err(fs(parent))?;
         }
-        let mut f = std::fs::File::create(&out).map_err(|e| e.to_string())?;
-        std::io::copy(&mut entry, &mut f).map_err(|e| e.to_string())?;
+        let mut f = std::fs::File::create(&out).map_err(fs(&out))?;
+        std::io::copy(&mut entry, &mut f).map_err(|e| match e.kind() {
+            // Reading the (verified) archive ran out or hit garbage: the backup is bad.
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => bad(e),
+            _ => Unpack::Local(out.clone(), e),
+        })?;
     }
-    std::fs::rename(&tmp, &into).map_err(|e| e.to_string())?;
-    std::fs::write(&marker, b"").map_err(|e| e.to_string())
+    std::fs::rename(&tmp, &into).map_err(fs(&into))?;
+    std::fs::write(&marker, b"").map_err(fs(&marker))
 }
 
 fn sync_dir(dir: &Path) {

@@ -89,6 +89,21 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     let plan_opts = PlanOptions { pool_capacity };
     let production = plan::plan(&inputs.workflow, &inputs.request, &plan_opts)?;
     check_blast_radius(&production, args.max_sites)?;
+    let external: Vec<String> = drill::external_steps(&production)
+        .into_iter()
+        .map(|(name, kind)| format!("{name} ({kind})"))
+        .collect();
+    if !external.is_empty() {
+        return Err(problem(
+            &args.workflow,
+            "steps",
+            format!(
+                "a drill cannot run {}: such steps act on systems outside the platform copy",
+                external.join(", ")
+            ),
+            "drill with a workflow without exec or http steps (or with noop in their place)",
+        ));
+    }
     for path in [args.state.clone(), staging_dir(&args.state)] {
         if path.exists() {
             return Err(problem(
@@ -157,7 +172,13 @@ fn rehearse(
     let plan_opts = PlanOptions {
         pool_capacity: args.exec_pools(),
     };
-    let plan = plan::plan(&inputs.workflow, &inputs.request, &plan_opts)?;
+    let mut plan = plan::plan(&inputs.workflow, &inputs.request, &plan_opts)?;
+    let cut = drill::isolate(&mut plan);
+    if cut > 0 {
+        eprintln!(
+            "drill: {cut} steps lose their webhook; their messages stay in the copy's outbox"
+        );
+    }
     super::plan::preflight(
         &plan,
         &inputs.request,

@@ -8,8 +8,8 @@ use super::registry::{self, SiteState};
 use super::{Context, Platform, PlatformError, write_tx};
 
 impl Platform {
-    /// Takes a site that is not live out of the restore until it is restored again. Repeating
-    /// it is a no-op (no second event).
+    /// Takes a site that is not live out of the restore until every product of it validated
+    /// again (its earlier validations are voided). Repeating it is a no-op (no second event).
     pub fn quarantine(
         &self,
         site: &str,
@@ -32,6 +32,10 @@ impl Platform {
             _ => {}
         }
         registry::set_state(&tx, &path, site, SiteState::Quarantined)?;
+        // Earlier validations no longer vouch for the site: every product must validate again
+        // before it can become `validated`.
+        tx.execute("DELETE FROM validations WHERE site = ?1", [site])
+            .db(&path)?;
         registry::event(&tx, &path, at, site, "quarantined", reason)?;
         tx.commit().db(&path)
     }
