@@ -207,4 +207,25 @@ async fn the_demo_with_backups_in_s3_restores_from_s3() {
         stored.join("site-0001/contacts").is_dir(),
         "the snapshots are in the bucket"
     );
+
+    // A second demo may not write among the first one's backups.
+    let (again, env) = (dir.path().join("again"), server.env());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = drover();
+        cmd.args(["demo", "init", "--sites", "5", "--dir"])
+            .arg(&again)
+            .args(["--backups", "s3://backups/platform?path-style=true"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = support::exited(&out, 2);
+    assert!(stderr.contains("already holds"), "{stderr}");
+    assert!(
+        !dir.path().join("again/platform").exists(),
+        "nothing was built"
+    );
 }

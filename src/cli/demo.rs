@@ -148,6 +148,21 @@ fn gen_opts(o: &DemoOpts) -> GenerateOptions {
 }
 
 fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
+    let dest = o.backups.as_deref().map(s3_destination).transpose()?;
+    for mine in ["backups", "backups-upload"] {
+        if dir.join(mine).exists() {
+            return Err(Failure::Input(vec![crate::diag::Problem::new(
+                crate::diag::Location::file(&dir.join(mine).display().to_string()),
+                "--dir",
+                crate::diag::ProblemKind::Invalid {
+                    message:
+                        "already exists: the demo writes its backups only where there are none"
+                            .into(),
+                    fix: "give `demo init` a new --dir".into(),
+                },
+            )]));
+        }
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let opts = gen_opts(o);
     let platform =
@@ -166,15 +181,21 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     std::fs::write(dir.join("fingerprints.json"), fingerprints.to_string())
         .context("writing fingerprints.json")?;
     let now = Utc::now();
+    // With --backups, the backups are written to a directory of the demo's own, uploaded, and
+    // that directory removed.
+    let local = match &o.backups {
+        Some(_) => dir.join("backups-upload"),
+        None => dir.join("backups"),
+    };
     for age in [Duration::from_secs(90 * 60), Duration::from_secs(10 * 60)] {
         let at = now - chrono::Duration::from_std(age).expect("small");
         platform
-            .backup(dir.join("backups"), at)
+            .backup(&local, at)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    let source = match &o.backups {
-        Some(url) => upload(&dir.join("backups"), url)?,
-        None => dir.join("backups").display().to_string(),
+    let source = match (&o.backups, dest) {
+        (Some(url), Some(dest)) => upload(&local, dest, url)?,
+        _ => local.display().to_string(),
     };
     std::fs::write(dir.join("workflow.toml"), WORKFLOW).context("writing workflow.toml")?;
     let all: Vec<String> = platform
@@ -192,35 +213,55 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Uploads the backups written in `local` to the S3 `url`, then removes the local copy (the
-/// demo's own files), so the restore can only read them from S3. Returns the source to request.
-fn upload(local: &Path, url: &str) -> Result<String, Failure> {
-    let bad_url = |e: String| {
+/// The demo's S3 destination: a parsed `s3://` URL whose prefix holds no snapshots yet (the demo
+/// never writes among someone else's backups).
+fn s3_destination(url: &str) -> Result<S3Url, Failure> {
+    let refuse = |message: String| {
         Failure::Input(vec![crate::diag::Problem::new(
             crate::diag::Location::file("--backups"),
             url,
             crate::diag::ProblemKind::Invalid {
-                message: e,
-                fix:
-                    "write s3://bucket/prefix (add ?path-style=true for most S3-compatible servers)"
-                        .into(),
+                message,
+                fix: "give an empty prefix: s3://bucket/new-prefix (add ?path-style=true for most S3-compatible servers)"
+                    .into(),
             },
         )])
     };
     let rest = url
         .strip_prefix("s3://")
-        .ok_or_else(|| bad_url("only s3:// URLs are supported here".into()))?;
-    let parsed = S3Url::parse(rest).map_err(bad_url)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let objects = runtime
-        .block_on(async { S3Store::connect(parsed).await.upload_tree(local).await })
+        .ok_or_else(|| refuse("only s3:// URLs are supported here".into()))?;
+    let parsed = S3Url::parse(rest).map_err(refuse)?;
+    let existing = runtime()?
+        .block_on(async {
+            let store = S3Store::connect(parsed.clone()).await;
+            crate::backup::BackupStore::list_snapshots(&store, None).await
+        })
+        .map_err(|e| anyhow::anyhow!("listing {url}: {e}"))?;
+    if !existing.is_empty() {
+        return Err(refuse(format!(
+            "{url} already holds {} snapshots; the demo writes only where there are none",
+            existing.len()
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Uploads the backups the demo wrote in `local` (a directory it created) to `dest`, then
+/// removes that directory, so the restore can only read them from S3.
+fn upload(local: &Path, dest: S3Url, url: &str) -> Result<String, Failure> {
+    let objects = runtime()?
+        .block_on(async { S3Store::connect(dest).await.upload_tree(local).await })
         .map_err(|e| anyhow::anyhow!("uploading the backups to {url}: {e}"))?;
     std::fs::remove_dir_all(local).with_context(|| format!("removing {}", local.display()))?;
     eprintln!("init: uploaded {objects} backup objects to {url}");
     Ok(url.to_owned())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?)
 }
 
 /// The backup source the demo's request names (written by `init`).
