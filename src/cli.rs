@@ -218,11 +218,14 @@ pub fn main() -> ExitCode {
 }
 
 /// The reader of our output went away (`drover plan | head`): see [`quiet_on_broken_pipe`].
+/// Only for errors in writing output (their context says "writing"); a broken pipe anywhere else
+/// (a socket) is a real error and is reported.
 fn closed_stdout(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.to_string().starts_with("writing")
+        && e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        })
 }
 
 /// How many problems are printed in full; the rest are counted.

@@ -167,7 +167,7 @@ impl Measured {
             )),
             Some(b) if b > target => Err(format!(
                 "the batch took {}, over the target of {}",
-                humantime::format_duration(Duration::from_secs(b.as_secs())),
+                humantime::format_duration(Duration::from_millis(b.as_millis() as u64)),
                 humantime::format_duration(target)
             )),
             Some(_) => Ok(()),

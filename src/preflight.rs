@@ -187,7 +187,11 @@ fn refusals(
 /// The message and fix for an ID that is not a site of the registry.
 fn not_a_site(identity: &Identity, registry: &str) -> (String, String) {
     match identity {
-        Identity::Site(_) => unreachable!("sites are looked up first"),
+        // Added to the registry since this check read it: look again.
+        Identity::Site(_) => (
+            format!("appeared in the registry at {registry} while preflight was reading it"),
+            "run the command again".into(),
+        ),
         Identity::Customer { sites } => (
             format!(
                 "is a customer in the registry at {registry}, not a site (its sites: {})",

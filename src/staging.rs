@@ -30,6 +30,15 @@ pub struct Cleanable {
 pub fn cleanable(plan: &Plan, steps: &[StepRecord], root: &Path) -> Cleanable {
     let succ = plan.successors();
     let done = |i: usize| matches!(steps[i].state, StepState::Succeeded | StepState::Skipped);
+    // A step's staging directory is `<root>/<step id>`: one whose ID extends another's
+    // (`a/b/fetch` under `a/b`) lives inside it, and must not go with it.
+    let ids: std::collections::BTreeSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    let holds_another = |id: &str| {
+        let under = format!("{id}/");
+        ids.range(under.as_str()..)
+            .next()
+            .is_some_and(|next| next.starts_with(&under))
+    };
     let mut out = Cleanable::default();
     for (i, step) in plan.steps.iter().enumerate() {
         if plan.kind(step) != FETCH_KIND || steps[i].state != StepState::Succeeded {
@@ -38,7 +47,7 @@ pub fn cleanable(plan: &Plan, steps: &[StepRecord], root: &Path) -> Cleanable {
         let Some(dir) = recorded_dir(&steps[i]) else {
             continue;
         };
-        if !inside(&dir, root) || !dir.exists() {
+        if !inside(&dir, root) || !dir.exists() || holds_another(&step.id) {
             continue;
         }
         if succ.of(i).iter().all(|&s| done(s as usize)) {

@@ -3,6 +3,7 @@
 //! `crate::drill` and docs/safety.md.
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -136,8 +137,19 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
         target,
         dir.display()
     );
-    let copy = drill::prepare(&platform, &sites, &dir.join("platform"), started)
-        .map_err(|e| anyhow::anyhow!("preparing the drill copy: {e}"))?;
+    // Only its owner may read the copy: it holds customers' data.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let copy = match drill::prepare(&platform, &sites, &dir.join("platform"), started) {
+        Ok(copy) => copy,
+        Err(e) => {
+            clean_up(&dir, &staging_dir(&args.state));
+            return Err(anyhow::anyhow!("preparing the drill copy: {e}").into());
+        }
+    };
     let outcome = rehearse(&args, &mut inputs, &copy, started);
     if args.keep {
         eprintln!("drill: kept the copy in {}", dir.display());
@@ -272,10 +284,10 @@ pub fn drills(args: DrillsArgs) -> Result<Done, Failure> {
 }
 
 fn print_trend(out: &mut impl Write, records: &[DrillRecord]) -> std::io::Result<()> {
+    // The values come from a file a person may have edited: anything odd prints as "-".
     let h = |s: Option<f64>| {
-        s.map_or("-".into(), |s| {
-            super::plan::human(Duration::from_secs_f64(s))
-        })
+        s.and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map_or("-".into(), super::plan::human)
     };
     writeln!(
         out,

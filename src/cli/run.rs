@@ -294,7 +294,7 @@ fn execute_held(
     renderer.finish();
     let summary =
         summary.map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the run stopped")))?;
-    print_summary(&summary, ledger.path());
+    print_summary(&summary, ledger.path(), mode);
     Ok(if summary.interrupted {
         Done::Interrupted
     } else if summary.all_restored() {
@@ -334,7 +334,7 @@ async fn watch_signals(control: Control, grace: Duration) {
     }
 }
 
-fn print_summary(summary: &RunSummary, state: &Path) {
+fn print_summary(summary: &RunSummary, state: &Path, mode: &str) {
     let sites: Vec<String> = summary
         .sites
         .iter()
@@ -353,7 +353,9 @@ fn print_summary(summary: &RunSummary, state: &Path) {
     if let Some(reason) = &summary.stopped {
         eprintln!("stopped: {reason}");
     }
-    if summary.interrupted {
+    if summary.interrupted && mode == "drill" {
+        eprintln!("interrupted: the drill is recorded as failed and its copy removed");
+    } else if summary.interrupted {
         eprintln!(
             "interrupted; continue with: drover resume --state {}",
             state.display()

@@ -291,15 +291,28 @@ pub(crate) fn identify(
         Err(PlatformError::UnknownSite { .. }) => {}
         Err(e) => return Err(e),
     }
-    let app = conn
-        .query_row("SELECT site, product FROM apps WHERE id = ?1", [id], |r| {
+    // Registries built before product instances were recorded have no `apps` table.
+    let has_apps = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'apps'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()
+        .db(path)?
+        .is_some();
+    let app = if !has_apps {
+        None
+    } else {
+        conn.query_row("SELECT site, product FROM apps WHERE id = ?1", [id], |r| {
             Ok(Identity::App {
                 site: r.get(0)?,
                 product: r.get(1)?,
             })
         })
         .optional()
-        .db(path)?;
+        .db(path)?
+    };
     if let Some(app) = app {
         return Ok(app);
     }

@@ -114,7 +114,7 @@ impl Platform {
                 site: site.to_owned(),
                 product: product.to_owned(),
                 reason: format!(
-                    "restoring it changed other sites' rows on shard {shard}; rolled back, nothing was changed"
+                    "restoring it changed other sites' rows on shard {shard}; rolled back, no row was changed"
                 ),
             }
             .into());
