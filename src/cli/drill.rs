@@ -143,11 +143,16 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
         .recursive(true)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let copy = match drill::prepare(&platform, &sites, &dir.join("platform"), started) {
-        Ok(copy) => copy,
-        Err(e) => {
+    let copy = match prepare(platform, sites, dir.join("platform"), started)? {
+        Some(Ok(copy)) => copy,
+        Some(Err(e)) => {
             clean_up(&dir, &staging_dir(&args.state));
             return Err(anyhow::anyhow!("preparing the drill copy: {e}").into());
+        }
+        None => {
+            eprintln!("interrupted: the drill's copy is removed; nothing was recorded");
+            clean_up(&dir, &staging_dir(&args.state));
+            return Ok(Done::Interrupted);
         }
     };
     let outcome = rehearse(&args, &mut inputs, &copy, started);
@@ -157,6 +162,41 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
         clean_up(&dir, &staging_dir(&args.state));
     }
     outcome
+}
+
+/// Makes the drill's copy off the main thread, watching for Ctrl-C meanwhile. `None`: the
+/// operator interrupted; the copy was let finish (a database copy cannot be stopped half-way
+/// cleanly) so that the caller can remove it.
+fn prepare(
+    platform: Platform,
+    sites: Vec<String>,
+    dest: PathBuf,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Result<Platform, crate::platform::PlatformError>>, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(async move {
+        let mut copying =
+            tokio::task::spawn_blocking(move || drill::prepare(&platform, &sites, &dest, started));
+        let copied = tokio::select! {
+            done = &mut copying => Some(done),
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\ninterrupted: letting the copy finish, then removing it");
+                let _ = copying.await;
+                None
+            }
+        };
+        copied.map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(crate::platform::PlatformError::Io {
+                    path: PathBuf::from("drill copy"),
+                    source: std::io::Error::other(e),
+                })
+            })
+        })
+    }))
 }
 
 impl DrillArgs {
