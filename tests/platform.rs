@@ -40,6 +40,20 @@ fn shard_snapshot(store: &Path, site: &SiteRecord, product: &str) -> PathBuf {
         .join("shard.sqlite")
 }
 
+/// Permanently deletes the first site that matches, and returns it as it was.
+fn delete_one(platform: &Platform, matches: impl Fn(&SiteRecord) -> bool) -> SiteRecord {
+    let site = platform
+        .sites()
+        .unwrap()
+        .into_iter()
+        .find(|s| matches(s))
+        .unwrap();
+    platform
+        .incident(&[&site.id], DeleteMode::Permanent, incident_time())
+        .unwrap();
+    site
+}
+
 /// Restores one site from the backup files, as the restore steps would, after fetching.
 fn restore_site(platform: &Platform, store: &Path, site: &SiteRecord, scratch: &Path) {
     let contacts = store.join(&site.id).join("contacts").join(SNAPSHOT);
@@ -244,15 +258,7 @@ fn validation_catches_a_snapshot_that_differs_from_the_restored_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = setup(tmp.path(), 12);
     let store = tmp.path().join("store");
-    let site = platform
-        .sites()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.shards.contains_key("issues"))
-        .unwrap();
-    platform
-        .incident(&[&site.id], DeleteMode::Permanent, incident_time())
-        .unwrap();
+    let site = delete_one(&platform, |s| s.shards.contains_key("issues"));
     let snapshot = shard_snapshot(&store, &site, "issues");
     platform
         .restore_tenant(&site.id, "issues", &snapshot)
@@ -423,15 +429,7 @@ fn a_restore_that_would_change_another_sites_rows_is_rolled_back() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = setup(tmp.path(), 12);
     let store = tmp.path().join("store");
-    let site = platform
-        .sites()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.shards.contains_key("issues"))
-        .unwrap();
-    platform
-        .incident(&[&site.id], DeleteMode::Permanent, incident_time())
-        .unwrap();
+    let site = delete_one(&platform, |s| s.shards.contains_key("issues"));
     let before = platform.fingerprint_all().unwrap();
     // A faulty live shard: every insert also rewrites the other tenants' issues.
     let live = rusqlite::Connection::open(platform.shard_path(&site.shards["issues"])).unwrap();
@@ -462,15 +460,7 @@ fn a_quarantine_holds_until_every_product_validated_again() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = setup(tmp.path(), 12);
     let store = tmp.path().join("store");
-    let site = platform
-        .sites()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.products.len() >= 2)
-        .unwrap();
-    platform
-        .incident(&[&site.id], DeleteMode::Permanent, incident_time())
-        .unwrap();
+    let site = delete_one(&platform, |s| s.products.len() >= 2);
     restore_site(&platform, &store, &site, &tmp.path().join("scratch"));
     assert_eq!(platform.site(&site.id).unwrap().state, SiteState::Validated);
 

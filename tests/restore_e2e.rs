@@ -171,17 +171,15 @@ fn the_demo_restores_and_verifies_every_site() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_with_backups_in_s3_restores_from_s3() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::s3::Server::start(&dir.path().join("s3")).await;
+/// `drover demo <args> --backups <the server's bucket>` with the server's AWS environment, off
+/// the async threads (the server runs on them).
+async fn demo_on_s3(server: &support::s3::Server, args: &[&str]) -> std::process::Output {
     let env = server.env();
-    let d = dir.path().join("demo");
-    let dd = d.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
         let mut cmd = drover();
-        cmd.args(["demo", "--sites", "20", "--dir"])
-            .arg(&dd)
+        cmd.arg("demo")
+            .args(&args)
             .args(["--backups", "s3://backups/platform?path-style=true"]);
         for (k, v) in env {
             cmd.env(k, v);
@@ -189,9 +187,16 @@ async fn the_demo_with_backups_in_s3_restores_from_s3() {
         cmd.output().unwrap()
     })
     .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_with_backups_in_s3_restores_from_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::s3::Server::start(&dir.path().join("s3")).await;
+    let d = dir.path().join("demo");
+    let out = demo_on_s3(&server, &["--sites", "20", "--dir", d.to_str().unwrap()]).await;
+    let stderr = support::exited(&out, 0);
     assert!(
         stderr.contains("20 of 20 deleted sites equal their pre-incident fingerprint"),
         "{stderr}"
@@ -209,23 +214,13 @@ async fn the_demo_with_backups_in_s3_restores_from_s3() {
     );
 
     // A second demo may not write among the first one's backups.
-    let (again, env) = (dir.path().join("again"), server.env());
-    let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = drover();
-        cmd.args(["demo", "init", "--sites", "5", "--dir"])
-            .arg(&again)
-            .args(["--backups", "s3://backups/platform?path-style=true"]);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    })
-    .await
-    .unwrap();
+    let again = dir.path().join("again");
+    let out = demo_on_s3(
+        &server,
+        &["init", "--sites", "5", "--dir", again.to_str().unwrap()],
+    )
+    .await;
     let stderr = support::exited(&out, 2);
     assert!(stderr.contains("already holds"), "{stderr}");
-    assert!(
-        !dir.path().join("again/platform").exists(),
-        "nothing was built"
-    );
+    assert!(!again.join("platform").exists(), "nothing was built");
 }
