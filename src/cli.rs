@@ -166,6 +166,25 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
+/// A refusal of one input, with the fix: exit 2, nothing done.
+pub(crate) fn refuse(at: &std::path::Path, entry: &str, message: String, fix: &str) -> Failure {
+    Failure::Input(vec![Problem::new(
+        Location::file(&at.display().to_string()),
+        entry,
+        ProblemKind::Invalid {
+            message,
+            fix: fix.into(),
+        },
+    )])
+}
+
+/// Prints a document as indented JSON on standard output.
+pub(crate) fn print_json(doc: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(doc).map_err(anyhow::Error::from)?;
+    println!("{text}");
+    Ok(())
+}
+
 /// How a command prints its result: for people, or as JSON for programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {

@@ -2,6 +2,7 @@
 //! tiers, database shards and skewed data sizes, deterministic for a seed. For benchmarks,
 //! drills and what-if planning.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use rand::{Rng, SeedableRng};
@@ -60,6 +61,18 @@ pub struct GeneratedSite {
     pub tier: &'static str,
     /// (product, shard, size in GB)
     pub products: Vec<(&'static str, String, f64)>,
+}
+
+/// Each generated site's data size per product, in GB: (site, product) → size.
+pub fn sizes(opts: &GenerateOptions) -> BTreeMap<(String, String), f64> {
+    sites(opts)
+        .into_iter()
+        .flat_map(|s| {
+            s.products
+                .into_iter()
+                .map(move |(p, _, gb)| ((s.id.clone(), p.to_owned()), gb))
+        })
+        .collect()
 }
 
 /// The sites of a synthetic request.

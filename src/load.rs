@@ -78,6 +78,14 @@ fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
     Ok(request)
 }
 
+/// One string setting (`[table] key = "…"`) of a request file, read leniently: for a file that
+/// may not validate, or when nothing else of it is needed. `None` if it cannot be read.
+pub fn peek(request_path: &Path, table: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(request_path).ok()?;
+    let value: toml::Table = text.parse().ok()?;
+    value.get(table)?.get(key)?.as_str().map(str::to_owned)
+}
+
 /// A backup source with a relative directory made absolute (relative to the request file), so
 /// steps can open it from anywhere. URLs other than `file://` are left as they are.
 fn absolute_source(source: &str, dir: &Path) -> String {

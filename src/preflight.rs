@@ -250,9 +250,7 @@ pub fn identify_ids(request_path: &Path, problems: &mut [Problem]) {
 
 /// `[target] registry` of a request file, resolved against the file's directory.
 fn target_of(request_path: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(request_path).ok()?;
-    let value: toml::Table = text.parse().ok()?;
-    let registry = value.get("target")?.get("registry")?.as_str()?;
+    let registry = crate::load::peek(request_path, "target", "registry")?;
     let dir = request_path.parent().unwrap_or(Path::new(""));
     Some(dir.join(registry))
 }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -51,14 +51,7 @@ fn two_hundred_deleted_sites_come_back_identical() {
         "permanent deletion removed data"
     );
 
-    let sizes: BTreeMap<(String, String), f64> = generate::sites(&opts)
-        .into_iter()
-        .flat_map(|s| {
-            s.products
-                .into_iter()
-                .map(move |(p, _, gb)| ((s.id.clone(), p.to_owned()), gb))
-        })
-        .collect();
+    let sizes = generate::sizes(&opts);
     let request = platform
         .restore_request(
             "incident-2022-04-05",

@@ -135,6 +135,12 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
     })
 }
 
+/// Every site of the platform, in ID order.
+fn site_ids(platform: &Platform) -> Result<Vec<String>, Failure> {
+    let sites = platform.sites().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(sites.into_iter().map(|s| s.id).collect())
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
@@ -151,16 +157,12 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     let dest = o.backups.as_deref().map(s3_destination).transpose()?;
     for mine in ["backups", "backups-upload"] {
         if dir.join(mine).exists() {
-            return Err(Failure::Input(vec![crate::diag::Problem::new(
-                crate::diag::Location::file(&dir.join(mine).display().to_string()),
+            return Err(super::refuse(
+                &dir.join(mine),
                 "--dir",
-                crate::diag::ProblemKind::Invalid {
-                    message:
-                        "already exists: the demo writes its backups only where there are none"
-                            .into(),
-                    fix: "give `demo init` a new --dir".into(),
-                },
-            )]));
+                "already exists: the demo writes its backups only where there are none".into(),
+                "give `demo init` a new --dir",
+            ));
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -198,12 +200,7 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
         _ => local.display().to_string(),
     };
     std::fs::write(dir.join("workflow.toml"), WORKFLOW).context("writing workflow.toml")?;
-    let all: Vec<String> = platform
-        .sites()
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let all = site_ids(&platform)?;
     write_request(dir, &platform, &opts, &all, now, &source)?;
     eprintln!(
         "init: {} sites built and backed up twice to {source}; {}/request.toml lists them all",
@@ -217,15 +214,12 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
 /// never writes among someone else's backups).
 fn s3_destination(url: &str) -> Result<S3Url, Failure> {
     let refuse = |message: String| {
-        Failure::Input(vec![crate::diag::Problem::new(
-            crate::diag::Location::file("--backups"),
+        super::refuse(
+            Path::new("--backups"),
             url,
-            crate::diag::ProblemKind::Invalid {
-                message,
-                fix: "give an empty prefix: s3://bucket/new-prefix (add ?path-style=true for most S3-compatible servers)"
-                    .into(),
-            },
-        )])
+            message,
+            "give an empty prefix: s3://bucket/new-prefix (add ?path-style=true for most S3-compatible servers)",
+        )
     };
     let rest = url
         .strip_prefix("s3://")
@@ -266,10 +260,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// The backup source the demo's request names (written by `init`).
 fn backups_source(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("request.toml"))
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("backups")?.get("source")?.as_str().map(str::to_owned))
+    crate::load::peek(&dir.join("request.toml"), "backups", "source")
         .unwrap_or_else(|| dir.join("backups").display().to_string())
 }
 
@@ -281,14 +272,7 @@ fn write_request(
     pit: DateTime<Utc>,
     source: &str,
 ) -> Result<(), Failure> {
-    let sizes: BTreeMap<(String, String), f64> = generate::sites(opts)
-        .into_iter()
-        .flat_map(|s| {
-            s.products
-                .into_iter()
-                .map(move |(p, _, gb)| ((s.id.clone(), p.to_owned()), gb))
-        })
-        .collect();
+    let sizes = generate::sizes(opts);
     let text = platform
         .restore_request("demo", sites, &sizes, source, pit)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -301,25 +285,18 @@ const DEMO_MARKER: &str = ".drover-demo";
 
 fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     if !dir.join(DEMO_MARKER).is_file() {
-        return Err(Failure::Input(vec![crate::diag::Problem::new(
-            crate::diag::Location::file(&dir.display().to_string()),
+        return Err(super::refuse(
+            dir,
             "--dir",
-            crate::diag::ProblemKind::Invalid {
-                message: format!(
-                    "{} was not made by `drover demo init`; the incident deletes sites, so it runs only on a demo platform",
-                    dir.display()
-                ),
-                fix: "run `drover demo init --dir <new dir>` first, and point --dir at it".into(),
-            },
-        )]));
+            format!(
+                "{} was not made by `drover demo init`; the incident deletes sites, so it runs only on a demo platform",
+                dir.display()
+            ),
+            "run `drover demo init --dir <new dir>` first, and point --dir at it",
+        ));
     }
     let platform = Platform::open(dir.join("platform")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let all: Vec<String> = platform
-        .sites()
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let all = site_ids(&platform)?;
     let n = o.deleted.unwrap_or(all.len()).min(all.len());
     let pct: f64 =
         o.soft_deleted.trim_end_matches('%').parse().map_err(|_| {
@@ -417,10 +394,7 @@ fn verify(dir: &Path, format: Format) -> Result<Done, Failure> {
         "reactivation_counts_not_one": wrong_reactivations,
     });
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?
-        ),
+        Format::Json => super::print_json(&doc)?,
         Format::Text => eprintln!(
             "verify: {} of {} deleted sites equal their pre-incident fingerprint; neighbours {}; reactivations {}",
             doc["restored_equal"],

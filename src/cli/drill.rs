@@ -12,7 +12,6 @@ use clap::Args;
 
 use super::run::{ExecArgs, check_blast_radius, create_ledger, execute, staging_dir};
 use super::{Done, Failure, Format};
-use crate::diag::{Location, Problem, ProblemKind};
 use crate::drill::{self, DrillRecord};
 use crate::ledger::Ledger;
 use crate::plan::{self, PlanOptions};
@@ -61,17 +60,6 @@ pub struct DrillsArgs {
     format: Format,
 }
 
-fn problem(file: &Path, entry: &str, message: String, fix: &str) -> Failure {
-    Failure::Input(vec![Problem::new(
-        Location::file(&file.display().to_string()),
-        entry,
-        ProblemKind::Invalid {
-            message,
-            fix: fix.into(),
-        },
-    )])
-}
-
 pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     let started = chrono::Utc::now();
     let mut inputs = crate::load::inputs(&args.workflow, &args.request).map_err(|mut p| {
@@ -79,7 +67,7 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
         p
     })?;
     let Some(target) = inputs.request.target.clone() else {
-        return Err(problem(
+        return Err(super::refuse(
             &args.request,
             "target.registry",
             "a drill needs the production platform to copy".into(),
@@ -95,7 +83,7 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
         .map(|(name, kind)| format!("{name} ({kind})"))
         .collect();
     if !external.is_empty() {
-        return Err(problem(
+        return Err(super::refuse(
             &args.workflow,
             "steps",
             format!(
@@ -107,7 +95,7 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     }
     for path in [args.state.clone(), staging_dir(&args.state)] {
         if path.exists() {
-            return Err(problem(
+            return Err(super::refuse(
                 &path,
                 "--state",
                 format!("{} already exists", path.display()),
@@ -304,7 +292,7 @@ fn clean_up(dir: &Path, staging: &Path) {
 
 pub fn drills(args: DrillsArgs) -> Result<Done, Failure> {
     let records = drill::read(&args.history).map_err(|e| {
-        problem(
+        super::refuse(
             &args.history,
             "--history",
             format!("cannot read the drill history: {e}"),

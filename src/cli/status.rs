@@ -138,10 +138,7 @@ pub fn run(args: StatusArgs) -> Result<Done, Failure> {
         failures,
     };
     match args.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?
-        ),
+        Format::Json => super::print_json(&doc)?,
         Format::Text => print_text(&doc),
     }
     Ok(Done::Ok)
