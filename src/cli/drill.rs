@@ -219,11 +219,13 @@ fn rehearse(
             "drill: {cut} steps lose their webhook; their messages stay in the copy's outbox"
         );
     }
-    super::plan::preflight(
+    // The backups were checked before the copy was made (the same units); the copy's registry
+    // must now hold every drilled site as deleted.
+    crate::preflight::registry(
         &plan,
         &inputs.request,
-        &args.request,
-        Some(crate::preflight::Options::default()),
+        &args.request.display().to_string(),
+        crate::preflight::Options::default(),
     )?;
     let snapshot = std::mem::take(&mut inputs.snapshot);
     let mut ledger = create_ledger(&args.state, &plan, snapshot, &args.exec)?;
