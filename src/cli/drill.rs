@@ -62,10 +62,7 @@ pub struct DrillsArgs {
 
 pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     let started = chrono::Utc::now();
-    let mut inputs = crate::load::inputs(&args.workflow, &args.request).map_err(|mut p| {
-        crate::preflight::identify_ids(&args.request, &mut p);
-        p
-    })?;
+    let mut inputs = super::plan::load(&args.workflow, &args.request)?;
     let Some(target) = inputs.request.target.clone() else {
         return Err(super::refuse(
             &args.request,

@@ -43,10 +43,7 @@ pub struct PlanArgs {
 
 pub fn run(args: PlanArgs) -> Result<(), Failure> {
     let pools = args.pools.unwrap_or_default();
-    let loaded = crate::load::inputs(&args.workflow, &args.request).map_err(|mut problems| {
-        crate::preflight::identify_ids(&args.request, &mut problems);
-        problems
-    })?;
+    let loaded = load(&args.workflow, &args.request)?;
     let plan = plan::plan(
         &loaded.workflow,
         &loaded.request,
@@ -104,6 +101,18 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     // The process exits next; freeing a 200k-step plan piece by piece would only add time.
     std::mem::forget(plan);
     Ok(())
+}
+
+/// Reads both inputs; an ID that is not a site's is named for what the target registry knows it
+/// as (a customer, an app).
+pub(crate) fn load(
+    workflow: &std::path::Path,
+    request: &std::path::Path,
+) -> Result<crate::load::Inputs, Failure> {
+    crate::load::inputs(workflow, request).map_err(|mut problems| {
+        crate::preflight::identify_ids(request, &mut problems);
+        Failure::Input(problems)
+    })
 }
 
 /// What preflight checked and found in order.

@@ -121,10 +121,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
                 args.workflow.clone().expect("clap requires it"),
                 args.request.clone().expect("clap requires it"),
             );
-            let inputs = crate::load::inputs(&w, &r).map_err(|mut problems| {
-                crate::preflight::identify_ids(&r, &mut problems);
-                problems
-            })?;
+            let inputs = super::plan::load(&w, &r)?;
             let pool_capacity = args.exec.pools.clone().unwrap_or_default();
             let plan = plan::plan(
                 &inputs.workflow,
