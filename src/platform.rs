@@ -117,11 +117,7 @@ impl Platform {
 
     /// A connection that can only read: preflight and drills must change nothing.
     fn registry_read_only(&self) -> Result<Connection, PlatformError> {
-        let path = self.registry_path();
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).db(&path)?;
-        conn.busy_timeout(BUSY_TIMEOUT).db(&path)?;
-        Ok(conn)
+        open_db_read_only(&self.registry_path())
     }
 
     fn shard(&self, shard: &str) -> Result<Connection, PlatformError> {
@@ -139,6 +135,14 @@ fn open_db(path: &Path, create: bool) -> Result<Connection, PlatformError> {
     conn.busy_timeout(BUSY_TIMEOUT).db(path)?;
     conn.pragma_update(None, "journal_mode", "WAL").db(path)?;
     conn.pragma_update(None, "synchronous", "NORMAL").db(path)?;
+    Ok(conn)
+}
+
+/// Opens a database for reading only, with a busy timeout.
+fn open_db_read_only(path: &Path) -> Result<Connection, PlatformError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).db(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT).db(path)?;
     Ok(conn)
 }
 

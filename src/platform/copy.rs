@@ -6,9 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
-
-use super::{BUSY_TIMEOUT, Context, IoContext, Platform, PlatformError, REGISTRY};
+use super::{Context, IoContext, Platform, PlatformError, REGISTRY, open_db_read_only};
 
 impl Platform {
     /// Copies the platform into `dest`, which must not exist yet, and opens the copy.
@@ -43,9 +41,7 @@ impl Platform {
 
 /// A consistent copy of one database, read through a read-only connection.
 fn snapshot(from: &Path, to: &Path) -> Result<(), PlatformError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(from, flags).db(from)?;
-    conn.busy_timeout(BUSY_TIMEOUT).db(from)?;
+    let conn = open_db_read_only(from)?;
     conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])
         .db(from)?;
     Ok(())
