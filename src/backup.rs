@@ -104,18 +104,6 @@ pub trait BackupStore: Send + Sync {
     /// Where this store is (`s3://bucket/prefix`, or a directory), for messages; an object's
     /// full name is `<describe>/<unit>/<snapshot>/<object>`.
     fn describe(&self) -> String;
-
-    /// The snapshot's manifest, parsed and checked.
-    async fn read_manifest(&self, unit: &str, snapshot: &str) -> Result<Manifest, StoreError> {
-        let bytes = self
-            .read(unit, snapshot, layout::MANIFEST, None)
-            .await?
-            .to_bytes();
-        Manifest::parse(&bytes).map_err(|message| StoreError::Permanent {
-            what: format!("{}/{unit}/{snapshot}/{}", self.describe(), layout::MANIFEST),
-            message,
-        })
-    }
 }
 
 /// Opens the store a source string names: `s3://bucket/prefix`, `file:///path`, or a path

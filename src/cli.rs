@@ -149,6 +149,9 @@ impl From<LedgerError> for Failure {
     }
 }
 
+/// Every message that quotes input goes through this before it reaches a terminal or a log.
+pub(crate) use crate::util::printable;
+
 /// `drover audit … | head` closes standard output early, and `println!` then panics with
 /// "failed printing to stdout: Broken pipe". That is the reader's choice, not a bug: exit quietly
 /// with 141 (128 + SIGPIPE), as other Unix tools do. (Restoring SIGPIPE's default action instead
@@ -222,7 +225,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Held(message)) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", printable(&message));
             eprintln!(
                 "    fix: wait for it to finish, or stop it (Ctrl-C) and then `drover resume`"
             );
@@ -230,7 +233,7 @@ pub fn main() -> ExitCode {
         }
         Err(Failure::Internal(e)) if closed_stdout(&e) => ExitCode::from(141),
         Err(Failure::Internal(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", printable(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -257,7 +260,7 @@ fn print_problems(problems: &[Problem]) {
         if n == 1 { "" } else { "s" }
     );
     for p in problems.iter().take(SHOWN_PROBLEMS) {
-        eprintln!("{p}");
+        eprintln!("{}", printable(&p.to_string()));
     }
     if n > SHOWN_PROBLEMS {
         eprintln!(
@@ -277,7 +280,14 @@ pub(crate) fn parse_pools(s: &str) -> Result<std::collections::BTreeMap<String, 
         let n: u32 = n
             .trim()
             .parse()
-            .map_err(|_| format!("'{n}' in '{part}' is not a whole number"))?;
+            .ok()
+            .filter(|n| (1..=crate::limits::MAX_CAPACITY).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "'{n}' in '{part}' is not a whole number from 1 to {}",
+                    crate::limits::MAX_CAPACITY
+                )
+            })?;
         pools.insert(name.trim().to_owned(), n);
     }
     Ok(pools)

@@ -69,8 +69,8 @@ impl Problem {
 pub enum ProblemKind {
     #[error("cannot read the file: {reason}")]
     Unreadable { reason: String },
-    #[error("the file is {size} bytes; drover reads at most {limit} bytes")]
-    TooLarge { size: u64, limit: u64 },
+    #[error("the file is larger than drover's limit of {}", crate::util::bytes_text(*.limit))]
+    TooLarge { limit: u64 },
     #[error("the file is empty")]
     EmptyFile,
     #[error("the file is not UTF-8 text (invalid byte at offset {offset})")]
@@ -111,6 +111,13 @@ pub enum ProblemKind {
     EmptyRequest,
     #[error("'{value}' is not a duration ({reason})")]
     BadDuration { value: String, reason: String },
+    #[error("'{value}' is {reason}")]
+    OutOfRange {
+        value: String,
+        reason: String,
+        /// The allowed range, as the fix states it: "1 to 1000000", "at most 1day".
+        range: String,
+    },
     #[error("'{value}' is not an RFC 3339 timestamp ({reason})")]
     BadTimestamp { value: String, reason: String },
     #[error("{0}")]
@@ -161,6 +168,7 @@ impl ProblemKind {
             DuplicateSite { .. } => "list each site once".into(),
             EmptyRequest => "add sites under [[sites]] or name a CSV with request.sites_csv".into(),
             BadDuration { .. } => "write a duration like \"90s\", \"15m\" or \"1h 30m\"".into(),
+            OutOfRange { range, .. } => format!("give a value in the allowed range: {range} (docs/security.md lists every limit)"),
             BadTimestamp { .. } => "write a time like \"2022-04-05T07:38:00Z\"".into(),
             BadSiteId(_) => {
                 "check that this list really names sites; a site ID is 'site-' followed by lowercase letters, digits and hyphens".into()
@@ -208,4 +216,22 @@ pub fn from_toml(source: &crate::source::Source, err: &toml::de::Error) -> Probl
         None => ProblemKind::Syntax { message },
     };
     Problem::new(at, "", kind)
+}
+
+impl ProblemKind {
+    /// The problem for a refused duration: malformed, or over its limit.
+    pub fn duration(value: &str, err: crate::limits::DurationError) -> ProblemKind {
+        use crate::limits::DurationError;
+        match err {
+            DurationError::Malformed(reason) => ProblemKind::BadDuration {
+                value: value.to_owned(),
+                reason,
+            },
+            DurationError::TooLong(max) => ProblemKind::OutOfRange {
+                value: value.to_owned(),
+                reason: err.to_string(),
+                range: format!("at most {}", crate::limits::human(max)),
+            },
+        }
+    }
 }

@@ -187,10 +187,18 @@ pub fn append(history: &Path, record: &DrillRecord) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// The largest drill history drover reads (each drill adds a few hundred bytes).
+pub const MAX_HISTORY_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Every record of the history, oldest first. A line that does not parse is an error naming
 /// its number.
 pub fn read(history: &Path) -> Result<Vec<DrillRecord>, String> {
-    let text = std::fs::read_to_string(history).map_err(|e| e.to_string())?;
+    let bytes = crate::util::read_capped(history, MAX_HISTORY_BYTES).map_err(|e| e.to_string())?;
+    match crate::sniff::kind_of(&bytes) {
+        crate::sniff::FileKind::JsonLines | crate::sniff::FileKind::Other => {}
+        kind => return Err(format!("it is {}; {}", kind.describe(), kind.usage())),
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

@@ -84,6 +84,29 @@ impl fmt::Display for SiteId {
     }
 }
 
+/// The longest name of a pool, product, step or tier.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks a name a workflow or request gives a pool, product, step or tier. Names become parts
+/// of step IDs, staging paths and terminal output, so they use a safe alphabet: ASCII letters,
+/// digits, `-`, `_` and `.`, starting with a letter or digit, at most 64 bytes.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not a valid name: use ASCII letters, digits, '-', '_' and '.', starting with a letter or digit, at most {MAX_NAME_LEN} bytes",
+            crate::util::printable(&shorten(name))
+        ))
+    }
+}
+
 /// Classifies an identifier by its shape.
 pub fn classify(value: &str) -> IdKind {
     if let Some(rest) = value.strip_prefix("site-") {
@@ -97,10 +120,12 @@ pub fn classify(value: &str) -> IdKind {
         IdKind::App
     } else if prefixed("cust-") || prefixed("customer-") {
         IdKind::Customer
+    } else if looks_like_uuid(value) {
+        // Before the shard shape: a UUID's last group is often all digits, which would
+        // otherwise read as `<product>-<n>`.
+        IdKind::Uuid
     } else if prefixed("shard-") || looks_like_shard(value) {
         IdKind::Shard
-    } else if looks_like_uuid(value) {
-        IdKind::Uuid
     } else {
         IdKind::Unknown
     }
@@ -172,6 +197,38 @@ mod tests {
         check("shard-12", IdKind::Shard);
         check("0b6f4a8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", IdKind::Uuid);
         check("", IdKind::Unknown);
+    }
+
+    /// Every row of the table in docs/request-format.md, with the overlaps between rows.
+    #[test]
+    fn every_documented_kind_is_recognised_as_itself() {
+        // site-…
+        check("site-0042", IdKind::Site);
+        check(&format!("site-{}", "a".repeat(59)), IdKind::Site);
+        check(&format!("site-{}", "a".repeat(60)), IdKind::Unknown);
+        check("site-123e4567-e89b-42d3-a456-426614174000", IdKind::Site);
+        check("site-wiki-3", IdKind::Site);
+        check("site-app-1", IdKind::Site);
+        // app-…, product-…
+        check("app-7f3a9c", IdKind::App);
+        check("product-wiki-3", IdKind::App);
+        check("app-123e4567-e89b-42d3-a456-426614174000", IdKind::App);
+        // cust-…, customer-…
+        check("customer-acme", IdKind::Customer);
+        check("cust-site-1", IdKind::Customer);
+        // shard-…, <product>-<n>
+        check("shard-wiki-3", IdKind::Shard);
+        check("identity-12", IdKind::Shard);
+        check("service-desk-7", IdKind::Shard);
+        check("a-1", IdKind::Shard);
+        check("3-4", IdKind::Unknown);
+        // 8-4-4-4-12 hex: the RFC 4122 example ends in an all-digit group, like a shard.
+        check("123e4567-e89b-42d3-a456-426614174000", IdKind::Uuid);
+        check("12345678-1234-1234-1234-123456789012", IdKind::Uuid);
+        check("0B6F4A8E-1C2D-4E5F-8A9B-0C1D2E3F4A5B", IdKind::Uuid);
+        check("123e4567-e89b-42d3-a456-42661417400", IdKind::Shard);
+        check("123e4567-e89b-42d3-a456-4266141740000", IdKind::Shard);
+        check("g23e4567-e89b-42d3-a456-426614174000", IdKind::Shard);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!
 //! - [`ids`]: typed site IDs; other kinds of ID are recognised and refused.
 //! - [`source`], [`diag`]: input text with locations, and the problems found in it.
+//! - [`sniff`]: what kind of drover file some bytes are, to name a file given in the wrong place.
 //! - [`workflow`]: the workflow format (how one site is restored), parsed and resolved.
 //! - [`request`]: the restore request format (which sites, which point in time), TOML and CSV.
+//! - [`limits`]: the range of every number an operator can write.
 //! - [`load`]: reads workflow and request files; the only IO before planning.
 //! - [`plan`]: pure planner: expand, validate, rank, lower bound, hash.
 //! - [`preflight`]: read-only checks of a plan against the target registry and pools.
@@ -31,6 +33,7 @@ pub mod events;
 pub mod generate;
 pub mod ids;
 pub mod ledger;
+pub mod limits;
 pub mod load;
 pub mod plan;
 pub mod platform;
@@ -39,6 +42,7 @@ pub mod report;
 pub mod request;
 pub mod schedule;
 pub mod sim;
+pub mod sniff;
 pub mod source;
 pub mod staging;
 pub mod status;

@@ -5,9 +5,10 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use crate::diag::Problem;
+use crate::diag::{Location, Problem, ProblemKind};
 use crate::ledger::Snapshot;
 use crate::request::Request;
+use crate::sniff::FileKind;
 use crate::source::Source;
 use crate::workflow::Workflow;
 
@@ -56,8 +57,33 @@ pub fn request(path: &Path) -> Result<Request, Vec<Problem>> {
 
 type Files = RefCell<std::collections::BTreeMap<String, String>>;
 
-fn read(path: &Path, files: &Files) -> Result<Source, Problem> {
-    let source = Source::read(path)?;
+/// Reads an input file that should be of kind `expected`; a drover file of another kind is
+/// refused by name ("this is a restore request; pass it with -r").
+fn read(path: &Path, files: &Files, expected: FileKind) -> Result<Source, Problem> {
+    let bytes = Source::read_bytes(path, crate::source::MAX_INPUT_BYTES)?;
+    let found = crate::sniff::kind_of(&bytes);
+    if found != expected && found != FileKind::Other {
+        return Err(Problem::new(
+            Location::file(&path.display().to_string()),
+            "",
+            ProblemKind::Invalid {
+                message: format!("this is {}, not {}", found.describe(), expected.describe()),
+                fix: format!("{}; did you swap the files?", found.usage()),
+            },
+        ));
+    }
+    remember(
+        Source::from_bytes(path.display().to_string(), bytes)?,
+        files,
+    )
+}
+
+fn read_limited(path: &Path, files: &Files, limit: u64) -> Result<Source, Problem> {
+    remember(Source::read_limited(path, limit)?, files)
+}
+
+/// Keeps the text of a file read, for the ledger's snapshot of the inputs.
+fn remember(source: Source, files: &Files) -> Result<Source, Problem> {
     files
         .borrow_mut()
         .insert(source.name.clone(), source.text.clone());
@@ -65,14 +91,21 @@ fn read(path: &Path, files: &Files) -> Result<Source, Problem> {
 }
 
 fn workflow_with(path: &Path, files: &Files) -> Result<Workflow, Vec<Problem>> {
-    let source = read(path, files).map_err(|p| vec![p])?;
+    let source = read(path, files, FileKind::Workflow).map_err(|p| vec![p])?;
     Workflow::parse(&source, crate::steps::KNOWN_KINDS)
 }
 
 fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
-    let source = read(path, files).map_err(|p| vec![p])?;
+    let source = read(path, files, FileKind::Request).map_err(|p| vec![p])?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut request = Request::parse(&source, |name| read(&resolve(&dir, name), files))?;
+    let site_list = |name: &str| {
+        read_limited(
+            &resolve(&dir, name),
+            files,
+            crate::source::MAX_SITE_LIST_BYTES,
+        )
+    };
+    let mut request = Request::parse(&source, site_list)?;
     request.backups = request.backups.map(|b| absolute_source(&b, &dir));
     request.target = request.target.map(|t| absolute_source(&t, &dir));
     Ok(request)
@@ -81,7 +114,8 @@ fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
 /// One string setting (`[table] key = "…"`) of a request file, read leniently: for a file that
 /// may not validate, or when nothing else of it is needed. `None` if it cannot be read.
 pub fn peek(request_path: &Path, table: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(request_path).ok()?;
+    let bytes = crate::util::read_capped(request_path, crate::source::MAX_INPUT_BYTES).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     let value: toml::Table = text.parse().ok()?;
     value.get(table)?.get(key)?.as_str().map(str::to_owned)
 }

@@ -129,7 +129,9 @@ impl Plan {
 
     /// Σ of every step's estimate: the time one worker would need.
     pub fn total_work(&self) -> Duration {
-        self.steps.iter().map(|s| s.estimate).sum()
+        self.steps
+            .iter()
+            .fold(Duration::ZERO, |sum, s| sum.saturating_add(s.estimate))
     }
 
     pub fn critical_path_length(&self) -> Duration {
@@ -186,6 +188,13 @@ fn check_overrides(wf: &Workflow, opts: &PlanOptions) -> Vec<Problem> {
                 name.clone(),
                 ProblemKind::ZeroCapacity { pool: name.clone() },
             ));
+        } else if cap > crate::limits::MAX_CAPACITY {
+            let kind = ProblemKind::OutOfRange {
+                value: format!("{name}={cap}"),
+                reason: "more than a pool's largest capacity".into(),
+                range: format!("1 to {}", crate::limits::MAX_CAPACITY),
+            };
+            problems.push(Problem::new(at, name.clone(), kind));
         }
     }
     problems

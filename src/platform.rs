@@ -58,7 +58,10 @@ mod restore;
 mod schema;
 mod validate;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -76,11 +79,18 @@ pub const REGISTRY: &str = "registry.db";
 
 /// How long a writer waits for another writer of the same file before giving up (retryable).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a waiting writer looks again (and checks whether it was told to stop).
+const BUSY_POLL: Duration = Duration::from_millis(10);
+/// SQLite virtual-machine instructions between two checks of the stop flag in a long query.
+const STOP_CHECK_OPS: i32 = 10_000;
 
 /// A platform directory (see the module documentation for its layout).
 #[derive(Clone, Debug)]
 pub struct Platform {
     dir: PathBuf,
+    /// Set by [`Platform::stop_flag`]'s owner to abandon the current operation: a wait for a
+    /// busy database or a long query ends with an error and its transaction rolls back.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Platform {
@@ -90,7 +100,15 @@ impl Platform {
         if !dir.join(REGISTRY).is_file() {
             return Err(PlatformError::NotAPlatform { dir });
         }
-        Ok(Platform { dir })
+        Ok(Platform { dir, stop: None })
+    }
+
+    /// A flag that, once set, makes this handle's SQLite work give up: a wait for another
+    /// writer stops at its next poll and a running statement at its next check, with an error
+    /// (the transaction rolls back; every platform operation is one transaction, so nothing is
+    /// left half done). Step kinds set it when their timeout fires or the run is cancelled.
+    pub fn stop_flag(&mut self) -> Arc<AtomicBool> {
+        self.stop.get_or_insert_with(Default::default).clone()
     }
 
     pub fn dir(&self) -> &Path {
@@ -112,7 +130,7 @@ impl Platform {
     }
 
     fn registry(&self) -> Result<Connection, PlatformError> {
-        open_db(&self.registry_path(), false)
+        self.stoppable(open_db(&self.registry_path(), false)?)
     }
 
     /// A connection that can only read: preflight and drills must change nothing.
@@ -121,8 +139,43 @@ impl Platform {
     }
 
     fn shard(&self, shard: &str) -> Result<Connection, PlatformError> {
-        open_db(&self.shard_path(shard), false)
+        self.stoppable(open_db(&self.shard_path(shard), false)?)
     }
+
+    /// Makes a connection honour the stop flag (see [`Platform::stop_flag`]). The connection
+    /// must be used on the thread that opened it, as every platform operation does.
+    fn stoppable(&self, conn: Connection) -> Result<Connection, PlatformError> {
+        let Some(stop) = self.stop.clone() else {
+            return Ok(conn);
+        };
+        STOP.with(|s| *s.borrow_mut() = Some(stop.clone()));
+        let path = conn.path().map(PathBuf::from).unwrap_or_default();
+        conn.busy_handler(Some(wait_unless_stopped)).db(&path)?;
+        conn.progress_handler(STOP_CHECK_OPS, Some(move || stop.load(Ordering::Relaxed)));
+        Ok(conn)
+    }
+}
+
+thread_local! {
+    /// The stop flag of the platform operation running on this thread (SQLite's busy handler
+    /// is a plain function, so it finds its flag here).
+    static STOP: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+}
+
+/// SQLite's busy handler for stoppable connections: waits like `busy_timeout` does, but gives
+/// up at once when the operation was told to stop.
+fn wait_unless_stopped(tries: i32) -> bool {
+    let stopped = STOP.with(|s| {
+        s.borrow()
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    });
+    let waited = BUSY_POLL.saturating_mul(tries.max(0) as u32);
+    if stopped || waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(BUSY_POLL);
+    true
 }
 
 /// Opens (or, with `create`, creates) a database in WAL mode with a busy timeout.

@@ -145,14 +145,11 @@ fn backup_window(
     let Some(w) = backups.and_then(|b| b.window.as_ref()) else {
         return DEFAULT_BACKUP_WINDOW;
     };
-    humantime::parse_duration(w.get_ref()).unwrap_or_else(|e| {
+    crate::limits::duration(w.get_ref(), crate::limits::MAX_WINDOW).unwrap_or_else(|e| {
         problems.push(Problem::new(
             source.locate(w.span().start),
             "backups.window",
-            ProblemKind::BadDuration {
-                value: w.get_ref().clone(),
-                reason: e.to_string(),
-            },
+            ProblemKind::duration(w.get_ref(), e),
         ));
         DEFAULT_BACKUP_WINDOW
     })
@@ -172,6 +169,17 @@ fn tiers(source: &Source, header: &format::Header, problems: &mut Vec<Problem>) 
             "tiers must be a non-empty list of distinct names",
             "list each tier once, most urgent first",
         ));
+    }
+    for tier in list {
+        if let Err(message) = crate::ids::check_name(tier) {
+            problems.push(invalid_at(
+                source,
+                tiers.span().start,
+                "request.tiers",
+                &message,
+                "rename the tier, e.g. 'premium'",
+            ));
+        }
     }
     list.clone()
 }

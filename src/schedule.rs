@@ -385,7 +385,7 @@ impl<'a> Scheduler<'a> {
                     draining = true;
                     self.core.clear_ready();
                     self.timers.clear();
-                    grace_end = Some(Instant::now() + self.opts.grace);
+                    grace_end = Some(Instant::now().checked_add(self.opts.grace).unwrap_or(far));
                     self.events.emit(&RunEvent::Draining { in_flight: self.tasks.len(), grace: self.opts.grace });
                 }
                 _ = sleep_until(grace_end.unwrap_or(far)), if grace_end.is_some() => {
@@ -544,7 +544,8 @@ impl<'a> Scheduler<'a> {
                     if !draining {
                         let delay =
                             backoff::delay(&step.retry, self.failures[idx as usize], &mut self.rng);
-                        self.timers.push(Reverse((Instant::now() + delay, idx)));
+                        let at = Instant::now() + delay.min(crate::limits::MAX_BACKOFF);
+                        self.timers.push(Reverse((at, idx)));
                         self.events.emit(&RunEvent::StepRetrying {
                             step: idx,
                             attempt,

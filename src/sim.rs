@@ -112,7 +112,7 @@ pub fn run(
             let d = durations[idx as usize];
             start_ms[idx as usize] = now;
             charge(&plan, idx, d, &mut pool_busy);
-            events.push(Reverse((now + d, idx)));
+            events.push(Reverse((now.saturating_add(d), idx)));
         }
         let Some(Reverse((t, idx))) = events.pop() else {
             break;
@@ -234,7 +234,7 @@ mod tests {
         let durations: Vec<u64> = p
             .steps
             .iter()
-            .map(|s| s.estimate.as_millis() as u64)
+            .map(|s| crate::limits::millis(s.estimate))
             .collect();
         let s = simulate(&p, &SimOptions::for_plan(&p), &durations);
         // Six 10s steps on 2 slots (30s), then the last 5s site step.

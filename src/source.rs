@@ -5,8 +5,10 @@ use std::path::Path;
 
 use crate::diag::{Location, Problem, ProblemKind};
 
-/// The largest input file drover reads (workflow, request or site list).
+/// The largest workflow or request file drover reads.
 pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest CSV site list drover reads (a million sites fit in well under this).
+pub const MAX_SITE_LIST_BYTES: u64 = 512 * 1024 * 1024;
 
 /// One input file's text and where it came from.
 #[derive(Clone, Debug)]
@@ -31,30 +33,27 @@ impl Source {
 
     /// Reads a file, refusing missing, oversized, non-UTF-8 and empty input.
     pub fn read(path: &Path) -> Result<Source, Problem> {
+        Source::read_limited(path, MAX_INPUT_BYTES)
+    }
+
+    /// [`Source::read`] with another size limit (CSV site lists are allowed more).
+    pub fn read_limited(path: &Path, limit: u64) -> Result<Source, Problem> {
+        let bytes = Source::read_bytes(path, limit)?;
+        Source::from_bytes(path.display().to_string(), bytes)
+    }
+
+    /// The bytes of a file of at most `limit` bytes, before any check of their content.
+    pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, Problem> {
         let name = path.display().to_string();
-        let whole_file = |kind| Problem::new(Location::file(&name), "", kind);
-        let meta = std::fs::metadata(path).map_err(|e| {
-            whole_file(ProblemKind::Unreadable {
-                reason: e.to_string(),
-            })
-        })?;
-        if meta.is_dir() {
-            return Err(whole_file(ProblemKind::Unreadable {
-                reason: "it is a directory, not a file".into(),
-            }));
-        }
-        if meta.len() > MAX_INPUT_BYTES {
-            return Err(whole_file(ProblemKind::TooLarge {
-                size: meta.len(),
-                limit: MAX_INPUT_BYTES,
-            }));
-        }
-        let bytes = std::fs::read(path).map_err(|e| {
-            whole_file(ProblemKind::Unreadable {
-                reason: e.to_string(),
-            })
-        })?;
-        Source::from_bytes(name, bytes)
+        crate::util::read_capped(path, limit).map_err(|e| {
+            let kind = match e.kind() {
+                std::io::ErrorKind::FileTooLarge => ProblemKind::TooLarge { limit },
+                _ => ProblemKind::Unreadable {
+                    reason: e.to_string(),
+                },
+            };
+            Problem::new(Location::file(&name), "", kind)
+        })
     }
 
     /// Checks UTF-8 and non-emptiness of bytes that came from `name`.

@@ -165,12 +165,41 @@ pub(crate) fn record_execution(ctx: &StepContext) -> Result<(), StepError> {
         .map_err(|e| StepError::Retryable(format!("record {path}: {e}")))
 }
 
-/// Reads a humantime duration parameter.
-pub(crate) fn duration_param(ctx: &StepContext, name: &str) -> Result<Option<Duration>, StepError> {
+/// Reads a humantime duration parameter of at most `max`.
+pub(crate) fn duration_param(
+    ctx: &StepContext,
+    name: &str,
+    max: Duration,
+) -> Result<Option<Duration>, StepError> {
     ctx.param(name)
         .map(|v| {
-            humantime::parse_duration(v)
+            crate::limits::duration(v, max)
                 .map_err(|e| StepError::Permanent(format!("param {name} = '{v}': {e}")))
+        })
+        .transpose()
+}
+
+/// Reads a whole-number parameter within `range`.
+pub(crate) fn number_param<T>(
+    ctx: &StepContext,
+    name: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<Option<T>, StepError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    ctx.param(name)
+        .map(|v| {
+            v.parse::<T>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    StepError::Permanent(format!(
+                        "param {name} = '{v}' is not a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ))
+                })
         })
         .transpose()
 }

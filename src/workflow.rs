@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::diag::{self, Problem, ProblemKind};
+use crate::limits;
 use crate::source::Source;
 use format::{ScopeSpec, StepSpec, WorkflowFile};
 pub use params::ParamTemplate;
@@ -208,6 +209,7 @@ impl Resolver<'_> {
                 invalid("only format 1 exists", "write format = 1"),
             );
         }
+        self.check_names(&file);
         let pools = self.pools(&file);
         let products = self.products(&file);
         let names: Vec<String> = file.steps.keys().cloned().collect();
@@ -279,14 +281,14 @@ impl Resolver<'_> {
                     );
                     0
                 }
-                Ok(c) => c,
-                Err(_) => {
+                Ok(c) if c <= limits::MAX_CAPACITY => c,
+                _ => {
                     self.report(
                         cap.span(),
                         format!("pools.{name}.capacity"),
                         invalid(
                             format!("capacity {} is out of range", cap.get_ref()),
-                            "give a whole number from 1 to 4294967295",
+                            format!("give a whole number from 1 to {}", limits::MAX_CAPACITY),
                         ),
                     );
                     0
@@ -299,6 +301,33 @@ impl Resolver<'_> {
             });
         }
         pools
+    }
+
+    /// Every pool, product and step name uses the safe alphabet of [`crate::ids::check_name`].
+    fn check_names(&mut self, file: &WorkflowFile) {
+        let named = file
+            .pools
+            .iter()
+            .map(|(n, s)| ("pools", n, s.span()))
+            .chain(file.products.iter().map(|(n, s)| ("products", n, s.span())))
+            .chain(file.steps.iter().map(|(n, s)| ("steps", n, s.span())));
+        let bad: Vec<_> = named
+            .filter_map(|(table, name, span)| {
+                let message = crate::ids::check_name(name).err()?;
+                Some((
+                    format!("{table}.{}", crate::util::printable(name)),
+                    message,
+                    span,
+                ))
+            })
+            .collect();
+        for (entry, message, span) in bad {
+            self.report(
+                span,
+                entry,
+                invalid(message, "rename it, e.g. 'restore-wiki'"),
+            );
+        }
     }
 
     fn products(&mut self, file: &WorkflowFile) -> Vec<Product> {
@@ -336,17 +365,24 @@ impl Resolver<'_> {
         found
     }
 
+    /// A step duration (`estimate`, `timeout`, `scale.per`): at most a year.
     fn duration(&mut self, value: &Spanned<String>, entry: &str) -> Option<Duration> {
-        match humantime::parse_duration(value.get_ref()) {
+        self.duration_upto(value, entry, limits::MAX_STEP_DURATION)
+    }
+
+    fn duration_upto(
+        &mut self,
+        value: &Spanned<String>,
+        entry: &str,
+        max: Duration,
+    ) -> Option<Duration> {
+        match limits::duration(value.get_ref(), max) {
             Ok(d) => Some(d),
             Err(e) => {
                 self.report(
                     value.span(),
                     entry,
-                    ProblemKind::BadDuration {
-                        value: value.get_ref().clone(),
-                        reason: e.to_string(),
-                    },
+                    ProblemKind::duration(value.get_ref(), e),
                 );
                 None
             }
@@ -370,12 +406,12 @@ impl Resolver<'_> {
         }
         if let Some(d) = &spec.initial_backoff {
             retry.initial_backoff = self
-                .duration(d, &format!("{entry}.initial_backoff"))
+                .duration_upto(d, &format!("{entry}.initial_backoff"), limits::MAX_BACKOFF)
                 .unwrap_or(retry.initial_backoff);
         }
         if let Some(d) = &spec.max_backoff {
             retry.max_backoff = self
-                .duration(d, &format!("{entry}.max_backoff"))
+                .duration_upto(d, &format!("{entry}.max_backoff"), limits::MAX_BACKOFF)
                 .unwrap_or(retry.max_backoff);
         }
         if retry.max_backoff < retry.initial_backoff {
@@ -501,7 +537,7 @@ impl Resolver<'_> {
                     entry(&format!("uses.{pool}")),
                     invalid(
                         format!("uses {} units", units.get_ref()),
-                        "use at least 1 unit, or remove the pool from `uses`",
+                        "use 1 unit or more (at most the pool's capacity), or remove the pool from `uses`",
                     ),
                 ),
                 Ok(n) if ctx.pools[idx].capacity > 0 && n > ctx.pools[idx].capacity => self.report(

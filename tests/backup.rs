@@ -545,6 +545,79 @@ async fn a_manifest_naming_another_tenant_is_refused() {
     );
 }
 
+/// A site's object that is a link to another site's object, with a manifest carrying that
+/// object's size and SHA-256, must not restore the other site's data into this one.
+#[tokio::test]
+async fn a_local_object_linked_to_another_tenants_object_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("backups");
+    let secret = data(5_000, 7);
+    let victim = root.join("site-0001/wiki/20220405T070000Z");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("pages.db"), &secret).unwrap();
+    let objects = [Obj {
+        name: "pages.db",
+        data: &secret,
+    }];
+    let manifest = |unit: &str, site: &str| {
+        support::s3::manifest(unit, Some(site), "2022-04-05T07:00:00Z", &objects)
+    };
+    std::fs::write(
+        victim.join("manifest.json"),
+        manifest("site-0001/wiki", "site-0001"),
+    )
+    .unwrap();
+    let attacker = root.join("site-0002/wiki/20220405T070000Z");
+    std::fs::create_dir_all(&attacker).unwrap();
+    std::os::unix::fs::symlink(victim.join("pages.db"), attacker.join("pages.db")).unwrap();
+    std::fs::write(
+        attacker.join("manifest.json"),
+        manifest("site-0002/wiki", "site-0002"),
+    )
+    .unwrap();
+    let store = LocalStore::new(root.clone());
+    let dest = dir.path().join("out");
+    let pit = "2022-04-05T07:38:00Z";
+    let opts = FetchOptions::default();
+    let err = fetch(
+        &store,
+        "site-0002/wiki",
+        Some("site-0002"),
+        pit,
+        &dest,
+        &opts,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        !dest.join("pages.db").exists(),
+        "no byte of site-0001 was copied"
+    );
+
+    // A linked snapshot directory is refused the same way.
+    std::fs::remove_dir_all(root.join("site-0002")).unwrap();
+    std::fs::create_dir_all(root.join("site-0002/wiki")).unwrap();
+    std::os::unix::fs::symlink(&victim, root.join("site-0002/wiki/20220405T070000Z")).unwrap();
+    let got = store
+        .read("site-0002/wiki", "20220405T070000Z", "pages.db", None)
+        .await
+        .unwrap_err();
+    assert!(got.to_string().contains("symbolic link"), "{got}");
+    // The untouched site still reads normally.
+    let ok = fetch(
+        &store,
+        "site-0001/wiki",
+        Some("site-0001"),
+        pit,
+        &dest,
+        &opts,
+    )
+    .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
 #[tokio::test]
 async fn archives_with_escaping_entries_are_refused() {
     let dir = tempfile::tempdir().unwrap();

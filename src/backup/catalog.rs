@@ -53,7 +53,11 @@ pub fn choose(
 ) -> Result<Choice, NoSnapshot> {
     let of_unit: Vec<&SnapshotEntry> = snapshots.iter().filter(|s| s.unit == unit).collect();
     let complete: Vec<&&SnapshotEntry> = of_unit.iter().filter(|s| s.complete).collect();
-    let earliest = target - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    // A window reaching before the earliest representable time starts there.
+    let earliest = chrono::Duration::from_std(window)
+        .ok()
+        .and_then(|w| target.checked_sub_signed(w))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let fits = complete
         .iter()
         .filter(|s| s.time <= target && s.time >= earliest)

@@ -120,7 +120,7 @@ pub async fn check(plan: &Plan) -> Result<BackupCheck, Vec<Problem>> {
             let window = step
                 .params
                 .get("window")
-                .and_then(|w| humantime::parse_duration(w).ok())
+                .and_then(|w| crate::limits::duration(w, crate::limits::MAX_WINDOW).ok())
                 .unwrap_or(crate::request::DEFAULT_BACKUP_WINDOW);
             let empty = Vec::new();
             match catalog::choose(unit, listing.get(unit.as_str()).unwrap_or(&empty), target, window) {

@@ -220,6 +220,16 @@ impl ObjectCtx<'_> {
     /// would otherwise make every object look corrupt. A short or differing read is transient.
     async fn manifest(&self, size: u64) -> Result<Manifest, FetchError> {
         let key = self.key_of(super::layout::MANIFEST);
+        if size > super::manifest::MAX_BYTES {
+            return Err(StoreError::Permanent {
+                what: key,
+                message: format!(
+                    "the manifest is {size} bytes, over drover's limit of {}",
+                    crate::util::bytes_text(super::manifest::MAX_BYTES)
+                ),
+            }
+            .into());
+        }
         let mut tries = 0;
         loop {
             let first = self

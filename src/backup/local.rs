@@ -29,6 +29,72 @@ impl LocalStore {
         }
         Ok(self.root.join(unit).join(snapshot).join(object))
     }
+
+    /// Opens an object without following a link anywhere below the store's root: a symlink as
+    /// the unit, snapshot, object or any directory between them is refused, so one site's
+    /// object can never be another site's file (listing skips links for the same reason).
+    async fn open_object(
+        &self,
+        unit: &str,
+        snapshot: &str,
+        object: &str,
+    ) -> Result<tokio::fs::File, StoreError> {
+        let path = self.object_path(unit, snapshot, object)?;
+        let what = path.display().to_string();
+        let root = self.root.clone();
+        let checked = path.clone();
+        tokio::task::spawn_blocking(move || refuse_links(&root, &checked))
+            .await
+            .map_err(|e| StoreError::Transient {
+                what: what.clone(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| match e {
+                LinkCheck::Io(e) => io_error(&what, e),
+                LinkCheck::Link(link) => StoreError::Permanent {
+                    what: what.clone(),
+                    message: format!(
+                        "{} is a symbolic link; a local backup store is read without following links, so that no unit can read another's data",
+                        link.display()
+                    ),
+                },
+            })?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error(&what, e))?;
+        // The path was checked before it was opened; make sure it is still the same file.
+        let opened = file.metadata().await.map_err(|e| io_error(&what, e))?;
+        let now = tokio::fs::symlink_metadata(&path)
+            .await
+            .map_err(|e| io_error(&what, e))?;
+        use std::os::unix::fs::MetadataExt;
+        if !opened.is_file() || opened.dev() != now.dev() || opened.ino() != now.ino() {
+            return Err(StoreError::Permanent {
+                what,
+                message: "the object changed into a link or a non-file while it was opened".into(),
+            });
+        }
+        Ok(file)
+    }
+}
+
+enum LinkCheck {
+    Io(std::io::Error),
+    Link(PathBuf),
+}
+
+/// Every component of `path` below `root` must be a real directory or file, not a link.
+fn refuse_links(root: &Path, path: &Path) -> Result<(), LinkCheck> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        let meta = std::fs::symlink_metadata(&at).map_err(LinkCheck::Io)?;
+        if meta.file_type().is_symlink() {
+            return Err(LinkCheck::Link(at));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -67,11 +133,11 @@ impl BackupStore for LocalStore {
         object: &str,
         range: Option<Range<u64>>,
     ) -> Result<Body, StoreError> {
-        let path = self.object_path(unit, snapshot, object)?;
-        let what = path.display().to_string();
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| io_error(&what, e))?;
+        let what = self
+            .object_path(unit, snapshot, object)?
+            .display()
+            .to_string();
+        let mut file = self.open_object(unit, snapshot, object).await?;
         let Some(range) = range else {
             let mut buf = Vec::new();
             file.read_to_end(&mut buf)

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "drover-backup/1";
+/// The largest manifest drover reads (a million objects fit in well under this).
+pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,8 +47,20 @@ impl Manifest {
         if m.format != FORMAT {
             return Err(format!("manifest format '{}' is not '{FORMAT}'", m.format));
         }
+        let mut total: u64 = 0;
         for o in &m.objects {
             super::layout::check_object_name(&o.name)?;
+            total = total
+                .checked_add(o.size)
+                .filter(|_| o.size <= crate::limits::MAX_OBJECT_BYTES)
+                .ok_or_else(|| {
+                    format!(
+                        "object '{}' has size {}, over the limit of {} bytes per object",
+                        o.name,
+                        o.size,
+                        crate::limits::MAX_OBJECT_BYTES
+                    )
+                })?;
             if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("object '{}' has no valid sha256", o.name));
             }

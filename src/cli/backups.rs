@@ -44,7 +44,7 @@ pub struct FetchArgs {
     #[arg(long)]
     point_in_time: String,
     /// How far before the point in time a snapshot may be.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = crate::limits::duration_arg(crate::limits::MAX_WINDOW))]
     window: Duration,
     /// The site being restored, if the unit is a site's own: its manifest must name it.
     #[arg(long)]
@@ -52,11 +52,11 @@ pub struct FetchArgs {
     /// Where to put the objects (created if missing). Verified objects already there are kept.
     #[arg(long)]
     dest: PathBuf,
-    /// Range size for large objects, in bytes.
-    #[arg(long, default_value_t = 8 << 20)]
+    /// Range size for large objects, in bytes (1 KiB to 1 GiB).
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1024..=(1 << 30)))]
     part_size: u64,
-    /// Reads in flight at once.
-    #[arg(long, default_value_t = 8)]
+    /// Reads in flight at once (1 to 1024).
+    #[arg(long, default_value_t = 8, value_parser = parse_concurrency)]
     concurrency: usize,
 }
 
@@ -179,4 +179,16 @@ fn input(what: &str, message: String) -> Failure {
             fix: "check the source: s3://bucket/prefix, file:///path or a directory".into(),
         },
     )])
+}
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=crate::limits::MAX_FETCH_CONCURRENCY).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "give a whole number from 1 to {}",
+                crate::limits::MAX_FETCH_CONCURRENCY
+            )
+        })
 }

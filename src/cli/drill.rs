@@ -28,7 +28,7 @@ pub struct DrillArgs {
     #[arg(long, short)]
     request: PathBuf,
     /// PASS if every site is restored within this time, e.g. `6h`.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::limits::duration_arg(crate::limits::MAX_RTO))]
     target_rto: Duration,
     /// The drill's ledger (SQLite); must not exist. Kept afterwards for `drover audit`,
     /// `drover status` and `drover report`.
@@ -99,6 +99,18 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
                 "give each drill a new --state file",
             ));
         }
+    }
+    // The history the result will be appended to must be one (or not exist yet): appending a
+    // JSON line to a request or a ledger would damage it.
+    if args.history.exists() {
+        drill::read(&args.history).map_err(|e| {
+            super::refuse(
+                &args.history,
+                "--history",
+                format!("this is not a drill history: {e}"),
+                "give the JSON-lines file earlier drills wrote, or a new path",
+            )
+        })?;
     }
     // Before copying anything: the sites exist in production (any state) and their backups are
     // there to restore from.

@@ -45,7 +45,7 @@ pub struct EstimateArgs {
     #[arg(long, value_parser = parse_sweep)]
     sweep: Option<Sweep>,
     /// The restore time to meet; with --sweep, names the smallest capacity that meets it.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::limits::duration_arg(crate::limits::MAX_RTO))]
     target_rto: Option<Duration>,
     /// Monte Carlo trials with noise around the duration model, for makespan p50/p90.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -365,7 +365,9 @@ fn document(
 }
 
 fn print_text(d: &EstimateDoc) {
-    let h = |s: f64| super::plan::human(Duration::from_secs_f64(s.max(0.0)));
+    let h = |s: f64| {
+        super::plan::human(Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
+    };
     println!(
         "estimate for plan {} ({} sites, {} steps), policy {:?}, model: {}",
         &d.plan_hash[..12],

@@ -20,48 +20,61 @@ pub enum LogFormat {
 /// How often a plain (non-terminal) progress line is printed.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
-pub struct Renderer {
-    plan: Arc<Plan>,
-    mode: Mode,
-}
-
-enum Mode {
-    Bars(Bars),
-    Plain(Mutex<Instant>),
-    Json(Mutex<Instant>),
-}
-
-struct Bars {
-    multi: MultiProgress,
-    steps: ProgressBar,
-    sites: ProgressBar,
-    pools: Vec<ProgressBar>,
+/// The run's event sink the CLI installs: a terminal (bars or plain lines) or JSON log lines.
+pub enum Renderer {
+    Terminal(TerminalSink),
+    Json(JsonSink),
 }
 
 impl Renderer {
     pub fn new(plan: Arc<Plan>, format: LogFormat) -> Renderer {
-        let long_ago = Instant::now() - PLAIN_EVERY;
-        let mode = match format {
-            LogFormat::Json => {
-                // RUST_LOG=debug adds one line per step start and success.
-                let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-                let _ = tracing_subscriber::fmt()
-                    .json()
-                    .with_env_filter(filter)
-                    .with_writer(std::io::stderr)
-                    .with_target(false)
-                    .try_init();
-                Mode::Json(Mutex::new(long_ago))
-            }
-            LogFormat::Text if std::io::stderr().is_terminal() => Mode::Bars(Bars::new(&plan)),
-            LogFormat::Text => Mode::Plain(Mutex::new(long_ago)),
-        };
-        Renderer { plan, mode }
+        match format {
+            LogFormat::Json => Renderer::Json(JsonSink::new(plan)),
+            LogFormat::Text => Renderer::Terminal(TerminalSink::new(plan)),
+        }
     }
 
     pub fn finish(&self) {
-        if let Mode::Bars(b) = &self.mode {
+        if let Renderer::Terminal(t) = self {
+            t.finish();
+        }
+    }
+}
+
+impl EventSink for Renderer {
+    fn emit(&self, event: &RunEvent) {
+        match self {
+            Renderer::Terminal(t) => t.emit(event),
+            Renderer::Json(j) => j.emit(event),
+        }
+    }
+}
+
+/// Progress bars on a terminal, a plain line every few seconds otherwise; failures, retries,
+/// guards and interrupts as lines of their own. Text from the run (errors quote input) is
+/// printed with control characters escaped.
+pub struct TerminalSink {
+    plan: Arc<Plan>,
+    out: Screen,
+}
+
+enum Screen {
+    Bars(Bars),
+    Plain(Mutex<Instant>),
+}
+
+impl TerminalSink {
+    fn new(plan: Arc<Plan>) -> TerminalSink {
+        let out = if std::io::stderr().is_terminal() {
+            Screen::Bars(Bars::new(&plan))
+        } else {
+            Screen::Plain(Mutex::new(Instant::now() - PLAIN_EVERY))
+        };
+        TerminalSink { plan, out }
+    }
+
+    fn finish(&self) {
+        if let Screen::Bars(b) = &self.out {
             b.steps.finish();
             b.sites.finish();
             for p in &b.pools {
@@ -76,59 +89,29 @@ impl Renderer {
 
     /// A line that must be seen (failures, retries, interrupts).
     fn say(&self, line: String) {
-        match &self.mode {
-            Mode::Bars(b) => {
+        let line = crate::util::printable(&line);
+        match &self.out {
+            Screen::Bars(b) => {
                 let _ = b.multi.println(line);
             }
-            Mode::Plain(_) => eprintln!("{line}"),
-            Mode::Json(_) => {}
+            Screen::Plain(_) => eprintln!("{line}"),
         }
     }
 
     fn progress(&self, p: &Progress) {
-        match &self.mode {
-            Mode::Bars(b) => b.update(p),
-            Mode::Plain(last) => {
+        match &self.out {
+            Screen::Bars(b) => b.update(p),
+            Screen::Plain(last) => {
                 if due(last, p) {
                     eprintln!("{}", plain_line(&self.plan, p));
-                }
-            }
-            Mode::Json(last) => {
-                if due(last, p) {
-                    tracing::info!(
-                        event = "progress",
-                        steps_done = p.steps_done,
-                        steps_total = p.steps_total,
-                        steps_failed = p.steps_failed,
-                        steps_blocked = p.steps_blocked,
-                        sites_restored = p.sites_restored,
-                        sites_total = p.sites_total,
-                        running = p.running,
-                        elapsed_s = p.elapsed.as_secs_f64(),
-                        eta_s = p.eta.map(|e| e.as_secs_f64())
-                    );
                 }
             }
         }
     }
 }
 
-/// Whether a periodic line is due (always for the final snapshot).
-fn due(last: &Mutex<Instant>, p: &Progress) -> bool {
-    let mut last = last.lock().expect("progress clock");
-    let finished =
-        p.steps_done + p.steps_failed + p.steps_blocked >= p.steps_total && p.running == 0;
-    if last.elapsed() >= PLAIN_EVERY || finished {
-        *last = Instant::now();
-        true
-    } else {
-        false
-    }
-}
-
-impl EventSink for Renderer {
+impl EventSink for TerminalSink {
     fn emit(&self, event: &RunEvent) {
-        let json = matches!(self.mode, Mode::Json(_));
         match event {
             RunEvent::Progress(p) => self.progress(p),
             RunEvent::StepFailed {
@@ -136,58 +119,27 @@ impl EventSink for Renderer {
                 error,
                 blocked,
             } => {
-                if json {
-                    tracing::warn!(
-                        event = "step_failed",
-                        step = self.id(*step),
-                        error = error.as_str(),
-                        blocked
-                    );
-                } else {
-                    self.say(format!(
-                        "FAILED {}: {error}{}",
-                        self.id(*step),
-                        if *blocked > 0 {
-                            format!(" ({blocked} dependent steps blocked)")
-                        } else {
-                            String::new()
-                        }
-                    ));
-                }
+                let blocked = match blocked {
+                    0 => String::new(),
+                    n => format!(" ({n} dependent steps blocked)"),
+                };
+                self.say(format!("FAILED {}: {error}{blocked}", self.id(*step)));
             }
             RunEvent::StepRetrying {
                 step,
                 attempt,
                 delay,
                 error,
-            } => {
-                if json {
-                    tracing::info!(
-                        event = "step_retrying",
-                        step = self.id(*step),
-                        attempt,
-                        delay_ms = delay.as_millis() as u64,
-                        error = error.as_str()
-                    );
-                } else {
-                    self.say(format!(
-                        "retry  {} (attempt {attempt} failed: {error}); next attempt in {}",
-                        self.id(*step),
-                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-                    ));
-                }
-            }
+            } => self.say(format!(
+                "retry  {} (attempt {attempt} failed: {error}); next attempt in {}",
+                self.id(*step),
+                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+            )),
             RunEvent::Draining { in_flight, grace } => self.say(format!(
                 "draining: {in_flight} steps in flight, {} grace",
                 humantime::format_duration(*grace)
             )),
-            RunEvent::FanOutStopped { reason } => {
-                if json {
-                    tracing::warn!(event = "fan_out_stopped", reason = reason.as_str());
-                } else {
-                    self.say(format!("STOPPED {reason}"));
-                }
-            }
+            RunEvent::FanOutStopped { reason } => self.say(format!("STOPPED {reason}")),
             RunEvent::CanaryPassed { sites } => self.say(format!(
                 "canary: all {sites} canary sites restored; starting the rest"
             )),
@@ -200,24 +152,140 @@ impl EventSink for Renderer {
                 sites,
                 sites_done,
             } => {
-                if json {
-                    tracing::info!(event = "run_started", steps, steps_done, sites, sites_done);
-                } else if *steps_done > 0 {
+                if *steps_done > 0 {
                     self.say(format!("resuming: {steps_done} of {steps} steps and {sites_done} of {sites} sites already done"));
                 }
             }
-            RunEvent::StepStarted { step, attempt } if json => {
+            // Shown through the bars and the periodic line, not one line each.
+            RunEvent::StepStarted { .. }
+            | RunEvent::StepSucceeded { .. }
+            | RunEvent::SiteRestored { .. } => {}
+        }
+    }
+}
+
+/// One JSON log line (through tracing, on stderr) for every event a terminal shows, plus one per
+/// step start and success at `RUST_LOG=debug`. The match names every event, so a new one cannot
+/// be left out of the log by accident.
+pub struct JsonSink {
+    plan: Arc<Plan>,
+    last_progress: Mutex<Instant>,
+}
+
+impl JsonSink {
+    fn new(plan: Arc<Plan>) -> JsonSink {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
+        JsonSink {
+            plan,
+            last_progress: Mutex::new(Instant::now() - PLAIN_EVERY),
+        }
+    }
+
+    fn id(&self, step: u32) -> &str {
+        &self.plan.steps[step as usize].id
+    }
+
+    fn progress(&self, p: &Progress) {
+        if !due(&self.last_progress, p) {
+            return;
+        }
+        tracing::info!(
+            event = "progress",
+            steps_done = p.steps_done,
+            steps_total = p.steps_total,
+            steps_failed = p.steps_failed,
+            steps_blocked = p.steps_blocked,
+            sites_restored = p.sites_restored,
+            sites_total = p.sites_total,
+            running = p.running,
+            elapsed_s = p.elapsed.as_secs_f64(),
+            eta_s = p.eta.map(|e| e.as_secs_f64())
+        );
+    }
+}
+
+impl EventSink for JsonSink {
+    fn emit(&self, event: &RunEvent) {
+        match event {
+            RunEvent::Progress(p) => self.progress(p),
+            RunEvent::StepFailed {
+                step,
+                error,
+                blocked,
+            } => tracing::warn!(
+                event = "step_failed",
+                step = self.id(*step),
+                error = error.as_str(),
+                blocked
+            ),
+            RunEvent::StepRetrying {
+                step,
+                attempt,
+                delay,
+                error,
+            } => tracing::info!(
+                event = "step_retrying",
+                step = self.id(*step),
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = error.as_str()
+            ),
+            RunEvent::Draining { in_flight, grace } => tracing::warn!(
+                event = "draining",
+                in_flight,
+                grace_ms = grace.as_millis() as u64
+            ),
+            RunEvent::Cancelling { in_flight } => {
+                tracing::warn!(event = "cancelling", in_flight)
+            }
+            RunEvent::FanOutStopped { reason } => {
+                tracing::warn!(event = "fan_out_stopped", reason = reason.as_str())
+            }
+            RunEvent::CanaryPassed { sites } => tracing::info!(event = "canary_passed", sites),
+            RunEvent::Started {
+                steps,
+                steps_done,
+                sites,
+                sites_done,
+            } => tracing::info!(event = "run_started", steps, steps_done, sites, sites_done),
+            RunEvent::StepStarted { step, attempt } => {
                 tracing::debug!(event = "step_started", step = self.id(*step), attempt)
             }
-            RunEvent::StepSucceeded { step } if json => {
+            RunEvent::StepSucceeded { step } => {
                 tracing::debug!(event = "step_succeeded", step = self.id(*step))
             }
-            RunEvent::SiteRestored { site } if json => tracing::info!(
+            RunEvent::SiteRestored { site } => tracing::info!(
                 event = "site_restored",
                 site = self.plan.sites[*site as usize].id.as_str()
             ),
-            _ => {}
         }
+    }
+}
+
+struct Bars {
+    multi: MultiProgress,
+    steps: ProgressBar,
+    sites: ProgressBar,
+    pools: Vec<ProgressBar>,
+}
+
+/// Whether a periodic line is due (always for the final snapshot).
+fn due(last: &Mutex<Instant>, p: &Progress) -> bool {
+    let mut last = last.lock().expect("progress clock");
+    let finished =
+        p.steps_done + p.steps_failed + p.steps_blocked >= p.steps_total && p.running == 0;
+    if last.elapsed() >= PLAIN_EVERY || finished {
+        *last = Instant::now();
+        true
+    } else {
+        false
     }
 }
 

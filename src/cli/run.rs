@@ -78,7 +78,7 @@ pub struct ExecArgs {
     #[arg(long, value_enum, default_value_t = Policy::CriticalPath)]
     policy: Policy,
     /// After the first Ctrl-C, how long in-flight steps may run before they are cancelled.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::limits::duration_arg(crate::limits::MAX_GRACE))]
     grace: Duration,
     /// Restore a canary wave first — N sites, or a percentage like `5%`: the smallest site of
     /// each tier, then the smallest others — through every step, before starting any other site.
@@ -453,12 +453,14 @@ fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, Pa
             },
         )])
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        refuse(
-            format!("cannot read the plan: {e}"),
-            "give the file `drover plan --out` wrote",
-        )
-    })?;
+    let text = crate::util::read_capped(path, crate::plan::doc::MAX_PLAN_BYTES)
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        .map_err(|e| {
+            refuse(
+                format!("cannot read the plan: {e}"),
+                "give the file `drover plan --out` wrote",
+            )
+        })?;
     let file: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         refuse(
             format!("not a plan file: {e}"),

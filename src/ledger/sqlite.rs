@@ -105,17 +105,8 @@ impl SqliteLedger {
                 path: path.display().to_string(),
             });
         }
+        identify(path)?;
         let conn = connect(path)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql_err(path))?;
-        if version != SCHEMA_VERSION {
-            let reason = format!("schema version {version}, this drover reads {SCHEMA_VERSION}");
-            return Err(LedgerError::Incompatible {
-                path: path.display().to_string(),
-                reason,
-            });
-        }
         let ids = {
             let mut stmt = conn
                 .prepare("SELECT id FROM steps ORDER BY idx")
@@ -454,6 +445,59 @@ fn write_new(path: &Path, new: &NewRun) -> Result<(), LedgerError> {
             path: path.display().to_string(),
             reason: e.to_string(),
         })
+}
+
+/// Makes sure `path` is a drover ledger before anything is written to it (opening sets the
+/// journal mode, which would change another program's database): a file of another kind is
+/// named for what it is.
+fn identify(path: &Path) -> Result<(), LedgerError> {
+    use std::io::Read;
+    let incompatible = |reason: String| LedgerError::Incompatible {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
+        .map_err(|e| incompatible(format!("cannot read it: {e}")))?;
+    match crate::sniff::kind_of(&head) {
+        crate::sniff::FileKind::Sqlite => {}
+        crate::sniff::FileKind::Other if head.is_empty() => {
+            return Err(incompatible("it is empty".into()));
+        }
+        kind => {
+            return Err(incompatible(format!(
+                "it is {}; {}",
+                kind.describe(),
+                kind.usage()
+            )));
+        }
+    }
+    // Read-write without create, but nothing is written: only the header is read.
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql_err(path))?;
+    let has_steps = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('steps', 'run')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(sql_err(path))?;
+    if version != SCHEMA_VERSION || has_steps < 2 {
+        let reason = match (version, has_steps) {
+            (_, n) if n < 2 => {
+                "it is a SQLite database without a ledger's tables (a platform registry or shard?)"
+                    .to_owned()
+            }
+            (v, _) => format!("schema version {v}, this drover reads {SCHEMA_VERSION}"),
+        };
+        return Err(incompatible(reason));
+    }
+    Ok(())
 }
 
 fn connect(path: &Path) -> Result<Connection, LedgerError> {

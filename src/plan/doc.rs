@@ -10,6 +10,8 @@ use crate::workflow::Retry;
 
 pub const SUMMARY_FORMAT: &str = "drover-plan-summary/1";
 pub const PLAN_FORMAT: &str = "drover-plan/1";
+/// The largest plan file `run --plan` reads (a 2-million-step plan is well under this).
+pub const MAX_PLAN_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 #[derive(Serialize)]
 pub struct Summary<'a> {
@@ -288,10 +290,10 @@ fn step_doc<'a>(plan: &'a Plan, step: &'a Step) -> StepDoc<'a> {
             .iter()
             .map(|&(p, n)| (plan.pools[p as usize].name.as_str(), n))
             .collect(),
-        estimate_ms: step.estimate.as_millis() as u64,
-        timeout_ms: step.timeout.as_millis() as u64,
+        estimate_ms: crate::limits::millis(step.estimate),
+        timeout_ms: crate::limits::millis(step.timeout),
         retry: step.retry,
-        rank_ms: step.rank.as_millis() as u64,
+        rank_ms: crate::limits::millis(step.rank),
         tier: &plan.tiers[step.tier],
     }
 }

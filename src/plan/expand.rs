@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Owner, Plan, PlanOptions, PoolPlan, SitePlan, Step, StepIdx, TemplateInfo};
 use crate::diag::{Location, Problem, ProblemKind};
+use crate::limits;
 use crate::request::{Request, Site};
 use crate::workflow::{Scope, Template, Workflow};
 
@@ -247,6 +248,15 @@ impl<'a> Expander<'a> {
             );
             return;
         };
+        // A shared unit's name becomes a step ID, a backup unit and a staging path.
+        if let Err(message) = crate::ids::check_name(unit) {
+            let kind = ProblemKind::Invalid {
+                message: format!("attribute '{attribute}': {message}"),
+                fix: "name shared units like 'wiki-3'".into(),
+            };
+            self.report(&site.at, format!("site {} attrs", site.id), kind);
+            return;
+        }
         let unit = unit.to_owned();
         let template = &wf.templates[t];
         let idx = match self.shared.get(&(t, unit.clone())) {
@@ -277,10 +287,20 @@ impl<'a> Expander<'a> {
         };
         let step = &mut self.steps[idx as usize];
         step.tier = step.tier.min(site.tier);
-        if let Some((attribute, _)) = &template.estimate.scale {
+        if let Some((attribute, per)) = &template.estimate.scale {
             let product = self.wf.products[p].name.clone();
             if let Some(v) = self.number(site, Some(&product), attribute, t) {
-                *self.shared_scale.entry(idx).or_default() += v;
+                let sum = self.shared_scale.entry(idx).or_default();
+                *sum += v;
+                let sum = *sum;
+                if limits::scaled(template.estimate.base, *per, sum).is_none() {
+                    let id = self.steps[idx as usize].id.clone();
+                    self.too_long(
+                        site,
+                        t,
+                        format!("{attribute} summed over the sites of {id} = {sum}"),
+                    );
+                }
             }
         }
     }
@@ -317,7 +337,10 @@ impl<'a> Expander<'a> {
         let estimate = match (&template.estimate.scale, &owner) {
             (Some((attribute, per)), Owner::Site { .. }) => {
                 let v = self.number(site, product, attribute, t).unwrap_or(0.0);
-                template.estimate.base + per.mul_f64(v)
+                limits::scaled(template.estimate.base, *per, v).unwrap_or_else(|| {
+                    self.too_long(site, t, format!("{attribute} = {v}"));
+                    template.estimate.base
+                })
             }
             _ => template.estimate.base,
         };
@@ -436,6 +459,24 @@ impl<'a> Expander<'a> {
         }
     }
 
+    /// A scaled estimate over [`limits::MAX_STEP_DURATION`]: the site's attribute is too large.
+    fn too_long(&mut self, site: &Site, t: usize, what: String) {
+        let entry = format!(
+            "site {} (estimate of step '{}')",
+            site.id, self.wf.templates[t].name
+        );
+        let kind = ProblemKind::OutOfRange {
+            value: what,
+            reason: format!(
+                "too large: the step's scaled estimate would exceed the limit of {}",
+                limits::human(limits::MAX_STEP_DURATION)
+            ),
+            range: "an attribute small enough that base + scale.per × value stays within the limit"
+                .into(),
+        };
+        self.report(&site.at, entry, kind);
+    }
+
     fn number(
         &mut self,
         site: &Site,
@@ -458,7 +499,16 @@ impl<'a> Expander<'a> {
                 None
             }
             Some(text) => match text.parse::<f64>() {
-                Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
+                Ok(v) if (0.0..=limits::MAX_ATTRIBUTE).contains(&v) => Some(v),
+                Ok(v) if v.is_finite() && v > limits::MAX_ATTRIBUTE => {
+                    let kind = ProblemKind::OutOfRange {
+                        value: format!("{attribute} = {text}"),
+                        reason: "too large for an estimate's scale".into(),
+                        range: format!("0 to {:e}", limits::MAX_ATTRIBUTE),
+                    };
+                    self.report(&site.at, entry, kind);
+                    None
+                }
                 _ => {
                     let kind = ProblemKind::NotANumber {
                         attribute: attribute.to_owned(),
@@ -579,12 +629,14 @@ impl<'a> Expander<'a> {
                 .scale
                 .as_ref()
                 .map_or(Duration::ZERO, |s| s.1);
-            step.estimate += per.mul_f64(v);
+            // Checked while the sums were made (`too_long`): within the limit here.
+            step.estimate = limits::scaled(step.estimate, per, v).unwrap_or(step.estimate);
         }
         let mut demand = vec![Duration::ZERO; self.wf.pools.len()];
         for step in &self.steps {
             for &(pool, n) in &step.uses {
-                demand[pool as usize] += step.estimate * n;
+                let d = &mut demand[pool as usize];
+                *d = d.saturating_add(step.estimate.saturating_mul(n));
             }
         }
         let pools = self

@@ -41,11 +41,11 @@ pub(super) fn hash(plan: &Plan) -> String {
             h.str(&plan.pools[pool as usize].name);
             h.num(n.into());
         }
-        h.num(step.estimate.as_millis() as u64);
-        h.num(step.timeout.as_millis() as u64);
+        h.num(crate::limits::millis(step.estimate));
+        h.num(crate::limits::millis(step.timeout));
         h.num(step.retry.attempts.into());
-        h.num(step.retry.initial_backoff.as_millis() as u64);
-        h.num(step.retry.max_backoff.as_millis() as u64);
+        h.num(crate::limits::millis(step.retry.initial_backoff));
+        h.num(crate::limits::millis(step.retry.max_backoff));
     }
     hex::encode(h.0.finalize())
 }

@@ -13,7 +13,7 @@ pub(super) fn rank(plan: &mut Plan, order: &[StepIdx]) {
             .map(|&s| plan.steps[s as usize].rank)
             .max()
             .unwrap_or_default();
-        plan.steps[i].rank = plan.steps[i].estimate + tail;
+        plan.steps[i].rank = plan.steps[i].estimate.saturating_add(tail);
     }
     plan.critical_path = critical_path(plan, &succ);
     let pool_bound = plan

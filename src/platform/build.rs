@@ -77,6 +77,7 @@ impl Platform {
         fs::create_dir_all(dir.join("shards")).io(dir)?;
         let platform = Platform {
             dir: dir.to_owned(),
+            stop: None,
         };
         let sites = generate::sites(opts);
         platform.build_registry(&sites, opts.seed)?;

@@ -15,6 +15,7 @@ pub fn delay(retry: &Retry, failed: u32, rng: &mut impl Rng) -> Duration {
         .initial_backoff
         .saturating_mul(1 << doublings)
         .min(retry.max_backoff);
+    // Backoffs are at most a day (`limits::MAX_BACKOFF`), so the product cannot overflow.
     raw.mul_f64(rng.gen_range(0.5..=1.0))
 }
 

@@ -41,7 +41,8 @@ impl Priorities {
             site_work = vec![0u64; plan.sites.len()];
             for step in &plan.steps {
                 if let Owner::Site { site, .. } = step.owner {
-                    site_work[site as usize] += step.estimate.as_millis() as u64;
+                    let w = &mut site_work[site as usize];
+                    *w = w.saturating_add(crate::limits::millis(step.estimate));
                 }
             }
         }
@@ -51,7 +52,7 @@ impl Priorities {
     /// `seq` counts pushes into the ready queue (for FIFO).
     pub fn key(&self, plan: &Plan, idx: StepIdx, seq: u64) -> u128 {
         let step = &plan.steps[idx as usize];
-        let urgency = u64::MAX - step.rank.as_millis() as u64;
+        let urgency = u64::MAX - crate::limits::millis(step.rank);
         let tier = step.tier as u128;
         let idx = idx as u128;
         match self.policy {
@@ -75,7 +76,8 @@ pub fn canary_sites(plan: &Plan, n: usize) -> Vec<u32> {
     let mut work = vec![0u64; plan.sites.len()];
     for step in &plan.steps {
         if let Owner::Site { site, .. } = step.owner {
-            work[site as usize] += step.estimate.as_millis() as u64;
+            let w = &mut work[site as usize];
+            *w = w.saturating_add(crate::limits::millis(step.estimate));
         }
     }
     let mut by_size: Vec<u32> = (0..plan.sites.len() as u32).collect();

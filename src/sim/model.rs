@@ -97,7 +97,7 @@ impl DurationModel {
 /// sleep its params ask for.
 pub fn expected_ms(plan: &Plan, idx: StepIdx) -> u64 {
     let step = &plan.steps[idx as usize];
-    let estimate = step.estimate.as_millis() as u64;
+    let estimate = crate::limits::millis(step.estimate);
     if plan.kind(step) != "sleep" {
         return estimate;
     }
@@ -105,7 +105,7 @@ pub fn expected_ms(plan: &Plan, idx: StepIdx) -> u64 {
         .params
         .get("duration")
         .and_then(|d| humantime::parse_duration(d).ok())
-        .map_or(estimate, |d| d.as_millis() as u64);
+        .map_or(estimate, crate::limits::millis);
     let scale = step
         .params
         .get("scale")

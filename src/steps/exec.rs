@@ -12,7 +12,7 @@
 use std::process::Stdio;
 
 use async_trait::async_trait;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{StepContext, StepError, StepKind, StepOutput};
 
@@ -119,13 +119,17 @@ fn split_args(s: &str) -> Result<Vec<String>, StepError> {
     Ok(out)
 }
 
+/// The last `TAIL_BYTES` of a command's output file (which may be huge).
 async fn tail(path: &std::path::Path) -> String {
     let mut buf = Vec::new();
     if let Ok(mut f) = tokio::fs::File::open(path).await {
-        let _ = f.read_to_end(&mut buf).await;
+        let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(TAIL_BYTES as u64);
+        if f.seek(std::io::SeekFrom::Start(start)).await.is_ok() {
+            let _ = f.take(TAIL_BYTES as u64).read_to_end(&mut buf).await;
+        }
     }
-    let start = buf.len().saturating_sub(TAIL_BYTES);
-    String::from_utf8_lossy(&buf[start..]).into_owned()
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 fn last_line(tail: &str) -> &str {

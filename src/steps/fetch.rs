@@ -18,9 +18,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{StepContext, StepError, StepKind, StepOutput, duration_param, platform_common};
+use super::{
+    StepContext, StepError, StepKind, StepOutput, duration_param, number_param, platform_common,
+};
 use crate::backup::download::{self, FetchOptions, Target};
 use crate::backup::{self, BackupStore};
+use crate::limits;
 
 #[derive(Default)]
 pub struct Fetch {
@@ -56,18 +59,14 @@ impl StepKind for Fetch {
             .map_err(|e| StepError::Permanent(format!("point_in_time '{pit}': {e}")))?
             .with_timezone(&Utc);
         let mut opts = FetchOptions::default();
-        if let Some(w) = duration_param(&ctx, "window")? {
+        if let Some(w) = duration_param(&ctx, "window", limits::MAX_WINDOW)? {
             opts.window = w;
         }
-        if let Some(p) = ctx.param("part_size") {
-            opts.part_size = p.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                StepError::Permanent(format!("part_size '{p}' is not a positive number of bytes"))
-            })?;
+        if let Some(p) = number_param(&ctx, "part_size", limits::FETCH_PART_SIZE)? {
+            opts.part_size = p;
         }
-        if let Some(c) = ctx.param("concurrency") {
-            opts.concurrency = c.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                StepError::Permanent(format!("concurrency '{c}' is not a positive number"))
-            })?;
+        if let Some(c) = number_param(&ctx, "concurrency", 1..=limits::MAX_FETCH_CONCURRENCY)? {
+            opts.concurrency = c;
         }
         let store = self.store(source).await?;
         let target = Target {

@@ -9,8 +9,9 @@
 use async_trait::async_trait;
 
 use super::http::post_json;
-use super::platform_common::{error, now, open, site};
+use super::platform_common::{error, now, on_platform, site};
 use super::{StepContext, StepError, StepKind, StepOutput};
+use crate::platform::Platform;
 
 #[derive(Default)]
 pub struct Notify {
@@ -20,30 +21,39 @@ pub struct Notify {
 #[async_trait]
 impl StepKind for Notify {
     async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
-        let site = site(&ctx)?;
-        let platform = open(&ctx)?;
-        let contacts = platform.contacts(site).map_err(error)?;
-        let record = platform.site(site).map_err(error)?;
-        let at = |t: Option<i64>| {
-            t.and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-                .map(|t| t.to_rfc3339())
-        };
-        let message = serde_json::json!({
-            "site": site,
-            "to": contacts.iter().map(|c| c.email.clone()).collect::<Vec<_>>(),
-            "products": record.products,
-            "point_in_time": ctx.param("point_in_time"),
-            "deleted_at": at(record.deleted_at),
-            "restored_at": at(record.reactivated_at),
-            "time_to_restore_s": record.deleted_at.zip(record.reactivated_at).map(|(d, r)| r - d),
-        });
-        let new = platform
-            .notify(site, &ctx.idempotency_key, &message, now())
-            .map_err(error)?;
+        let (message, contacts, new) = on_platform(&ctx, outbox).await?;
         let webhook = match ctx.param("webhook") {
             Some(url) => Some(post_json(&self.client, &ctx, url, &message).await?.0),
             None => None,
         };
-        Ok(serde_json::json!({ "notified": contacts.len(), "new": new, "webhook_status": webhook }))
+        Ok(serde_json::json!({ "notified": contacts, "new": new, "webhook_status": webhook }))
     }
+}
+
+/// Builds the site's message from the registry and puts it in the outbox (once per key).
+/// Returns the message, how many contacts it is for, and whether it is new.
+fn outbox(
+    platform: Platform,
+    ctx: StepContext,
+) -> Result<(serde_json::Value, usize, bool), StepError> {
+    let site = site(&ctx)?;
+    let contacts = platform.contacts(site).map_err(error)?;
+    let record = platform.site(site).map_err(error)?;
+    let at = |t: Option<i64>| {
+        t.and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+            .map(|t| t.to_rfc3339())
+    };
+    let message = serde_json::json!({
+        "site": site,
+        "to": contacts.iter().map(|c| c.email.clone()).collect::<Vec<_>>(),
+        "products": record.products,
+        "point_in_time": ctx.param("point_in_time"),
+        "deleted_at": at(record.deleted_at),
+        "restored_at": at(record.reactivated_at),
+        "time_to_restore_s": record.deleted_at.zip(record.reactivated_at).map(|(d, r)| r - d),
+    });
+    let new = platform
+        .notify(site, &ctx.idempotency_key, &message, now())
+        .map_err(error)?;
+    Ok((message, contacts.len(), new))
 }

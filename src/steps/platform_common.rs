@@ -1,10 +1,43 @@
-//! What the reference-platform step kinds share: opening the platform named by the `platform`
-//! param, finding an upstream fetch's directory, and mapping platform errors to step errors.
+//! What the reference-platform step kinds share: running platform work off the async threads
+//! where the step's timeout and the run's cancellation reach it, opening the platform named by
+//! the `platform` param, finding an upstream fetch's directory, and mapping platform errors.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{StepContext, StepError};
 use crate::platform::{Platform, PlatformError};
+
+/// Runs synchronous platform work (SQLite, files) on a blocking thread and waits for it beside
+/// the run's cancellation. When the run is cancelled, or this future is dropped because the
+/// step's `timeout` fired, the work is told to stop: a wait for a busy shard or a long query
+/// ends at its next check and its transaction rolls back, so a retry starts clean.
+pub(crate) async fn on_platform<T, F>(ctx: &StepContext, work: F) -> Result<T, StepError>
+where
+    T: Send + 'static,
+    F: FnOnce(Platform, StepContext) -> Result<T, StepError> + Send + 'static,
+{
+    let mut platform = open(ctx)?;
+    let stop = StopOnDrop(platform.stop_flag());
+    let owned = ctx.clone();
+    let handle = tokio::task::spawn_blocking(move || work(platform, owned));
+    let result = tokio::select! {
+        joined = handle => joined.map_err(|e| StepError::Retryable(format!("{}: the platform work ended abnormally: {e}", ctx.step_id)))?,
+        () = ctx.cancel.cancelled() => Err(StepError::Retryable("cancelled".into())),
+    };
+    drop(stop);
+    result
+}
+
+/// Sets the stop flag when dropped: on every way out of [`on_platform`], including a timeout.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// The platform directory from the `platform` param.
 pub(crate) fn open(ctx: &StepContext) -> Result<Platform, StepError> {

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::platform_common::{error, now, open, site};
+use super::platform_common::{error, now, on_platform, site};
 use super::{StepContext, StepError, StepKind, StepOutput};
 
 pub struct Reactivate;
@@ -12,8 +12,10 @@ pub struct Reactivate;
 #[async_trait]
 impl StepKind for Reactivate {
     async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
-        let site = site(&ctx)?;
-        let first = open(&ctx)?.reactivate(site, now()).map_err(error)?;
-        Ok(serde_json::json!({ "reactivated": first }))
+        on_platform(&ctx, |platform, ctx| {
+            let first = platform.reactivate(site(&ctx)?, now()).map_err(error)?;
+            Ok(serde_json::json!({ "reactivated": first }))
+        })
+        .await
     }
 }

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::platform_common::{error, fetched, open, site};
+use super::platform_common::{error, fetched, on_platform, site};
 use super::{StepContext, StepError, StepKind, StepOutput};
 
 pub struct RestoreContacts;
@@ -11,11 +11,14 @@ pub struct RestoreContacts;
 #[async_trait]
 impl StepKind for RestoreContacts {
     async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
-        let site = site(&ctx)?;
-        let dir = fetched(&ctx, &format!("{site}/contacts"))?;
-        let added = open(&ctx)?
-            .restore_contacts(site, dir.join("contacts.json"))
-            .map_err(error)?;
-        Ok(serde_json::json!({ "contacts_added": added }))
+        on_platform(&ctx, |platform, ctx| {
+            let site = site(&ctx)?;
+            let dir = fetched(&ctx, &format!("{site}/contacts"))?;
+            let added = platform
+                .restore_contacts(site, dir.join("contacts.json"))
+                .map_err(error)?;
+            Ok(serde_json::json!({ "contacts_added": added }))
+        })
+        .await
     }
 }

@@ -3,6 +3,8 @@
 //! at 1/100 speed. Stops early, as a retryable failure, when cancelled. Param `record`: see
 //! `record_execution` (written when the sleep starts).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use super::{StepContext, StepError, StepKind, StepOutput, duration_param, record_execution};
@@ -12,7 +14,8 @@ pub struct Sleep;
 #[async_trait]
 impl StepKind for Sleep {
     async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
-        let base = duration_param(&ctx, "duration")?.unwrap_or(ctx.estimate);
+        let base = duration_param(&ctx, "duration", crate::limits::MAX_STEP_DURATION)?
+            .unwrap_or(ctx.estimate);
         let scale = match ctx.param("scale") {
             None => 1.0,
             Some(s) => s
@@ -25,7 +28,15 @@ impl StepKind for Sleep {
                     ))
                 })?,
         };
-        let wait = base.mul_f64(scale);
+        let wait = Duration::try_from_secs_f64(base.as_secs_f64() * scale)
+            .ok()
+            .filter(|w| *w <= crate::limits::MAX_STEP_DURATION)
+            .ok_or_else(|| {
+                StepError::Permanent(format!(
+                    "param scale = {scale} makes the sleep longer than the limit of {}",
+                    crate::limits::human(crate::limits::MAX_STEP_DURATION)
+                ))
+            })?;
         record_execution(&ctx)?;
         tokio::select! {
             _ = tokio::time::sleep(wait) => Ok(serde_json::json!({ "slept_ms": wait.as_millis() as u64 })),

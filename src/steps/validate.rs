@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::platform_common::{error, fetched, now, open, product, site};
+use super::platform_common::{error, fetched, now, on_platform, product, site};
 use super::{StepContext, StepError, StepKind, StepOutput};
 use crate::platform::PlatformError;
 
@@ -14,20 +14,22 @@ pub struct Validate;
 #[async_trait]
 impl StepKind for Validate {
     async fn run(&self, ctx: StepContext) -> Result<StepOutput, StepError> {
-        let (site, product) = (site(&ctx)?, product(&ctx)?);
-        let shard = ctx
-            .param("shard")
-            .ok_or_else(|| StepError::Permanent("validate needs the param 'shard'".into()))?;
-        let platform = open(&ctx)?;
-        let snapshot = fetched(&ctx, shard)?.join("shard.sqlite");
-        match platform.validate(site, product, &snapshot, now()) {
-            Ok(()) => Ok(serde_json::json!({ "validated": true })),
-            Err(PlatformError::Invalid(failure)) => {
-                let reason = failure.to_string();
-                platform.quarantine(site, &reason, now()).map_err(error)?;
-                Err(StepError::Quarantine(reason))
+        on_platform(&ctx, |platform, ctx| {
+            let (site, product) = (site(&ctx)?, product(&ctx)?);
+            let shard = ctx
+                .param("shard")
+                .ok_or_else(|| StepError::Permanent("validate needs the param 'shard'".into()))?;
+            let snapshot = fetched(&ctx, shard)?.join("shard.sqlite");
+            match platform.validate(site, product, &snapshot, now()) {
+                Ok(()) => Ok(serde_json::json!({ "validated": true })),
+                Err(PlatformError::Invalid(failure)) => {
+                    let reason = failure.to_string();
+                    platform.quarantine(site, &reason, now()).map_err(error)?;
+                    Err(StepError::Quarantine(reason))
+                }
+                Err(e) => Err(error(e)),
             }
-            Err(e) => Err(error(e)),
-        }
+        })
+        .await
     }
 }
