@@ -270,6 +270,15 @@ fn print_problems(problems: &[Problem]) {
     }
 }
 
+/// Warns about credentials written into a workflow instead of referenced.
+pub(crate) fn warn_secrets(check: &crate::preflight::SecretCheck) {
+    for place in &check.literal {
+        eprintln!(
+            "warning: {place} holds a literal credential; it is stored in the plan and the ledger. Write it as {{env:NAME}} (or env:NAME) and export NAME: docs/security.md"
+        );
+    }
+}
+
 /// `name=N,name=N` as used by `--pools`.
 pub(crate) fn parse_pools(s: &str) -> Result<std::collections::BTreeMap<String, u32>, String> {
     let mut pools = std::collections::BTreeMap::new();

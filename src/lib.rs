@@ -6,6 +6,7 @@
 //! - [`source`], [`diag`]: input text with locations, and the problems found in it.
 //! - [`sniff`]: what kind of drover file some bytes are, to name a file given in the wrong place.
 //! - [`workflow`]: the workflow format (how one site is restored), parsed and resolved.
+//! - [`redact`]: credentials out of every error drover records or prints.
 //! - [`request`]: the restore request format (which sites, which point in time), TOML and CSV.
 //! - [`limits`]: the range of every number an operator can write.
 //! - [`load`]: reads workflow and request files; the only IO before planning.
@@ -38,6 +39,7 @@ pub mod load;
 pub mod plan;
 pub mod platform;
 pub mod preflight;
+pub mod redact;
 pub mod report;
 pub mod request;
 pub mod schedule;

@@ -255,6 +255,51 @@ fn target_of(request_path: &Path) -> Option<PathBuf> {
     Some(dir.join(registry))
 }
 
+/// What a plan's params say about secrets: literal credentials (a warning: they reach the plan
+/// and the ledger) and `{env:NAME}` references whose variable is not set (a refusal before a
+/// run: the steps would fail).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SecretCheck {
+    /// "step template 'notify' param 'webhook'": holds a literal credential.
+    pub literal: Vec<String>,
+    /// Variables referenced and not set, with the first param that needs each.
+    pub missing: Vec<(String, String)>,
+}
+
+/// Checks every distinct param of the plan (once per template and key) for secrets.
+pub fn secrets(plan: &Plan, is_set: impl Fn(&str) -> bool) -> SecretCheck {
+    let mut check = SecretCheck::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut missing = std::collections::BTreeMap::new();
+    for step in &plan.steps {
+        let template = &plan.templates[step.template as usize].name;
+        for (key, value) in &step.params {
+            let place = format!("step template '{template}' param '{key}'");
+            let refs = crate::workflow::params::secret_refs(value);
+            for name in &refs {
+                if !is_set(name) {
+                    missing
+                        .entry(name.to_string())
+                        .or_insert_with(|| place.clone());
+                }
+            }
+            let sensitive_header = key.strip_prefix("header.").is_some_and(|h| {
+                matches!(
+                    h.to_ascii_lowercase().as_str(),
+                    "authorization" | "x-api-key" | "cookie" | "proxy-authorization"
+                )
+            });
+            let literal =
+                crate::redact::has_credentials(value) || (sensitive_header && refs.is_empty());
+            if literal && seen.insert(place.clone()) {
+                check.literal.push(place);
+            }
+        }
+    }
+    check.missing = missing.into_iter().collect();
+    check
+}
+
 /// Warnings (not refusals) about pools whose capacity cannot take effect. Capacities that
 /// cannot work at all (zero, smaller than one step's use, unknown pool) are refused by the
 /// planner.

@@ -530,6 +530,9 @@ impl<'a> Scheduler<'a> {
                 self.pending_done.push(idx);
             }
             Err(e) => {
+                // The one place a step's error enters the ledger and the events: credentials
+                // a message quotes (a URL's password, a token) never get further.
+                let message = crate::redact::text(&e.to_string());
                 self.failures[idx as usize] += 1;
                 let budget_left = self.failures[idx as usize] < step.retry.attempts;
                 if e.is_retryable() && (budget_left || draining) {
@@ -538,7 +541,7 @@ impl<'a> Scheduler<'a> {
                         step: idx,
                         attempt,
                         at: ended,
-                        error: e.to_string(),
+                        error: message.clone(),
                         retryable: true,
                     });
                     if !draining {
@@ -550,14 +553,14 @@ impl<'a> Scheduler<'a> {
                             step: idx,
                             attempt,
                             delay,
-                            error: e.to_string(),
+                            error: message,
                         });
                     }
                 } else {
                     let error = if e.is_retryable() {
-                        format!("{e} (gave up after {attempt} attempts)")
+                        format!("{message} (gave up after {attempt} attempts)")
                     } else {
-                        e.to_string()
+                        message
                     };
                     self.quarantined[idx as usize] = matches!(e, StepError::Quarantine(_));
                     self.pending_ops.push(Op::Fail {

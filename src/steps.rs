@@ -17,6 +17,7 @@ mod reactivate;
 mod rebuild_index;
 mod restore_contacts;
 mod restore_tenant;
+mod secret;
 mod sleep;
 mod validate;
 

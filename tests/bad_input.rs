@@ -407,3 +407,174 @@ fn a_missing_required_field_says_which_field_to_add() {
         ],
     );
 }
+
+/// Issue #11, class 1: numbers that are well-formed but huge are refused with their range,
+/// never a panic (exit 101).
+#[test]
+fn huge_numbers_are_refused_with_their_range() {
+    let years = "500000000000years";
+    for (from, to, needles) in [
+        (
+            "estimate = \"20s\"",
+            format!("estimate = \"{years}\""),
+            vec!["steps.rebuild.estimate", "limit of"],
+        ),
+        (
+            "per = \"10s\"",
+            format!("per = \"{years}\""),
+            vec!["scale.per", "limit of"],
+        ),
+        (
+            "estimate = \"5s\"",
+            format!("estimate = \"5s\"\ntimeout = \"{years}\""),
+            vec!["timeout", "limit of"],
+        ),
+        (
+            "[pools.db]\ncapacity = 2",
+            "[pools.db]\ncapacity = 4294967296".to_owned(),
+            vec!["capacity", "1 to 1000000"],
+        ),
+    ] {
+        let wf = WORKFLOW.replacen(from, &to, 1);
+        assert_ne!(wf, WORKFLOW, "{from}");
+        has(&refused(&wf, REQUEST), &needles);
+    }
+    let wf = WORKFLOW.replacen(
+        "[steps.rebuild]",
+        "[defaults]\nretry = { attempts = 2, initial_backoff = \"2days\" }\n\n[steps.rebuild]",
+        1,
+    );
+    has(
+        &refused(&wf, REQUEST),
+        &["defaults.retry.initial_backoff", "at most 1day"],
+    );
+    for size in ["1e300", "9223372036854775807", "1e13"] {
+        let req = REQUEST.replacen("size_gb = 2", &format!("size_gb = {size}"), 1);
+        has(
+            &refused(WORKFLOW, &req),
+            &["site site-0002", "size_gb", "range"],
+        );
+    }
+    let req = format!("{REQUEST}\n[backups]\nsource = \"b\"\nwindow = \"300000years\"\n");
+    has(
+        &refused(WORKFLOW, &req),
+        &["backups.window", "at most 100years"],
+    );
+}
+
+/// Class 1 on the command line: flags with a range say it, exit 2.
+#[test]
+fn huge_flag_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write(dir.path(), "wf.toml", WORKFLOW);
+    let req = write(dir.path(), "req.toml", REQUEST);
+    for args in [
+        vec!["plan", "--offline", "--pools", "db=4294967295"],
+        vec!["estimate", "--target-rto", "18446744073709551615s"],
+        vec!["estimate", "--trials", "100001"],
+    ] {
+        let out = drover()
+            .args(&args)
+            .arg("-w")
+            .arg(&wf)
+            .arg("-r")
+            .arg(&req)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// Class 2: an endless input (a device, a FIFO) is refused at the size limit.
+#[test]
+fn endless_input_is_refused_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = write(dir.path(), "req.toml", REQUEST);
+    let err = refused_paths(Path::new("/dev/zero"), &req);
+    has(&err, &["/dev/zero", "larger than drover's limit of 64 MiB"]);
+}
+
+/// Class 3: each row of the ID table in docs/request-format.md is named for what it is.
+#[test]
+fn every_id_kind_is_named_for_what_it_is() {
+    for (id, kind) in [
+        ("123e4567-e89b-42d3-a456-426614174000", "a bare UUID"),
+        ("wiki-3", "a database shard ID"),
+        ("shard-9", "a database shard ID"),
+        ("app-7f3a9c", "an app (product instance) ID"),
+        ("product-wiki", "an app (product instance) ID"),
+        ("cust-0042", "a customer ID"),
+        ("customer-acme", "a customer ID"),
+    ] {
+        let req = REQUEST.replacen("site-0002", id, 1);
+        has(&refused(WORKFLOW, &req), &[id, kind]);
+    }
+}
+
+/// Class 4: control characters in input are escaped in every message, never sent raw.
+#[test]
+fn control_characters_in_input_are_escaped() {
+    // TOML's own escapes put raw control characters into the value.
+    let req = REQUEST.replacen("site-0002", "site-\\u001b]0;owned\\u0007\\u001b[2J", 1);
+    let err = refused(WORKFLOW, &req);
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+    has(&err, &["\\x1b]0;owned\\x07\\x1b[2J"]);
+    let wf = WORKFLOW.replacen(
+        "[pools.db]",
+        "[pools.\"d\\u001b[31mb\"]\ncapacity = 1\n\n[pools.db]",
+        1,
+    );
+    let err = refused(&wf, REQUEST);
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    has(&err, &["is not a valid name"]);
+}
+
+/// Class 9: a file of the wrong kind is named for what it is, exit 2.
+#[test]
+fn a_file_of_the_wrong_kind_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write(dir.path(), "wf.toml", WORKFLOW);
+    let req = write(dir.path(), "req.toml", REQUEST);
+    has(
+        &refused_paths(&req, &wf),
+        &["this is a restore request", "-r/--request"],
+    );
+    for command in ["status", "audit", "report", "clean", "resume"] {
+        let out = drover()
+            .args([command, "--state"])
+            .arg(&req)
+            .args(if command == "report" {
+                &["--html", "r.html"][..]
+            } else {
+                &[]
+            })
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("a restore request"), "{command}: {stderr}");
+    }
+    let before = std::fs::read(&req).unwrap();
+    let out = drover()
+        .args(["estimate", "--history"])
+        .arg(&req)
+        .arg("-w")
+        .arg(&wf)
+        .arg("-r")
+        .arg(&req)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&req).unwrap(),
+        before,
+        "the file was not changed"
+    );
+}

@@ -281,3 +281,139 @@ async fn notify_writes_the_outbox_once_and_posts_the_same_message_to_the_webhook
         assert!(stored["to"].as_array().is_some_and(|to| !to.is_empty()));
     }
 }
+
+/// The outputs a person or a program reads after a run: run, status, audit, report, timeline.
+fn every_output(d: &Path, run: &std::process::Output) -> String {
+    let mut all = String::from_utf8_lossy(&run.stdout).into_owned();
+    all.push_str(&String::from_utf8_lossy(&run.stderr));
+    for args in [
+        &["status", "--state", "s.db"][..],
+        &["status", "--format", "json", "--state", "s.db"],
+        &["audit", "--state", "s.db"],
+        &["audit", "--format", "json", "--state", "s.db"],
+        &[
+            "report",
+            "--state",
+            "s.db",
+            "--html",
+            "r.html",
+            "--timeline",
+            "t.json",
+        ],
+        &[
+            "plan",
+            "--offline",
+            "-w",
+            "wf.toml",
+            "-r",
+            "request.toml",
+            "--out",
+            "plan.json",
+        ],
+    ] {
+        let out = drover().current_dir(d).args(args).output().unwrap();
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+        all.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    for file in ["r.html", "t.json", "plan.json"] {
+        all.push_str(&std::fs::read_to_string(d.join(file)).unwrap());
+    }
+    all
+}
+
+/// The ledger's recorded step errors and event details (not its copy of the input files).
+fn ledger_errors(state: &Path) -> String {
+    let db = rusqlite::Connection::open(state).unwrap();
+    let mut all = String::new();
+    for sql in [
+        "SELECT coalesce(last_error, '') || coalesce(output, '') FROM steps",
+        "SELECT coalesce(detail, '') FROM events",
+    ] {
+        let mut stmt = db.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        for row in rows {
+            all.push_str(&row.unwrap());
+        }
+    }
+    all
+}
+
+/// Issue #11, class 6: a webhook credential by reference (`{env:…}`) appears nowhere drover
+/// writes; a literal one only in the ledger's stored copy of the workflow file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_credentials_never_reach_outputs() {
+    let log = support::http::Log::default();
+    let addr = support::http::serve(Arc::clone(&log)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let by_ref = "s3cr3t-by-reference";
+    let literal = "hunter2-literal";
+    let dd = d.clone();
+    let outputs = tokio::task::spawn_blocking(move || {
+        let mut outputs = Vec::new();
+        for (name, hook) in [
+            ("ref", format!("http://{addr}/hook/{{env:DROVER_HOOK_TOKEN}}/bad\", \"header.Authorization\" = \"Bearer {{env:DROVER_HOOK_TOKEN}}")),
+            ("literal", format!("http://user:{literal}@{addr}/hook/bad")),
+        ] {
+            // A platform of its own for each case: the first run reactivates its sites.
+            let dd = dd.join(name);
+            support::demo(&dd, "init", 2, &[]);
+            support::demo(&dd, "incident", 2, &["--soft-deleted", "100%"]);
+            let wf = notify_workflow(addr).replace(&format!("http://{addr}/restored/flaky"), &hook);
+            write(&dd, "wf.toml", wf);
+            let out = drover()
+                .current_dir(&dd)
+                .env("DROVER_HOOK_TOKEN", by_ref)
+                .args(["run", "--yes", "-w", "wf.toml", "-r", "request.toml", "--state", "s.db"])
+                .output()
+                .unwrap();
+            support::exited(&out, 3);
+            let all = every_output(&dd, &out);
+            let errors = ledger_errors(&dd.join("s.db"));
+            let ledger = std::fs::read(dd.join("s.db")).unwrap();
+            outputs.push((name, out, all, errors, ledger));
+        }
+        outputs
+    })
+    .await
+    .unwrap();
+    for (name, out, all, errors, ledger) in &outputs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("HTTP 400"),
+            "{name}: the webhook failed visibly: {stderr}"
+        );
+        for secret in [by_ref, literal] {
+            assert!(!all.contains(secret), "{name}: an output shows {secret}");
+            assert!(
+                !errors.contains(secret),
+                "{name}: the ledger records {secret}"
+            );
+        }
+        let in_ledger = ledger.windows(by_ref.len()).any(|w| w == by_ref.as_bytes());
+        assert!(
+            !in_ledger,
+            "{name}: the referenced secret is nowhere in the ledger"
+        );
+    }
+    let (_, _, all, _, _) = &outputs[0];
+    assert!(
+        all.contains("{env:DROVER_HOOK_TOKEN}"),
+        "the reference is shown instead"
+    );
+    let (_, _, all, _, _) = &outputs[1];
+    assert!(
+        all.contains("literal credential"),
+        "plan warns about the literal password"
+    );
+    let sent = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path.contains(by_ref))
+        .count();
+    assert!(
+        sent > 0,
+        "the reference was resolved for the request itself"
+    );
+}

@@ -195,6 +195,14 @@ async fn the_demo_with_backups_in_s3_restores_from_s3() {
         "{stderr}"
     );
     assert!(!d.join("backups").exists(), "no local copy to restore from");
+    // The AWS secret from the environment is in no output and no file drover wrote.
+    let secret = support::s3::SECRET_KEY.as_bytes();
+    let contains = |hay: &[u8]| hay.windows(secret.len()).any(|w| w == secret);
+    assert!(!contains(&out.stdout) && !contains(&out.stderr));
+    for file in support::files_under(&d) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!contains(&bytes), "{} holds the AWS secret", file.display());
+    }
     let request = std::fs::read_to_string(d.join("request.toml")).unwrap();
     assert!(
         request.contains("source = \"s3://backups/platform?path-style=true\""),

@@ -214,3 +214,94 @@ fn sigkill_half_way_then_resume_gives_the_same_final_state_as_an_uninterrupted_r
         "{v}"
     );
 }
+
+/// Issue #11, class 7: a platform step blocked on a locked shard is ended by its `timeout` and
+/// retried, and Ctrl-C during such a step drains within the grace period and exits 130. (The
+/// SQLite work used to block the step's future, so neither could reach it for 30 s.)
+#[test]
+fn a_step_blocked_on_a_locked_shard_is_timed_out_retried_and_interruptible() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    deleted_platform(d, 2);
+    let workflow = std::fs::read_to_string(shipped_workflow())
+        .unwrap()
+        .replacen("timeout = \"1h\"", "timeout = \"2s\"", 1);
+    let wf = support::write(d, "wf.toml", workflow);
+    // Hold the write lock of every shard, as a long transaction of the live platform would.
+    let mut locks = Vec::new();
+    for entry in std::fs::read_dir(d.join("platform/shards")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "db") {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locks.push(conn);
+        }
+    }
+    let started = Instant::now();
+    let child = Command::new(assert_cmd::cargo::cargo_bin("drover"))
+        .current_dir(d)
+        .args(["run", "--yes", "--grace", "1s", "-w"])
+        .arg(&wf)
+        .args(["-r", "request.toml", "--state", "s.db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ledger = d.join("s.db");
+    let timed_out = || -> i64 {
+        // Read-only: opening it read-write would create the file before drover does.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let Ok(db) = rusqlite::Connection::open_with_flags(&ledger, flags) else {
+            return 0;
+        };
+        db.query_row(
+            "SELECT count(*) FROM events WHERE detail LIKE '%timed out after 2s%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    while timed_out() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "no restore-tenant attempt was ended by its 2 s timeout"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The retry is running (and blocked) again: interrupt it.
+    std::thread::sleep(Duration::from_secs(3));
+    let interrupted = Instant::now();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = exited(&out, 130);
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(8),
+        "drained within the 1 s grace (took {:?}): {stderr}",
+        interrupted.elapsed()
+    );
+    let doc = status_json(&ledger);
+    assert_eq!(doc["steps"]["running"], 0, "nothing is left running");
+    let db = rusqlite::Connection::open(&ledger).unwrap();
+    let attempts: i64 = db
+        .query_row(
+            "SELECT max(attempts) FROM steps WHERE id LIKE '%/restore-tenant'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(attempts >= 2, "the timed-out step was retried");
+    drop(db);
+
+    // Released, the same ledger finishes and every site equals its fingerprint.
+    drop(locks);
+    let out = drover()
+        .current_dir(d)
+        .args(["resume", "--state", "s.db"])
+        .output()
+        .unwrap();
+    exited(&out, 0);
+    assert_eq!(verify(d)["all_equal"], true);
+}

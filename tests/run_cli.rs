@@ -689,3 +689,51 @@ fn a_second_ctrl_c_stops_at_once_and_the_ledger_stays_consistent() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Issue #11, class 8: with `--log-format json`, every event a terminal shows is a log line:
+/// the canary passing, the drain after Ctrl-C and the cancellation after the grace period.
+#[test]
+fn json_logs_carry_canary_drain_and_cancel_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("x.log");
+    let wf = write(dir.path(), "wf.toml", crash_workflow(&record, "700ms"));
+    let req = write(dir.path(), "req.toml", request(20));
+    let state = dir.path().join("ledger.db");
+    let mut args = vec![
+        "run",
+        "--yes",
+        "--log-format",
+        "json",
+        "--canary",
+        "1",
+        "--grace",
+        "100ms",
+    ];
+    let (w, r, s) = (
+        wf.to_str().unwrap(),
+        req.to_str().unwrap(),
+        state.to_str().unwrap(),
+    );
+    args.extend(["-w", w, "-r", r, "--state", s, "--max-parallel", "4"]);
+    let child = spawn(&args);
+    // The canary site takes two 700 ms fetches; after that the others start.
+    wait_for(|| executions(&record, 0).len() >= 6);
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let events: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["fields"]["event"].as_str().map(str::to_owned))
+        .collect();
+    for wanted in ["run_started", "canary_passed", "draining", "cancelling"] {
+        assert!(
+            events.iter().any(|e| e == wanted),
+            "no {wanted} in {events:?}\n{stderr}"
+        );
+    }
+}

@@ -65,6 +65,8 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     for warning in crate::preflight::pools(&plan, &capacity, super::run::DEFAULT_MAX_PARALLEL) {
         eprintln!("warning: {warning}");
     }
+    let secrets = crate::preflight::secrets(&plan, |name| std::env::var_os(name).is_some());
+    super::warn_secrets(&secrets);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {

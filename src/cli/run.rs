@@ -242,6 +242,7 @@ fn execute_held(
     let stored = ledger.load()?;
     let plan = Arc::new(stored.plan);
     check_kinds(&plan, Path::new(&stored.snapshot.workflow_file))?;
+    check_secrets(&plan, Path::new(&stored.snapshot.workflow_file))?;
     let argv: Vec<String> = std::env::args().collect();
     ledger.record_session(mode, &argv, me, &stored.info.plan_hash)?;
     let mut opts = RunOptions::new(&plan, &stored.info.run_id, &staging_dir(ledger.path()));
@@ -621,4 +622,27 @@ fn parse_amount(s: &str) -> Result<Amount, String> {
             .map(Amount::Sites)
             .map_err(|_| format!("'{s}' is not a number of sites or a percentage like 5%")),
     }
+}
+
+/// Every secret the plan references is set in this environment (else nothing runs: exit 2);
+/// literal credentials are warned about.
+fn check_secrets(plan: &Plan, workflow: &Path) -> Result<(), Failure> {
+    let check = crate::preflight::secrets(plan, |name| std::env::var_os(name).is_some());
+    super::warn_secrets(&check);
+    let Some((name, place)) = check.missing.first() else {
+        return Ok(());
+    };
+    let others = check.missing.len() - 1;
+    Err(super::refuse(
+        workflow,
+        place,
+        format!(
+            "the secret {{env:{name}}} is not set{}",
+            match others {
+                0 => String::new(),
+                n => format!(" (and {n} more)"),
+            }
+        ),
+        &format!("export {name} in this shell before the run; nothing was executed"),
+    ))
 }

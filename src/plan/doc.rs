@@ -223,6 +223,9 @@ pub struct StepDoc<'a> {
     pub product: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<&'a str>,
+    /// Literal credentials are redacted: a plan file is for review, and the run re-plans from
+    /// the recorded inputs, never from these values.
+    #[serde(serialize_with = "redacted")]
     pub params: &'a BTreeMap<String, String>,
     pub deps: Vec<&'a str>,
     pub uses: BTreeMap<&'a str, u32>,
@@ -296,4 +299,11 @@ fn step_doc<'a>(plan: &'a Plan, step: &'a Step) -> StepDoc<'a> {
         rank_ms: crate::limits::millis(step.rank),
         tier: &plan.tiers[step.tier],
     }
+}
+
+fn redacted<S: serde::Serializer>(
+    params: &&BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(params.iter().map(|(k, v)| (k, crate::redact::text(v))))
 }

@@ -1,7 +1,9 @@
 //! `exec`: runs a command — the way operators drive their own infrastructure from a workflow.
 //!
 //! Params: `command` (the program), `args` (split on spaces; double quotes group words), and
-//! `env.NAME` for environment variables; all templated like any param. The child also gets
+//! `env.NAME` for environment variables; all templated like any param. A credential is passed
+//! by reference, `env.DB_PASSWORD = "{env:PROD_DB_PASSWORD}"`, resolved only here (and hidden
+//! again in the output's tail). The child also gets
 //! `DROVER_IDEMPOTENCY_KEY`, `DROVER_STEP_ID`, `DROVER_ATTEMPT` and, for site steps,
 //! `DROVER_SITE`. Its standard output and error go to `output.log` in the step's staging
 //! directory; the output records the exit code and the last lines.
@@ -14,6 +16,7 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::secret::Resolved;
 use super::{StepContext, StepError, StepKind, StepOutput};
 
 /// The exit code a command uses to ask for another attempt (sysexits' EX_TEMPFAIL).
@@ -51,9 +54,10 @@ impl StepKind for Exec {
         if let Some(site) = &ctx.site {
             cmd.env("DROVER_SITE", site);
         }
+        let mut secrets = Resolved::default();
         for (key, value) in &ctx.params {
             if let Some(name) = key.strip_prefix("env.") {
-                cmd.env(name, value);
+                cmd.env(name, secrets.resolve(value)?);
             }
         }
         let mut child = cmd
@@ -66,7 +70,7 @@ impl StepKind for Exec {
                 return Err(StepError::Retryable("cancelled".into()));
             }
         };
-        let tail = tail(&log_path).await;
+        let tail = secrets.hide(&tail(&log_path).await);
         let output = serde_json::json!({ "exit_code": status.code(), "log": log_path.display().to_string(), "tail": tail });
         match status.code() {
             Some(0) => Ok(output),

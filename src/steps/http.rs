@@ -6,9 +6,14 @@
 //!
 //! 2xx is success (the response body, JSON if it parses, is the output); 429 and 5xx, timeouts
 //! and connection failures are retryable; any other status is permanent.
+//!
+//! Credentials belong in the environment, not the workflow: `url` and `header.NAME` may use
+//! `{env:NAME}` (or be `env:NAME` whole), resolved only now. Errors name the URL as the
+//! workflow wrote it, with any literal password or token redacted, and hide resolved secrets.
 
 use async_trait::async_trait;
 
+use super::secret::Resolved;
 use super::{StepContext, StepError, StepKind, StepOutput};
 
 /// How much of a response body is kept.
@@ -46,33 +51,62 @@ pub(crate) async fn post_json(
     url: &str,
     body: &serde_json::Value,
 ) -> Result<(u16, serde_json::Value), StepError> {
+    let mut secrets = Resolved::default();
+    // What messages call this request: the URL as written, credentials redacted.
+    let shown = crate::redact::text(url);
+    let resolved_url = secrets.resolve(url)?;
     let mut req = client
-        .post(url)
+        .post(&resolved_url)
         .header("Idempotency-Key", &ctx.idempotency_key)
         .json(body);
     for (key, value) in &ctx.params {
         if let Some(name) = key.strip_prefix("header.") {
-            req = req.header(name, value);
+            req = req.header(name, secrets.resolve(value)?);
         }
     }
+    let fail = |what: String| StepError::Retryable(secrets.hide(&crate::redact::text(&what)));
     let resp = tokio::select! {
-        r = req.send() => r.map_err(|e| StepError::Retryable(format!("POST {url}: {e}")))?,
+        // `without_url`: reqwest's message would quote the resolved URL.
+        r = req.send() => r.map_err(|e| fail(format!("POST {shown}: {}", e.without_url())))?,
         _ = ctx.cancel.cancelled() => return Err(StepError::Retryable("cancelled".into())),
     };
     let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| StepError::Retryable(format!("POST {url}: reading the response: {e}")))?;
+    let bytes = read_body(resp).await.map_err(|e| {
+        fail(format!(
+            "POST {shown}: reading the response: {}",
+            e.without_url()
+        ))
+    })?;
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_LIMIT)]).into_owned();
+    let text = secrets.hide(&text);
     if status.is_success() {
-        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(text));
+        let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) => serde_json::from_str(&secrets.hide(&v.to_string())).unwrap_or(v),
+            Err(_) => serde_json::Value::String(text),
+        };
         return Ok((status.as_u16(), body));
     }
-    let message = format!("POST {url}: HTTP {}: {}", status.as_u16(), text.trim());
+    let message = format!("POST {shown}: HTTP {}: {}", status.as_u16(), text.trim());
+    let message = secrets.hide(&crate::redact::text(&message));
     if status.as_u16() == 429 || status.is_server_error() {
         Err(StepError::Retryable(message))
     } else {
         Err(StepError::Permanent(message))
     }
+}
+
+/// The largest response body read (a larger one is cut here; only its start is kept anyway).
+const READ_LIMIT: usize = 1 << 20;
+
+/// The response body, at most [`READ_LIMIT`] bytes of it.
+async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = READ_LIMIT - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= READ_LIMIT {
+            break;
+        }
+    }
+    Ok(body)
 }

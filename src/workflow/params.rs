@@ -1,5 +1,8 @@
 //! Parameter templates: `"{site}/attachments/{shard}"` split into literal text and variables,
-//! filled in per step instance by the planner.
+//! filled in per step instance by the planner. `{env:NAME}` is a secret by reference: the
+//! planner leaves it as it is (so only the reference reaches the plan and the ledger) and the
+//! step resolves it from its environment when it runs (`steps::secret`). A whole value
+//! `env:NAME` means the same.
 
 use std::fmt::Write;
 
@@ -13,6 +16,8 @@ pub struct ParamTemplate {
 enum Piece {
     Text(String),
     Var(String),
+    /// `{env:NAME}`: kept as a reference through planning.
+    Secret(String),
 }
 
 /// Variables every step instance has; any other name is a site attribute.
@@ -55,6 +60,16 @@ impl ParamTemplate {
                         }
                         name.push(c);
                     }
+                    if let Some(var) = name.strip_prefix("env:")
+                        && closed
+                        && is_env_name(var)
+                    {
+                        if !lit.is_empty() {
+                            pieces.push(Piece::Text(std::mem::take(&mut lit)));
+                        }
+                        pieces.push(Piece::Secret(var.to_owned()));
+                        continue;
+                    }
                     if !closed || !is_var_name(&name) {
                         return Err(format!(
                             "'{{{name}' is not a variable: write {{name}} with letters, digits, '_' or '.', and close it with '}}'"
@@ -79,7 +94,7 @@ impl ParamTemplate {
     pub fn vars(&self) -> impl Iterator<Item = &str> {
         self.pieces.iter().filter_map(|p| match p {
             Piece::Var(v) => Some(v.as_str()),
-            Piece::Text(_) => None,
+            Piece::Text(_) | Piece::Secret(_) => None,
         })
     }
 
@@ -92,6 +107,9 @@ impl ParamTemplate {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
+                Piece::Secret(name) => {
+                    let _ = write!(out, "{{env:{name}}}");
+                }
                 Piece::Var(v) => {
                     let value = lookup(v).ok_or_else(|| v.clone())?;
                     let _ = write!(out, "{value}");
@@ -100,6 +118,36 @@ impl ParamTemplate {
         }
         Ok(out)
     }
+}
+
+/// The environment variables a rendered param value refers to: `{env:NAME}` anywhere, or the
+/// whole value `env:NAME`.
+pub fn secret_refs(value: &str) -> Vec<&str> {
+    if let Some(name) = value.strip_prefix("env:")
+        && is_env_name(name)
+    {
+        return vec![name];
+    }
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(i) = rest.find("{env:") {
+        let after = &rest[i + 5..];
+        match after.find('}') {
+            Some(end) if is_env_name(&after[..end]) => {
+                out.push(&after[..end]);
+                rest = &after[end + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    out
+}
+
+/// An environment variable's name: letters, digits and `_`, not starting with a digit.
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_var_name(name: &str) -> bool {
@@ -134,5 +182,15 @@ mod tests {
         check("{site", Err("parse error"));
         check("a } b", Err("parse error"));
         check("{}", Err("parse error"));
+    }
+
+    #[test]
+    fn secret_references_pass_through_planning_unresolved() {
+        check("Bearer {env:HOOK_TOKEN}", Ok("Bearer {env:HOOK_TOKEN}"));
+        check("{env:1BAD}", Err("parse error"));
+        assert_eq!(secret_refs("Bearer {env:HOOK_TOKEN}"), ["HOOK_TOKEN"]);
+        assert_eq!(secret_refs("env:HOOK_URL"), ["HOOK_URL"]);
+        assert_eq!(secret_refs("{env:A}/{env:B_2}"), ["A", "B_2"]);
+        assert!(secret_refs("https://h/x").is_empty());
     }
 }
