@@ -1,4 +1,20 @@
 //! The command line: argument parsing, rendering and exit codes. The only code that prints.
+//!
+//! Everything printed goes through [`outln!`] / [`errln!`] or a [`Printable`] writer, which
+//! escape control characters: output quotes input (IDs, errors, reasons), and input must not
+//! be able to rewrite the operator's terminal. JSON documents are printed as serde writes them.
+
+/// `println!` with control characters escaped (`util::printable`).
+macro_rules! outln {
+    () => { println!() };
+    ($($arg:tt)*) => { println!("{}", $crate::util::printable(&format!($($arg)*))) };
+}
+
+/// `eprintln!` with control characters escaped (`util::printable`).
+macro_rules! errln {
+    () => { eprintln!() };
+    ($($arg:tt)*) => { eprintln!("{}", $crate::util::printable(&format!($($arg)*))) };
+}
 
 mod audit;
 mod backups;
@@ -151,6 +167,25 @@ impl From<LedgerError> for Failure {
 
 /// Every message that quotes input goes through this before it reaches a terminal or a log.
 pub(crate) use crate::util::printable;
+
+/// A writer for text output that escapes control characters in what it is given (as
+/// [`outln!`] does); formatted text arrives as whole UTF-8 pieces, bytes that are not UTF-8
+/// pass unchanged.
+pub(crate) struct Printable<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Printable<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => self.0.write_all(printable(text).as_bytes())?,
+            Err(_) => self.0.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
 
 /// `drover audit … | head` closes standard output early, and `println!` then panics with
 /// "failed printing to stdout: Broken pipe". That is the reader's choice, not a bug: exit quietly

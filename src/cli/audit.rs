@@ -59,16 +59,18 @@ pub fn run(args: AuditArgs) -> Result<Done, Failure> {
 }
 
 fn print_text(d: &AuditDoc) {
-    println!(
+    outln!(
         "run {} (plan {}, drover {})",
-        d.run_id, d.plan_hash, d.drover_version
+        d.run_id,
+        d.plan_hash,
+        d.drover_version
     );
     for (file, digest) in &d.inputs {
-        println!("  input {file}: sha256 {digest}");
+        outln!("  input {file}: sha256 {digest}");
     }
-    println!("sessions:");
+    outln!("sessions:");
     for s in &d.sessions {
-        println!(
+        outln!(
             "  {} {:<7} {}@{} pid {}: {}",
             format_ms(s.at),
             s.mode,
@@ -83,14 +85,14 @@ fn print_text(d: &AuditDoc) {
         *counts.entry(e.op.as_str()).or_default() += 1;
     }
     let line: Vec<String> = counts.iter().map(|(op, n)| format!("{n} {op}")).collect();
-    println!("state changes: {} ({})", d.events.len(), line.join(", "));
+    outln!("state changes: {} ({})", d.events.len(), line.join(", "));
     for e in d
         .events
         .iter()
         .filter(|e| !matches!(e.op.as_str(), "claim" | "complete"))
         .take(50)
     {
-        println!(
+        outln!(
             "  {} {} {}{}",
             format_ms(e.at),
             e.op,
@@ -101,5 +103,5 @@ fn print_text(d: &AuditDoc) {
                 .unwrap_or_default()
         );
     }
-    println!("(every change, claims and completions included: --format json)");
+    outln!("(every change, claims and completions included: --format json)");
 }

@@ -88,7 +88,7 @@ async fn list(args: ListArgs) -> Result<Done, Failure> {
         .await
         .map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
     match args.format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&ListDoc {
                 format: "drover-backups/1",
@@ -98,12 +98,15 @@ async fn list(args: ListArgs) -> Result<Done, Failure> {
             .map_err(anyhow::Error::from)?
         ),
         Format::Text => {
-            println!(
+            outln!(
                 "{:<32} {:<18} {:>8} {:>14}  complete",
-                "unit", "snapshot", "objects", "bytes"
+                "unit",
+                "snapshot",
+                "objects",
+                "bytes"
             );
             for s in &snapshots {
-                println!(
+                outln!(
                     "{:<32} {:<18} {:>8} {:>14}  {}",
                     s.unit,
                     s.snapshot,
@@ -116,7 +119,7 @@ async fn list(args: ListArgs) -> Result<Done, Failure> {
                     }
                 );
             }
-            println!("{} snapshots in {}", snapshots.len(), store.describe());
+            outln!("{} snapshots in {}", snapshots.len(), store.describe());
         }
     }
     Ok(Done::Ok)
@@ -152,7 +155,7 @@ async fn fetch(args: FetchArgs) -> Result<Done, Failure> {
         .await
         .map_err(|e| Failure::Internal(anyhow::anyhow!("fetching {}: {e}", args.unit)))?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
+    errln!(
         "fetched {} ({}): {} objects, {} bytes ({} reused), {:.2} s, {:.1} MiB/s, RPO {}",
         report.unit,
         report.snapshot,
@@ -163,7 +166,7 @@ async fn fetch(args: FetchArgs) -> Result<Done, Failure> {
         report.downloaded_bytes as f64 / (1 << 20) as f64 / secs.max(1e-9),
         humantime::format_duration(Duration::from_secs(report.rpo_s))
     );
-    println!(
+    outln!(
         "{}",
         serde_json::to_string(&report).map_err(anyhow::Error::from)?
     );

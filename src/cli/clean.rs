@@ -39,9 +39,9 @@ fn clean(ledger: &mut SqliteLedger, args: &CleanArgs, me: &Holder) -> Result<Don
     let found = staging::cleanable(&stored.plan, &stored.steps, &root);
     if args.dry_run {
         for r in &found.remove {
-            println!("{}\t{}", r.step, r.dir.display());
+            outln!("{}\t{}", r.step, r.dir.display());
         }
-        eprintln!(
+        errln!(
             "would remove {} fetched snapshots; {} still needed by unfinished steps",
             found.remove.len(),
             found.still_needed
@@ -52,7 +52,7 @@ fn clean(ledger: &mut SqliteLedger, args: &CleanArgs, me: &Holder) -> Result<Don
     ledger.record_session("clean", &argv, me, &stored.info.plan_hash)?;
     let freed =
         staging::remove(&found.remove).with_context(|| format!("cleaning {}", root.display()))?;
-    eprintln!(
+    errln!(
         "removed {} fetched snapshots ({:.1} MiB) from {}; kept {} still needed by unfinished steps",
         found.remove.len(),
         freed as f64 / (1024.0 * 1024.0),

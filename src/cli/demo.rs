@@ -89,7 +89,7 @@ fn dir(o: &DemoOpts) -> Result<PathBuf, Failure> {
 fn whole(o: &DemoOpts) -> Result<Done, Failure> {
     let dir = dir(o)?;
     let started = std::time::Instant::now();
-    eprintln!("demo in {}", dir.display());
+    errln!("demo in {}", dir.display());
     init(&dir, o)?;
     incident(&dir, o)?;
     let request = dir.join("request.toml");
@@ -123,8 +123,8 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
     };
     let verdict = verify(&dir, Format::Text)?;
     report(&dir)?;
-    eprintln!("total {}", super::plan::human(started.elapsed()));
-    eprintln!(
+    errln!("total {}", super::plan::human(started.elapsed()));
+    errln!(
         "look closer: drover status --state {0}/ledger.db, drover report --state {0}/ledger.db --html report.html",
         dir.display()
     );
@@ -202,7 +202,7 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     std::fs::write(dir.join("workflow.toml"), WORKFLOW).context("writing workflow.toml")?;
     let all = site_ids(&platform)?;
     write_request(dir, &platform, &opts, &all, now, &source)?;
-    eprintln!(
+    errln!(
         "init: {} sites built and backed up twice to {source}; {}/request.toml lists them all",
         all.len(),
         dir.display()
@@ -247,7 +247,7 @@ fn upload(local: &Path, dest: S3Url, url: &str) -> Result<String, Failure> {
         .block_on(async { S3Store::connect(dest).await.upload_tree(local).await })
         .map_err(|e| anyhow::anyhow!("uploading the backups to {url}: {e}"))?;
     std::fs::remove_dir_all(local).with_context(|| format!("removing {}", local.display()))?;
-    eprintln!("init: uploaded {objects} backup objects to {url}");
+    errln!("init: uploaded {objects} backup objects to {url}");
     Ok(url.to_owned())
 }
 
@@ -320,7 +320,7 @@ fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
         &backups_source(dir),
     )?;
     std::fs::write(dir.join("incident.json"), serde_json::json!({ "at": now.to_rfc3339(), "deleted": deleted, "soft": &deleted[..soft_n] }).to_string()).context("writing incident.json")?;
-    eprintln!(
+    errln!(
         "incident: {} sites deleted ({} permanently, {} marked for deletion); {}/request.toml lists them",
         n,
         n - soft_n,
@@ -395,7 +395,7 @@ fn verify(dir: &Path, format: Format) -> Result<Done, Failure> {
     });
     match format {
         Format::Json => super::print_json(&doc)?,
-        Format::Text => eprintln!(
+        Format::Text => errln!(
             "verify: {} of {} deleted sites equal their pre-incident fingerprint; neighbours {}; reactivations {}",
             doc["restored_equal"],
             deleted.len(),
@@ -434,9 +434,9 @@ fn report(dir: &Path) -> Result<(), Failure> {
     };
     let h = |secs: i64| super::plan::human(Duration::from_secs(secs.max(0) as u64));
     let line: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    eprintln!("platform: {}", line.join(", "));
+    errln!("platform: {}", line.join(", "));
     if !rto.is_empty() {
-        eprintln!(
+        errln!(
             "RTO from the incident: p50 {}, p95 {}, max {} ({} sites)",
             h(pick(0.5)),
             h(pick(0.95)),

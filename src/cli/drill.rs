@@ -129,7 +129,7 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     ));
     let platform = Platform::open(&target).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sites: Vec<String> = production.sites.iter().map(|s| s.id.to_string()).collect();
-    eprintln!(
+    errln!(
         "drill: copying the platform {} into {} (production is only read)",
         target,
         dir.display()
@@ -147,14 +147,14 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
             return Err(anyhow::anyhow!("preparing the drill copy: {e}").into());
         }
         None => {
-            eprintln!("interrupted: the drill's copy is removed; nothing was recorded");
+            errln!("interrupted: the drill's copy is removed; nothing was recorded");
             clean_up(&dir, &staging_dir(&args.state));
             return Ok(Done::Interrupted);
         }
     };
     let outcome = rehearse(&args, &mut inputs, &copy, started);
     if args.keep {
-        eprintln!("drill: kept the copy in {}", dir.display());
+        errln!("drill: kept the copy in {}", dir.display());
     } else {
         clean_up(&dir, &staging_dir(&args.state));
     }
@@ -180,7 +180,7 @@ fn prepare(
         let copied = tokio::select! {
             done = &mut copying => Some(done),
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("\ninterrupted: letting the copy finish, then removing it");
+                errln!("\ninterrupted: letting the copy finish, then removing it");
                 let _ = copying.await;
                 None
             }
@@ -224,9 +224,7 @@ fn rehearse(
     let mut plan = plan::plan(&inputs.workflow, &inputs.request, &plan_opts)?;
     let cut = drill::isolate(&mut plan);
     if cut > 0 {
-        eprintln!(
-            "drill: {cut} steps lose their webhook; their messages stay in the copy's outbox"
-        );
+        errln!("drill: {cut} steps lose their webhook; their messages stay in the copy's outbox");
     }
     // The backups were checked before the copy was made (the same units); the copy's registry
     // must now hold every drilled site as deleted.
@@ -263,7 +261,7 @@ fn rehearse(
     drill::append(&args.history, &record)
         .with_context(|| format!("appending to {}", args.history.display()))?;
     print_result(&m, args.target_rto, &verdict);
-    eprintln!("drill: recorded in {}", args.history.display());
+    errln!("drill: recorded in {}", args.history.display());
     Ok(match (done, verdict) {
         (Done::Interrupted, _) => Done::Interrupted,
         (_, Ok(())) => Done::Ok,
@@ -273,7 +271,7 @@ fn rehearse(
 
 fn print_result(m: &drill::Measured, target: Duration, verdict: &Result<(), String>) {
     let h = |d: Option<Duration>| d.map_or("-".into(), super::plan::human);
-    eprintln!(
+    errln!(
         "drill: {} of {} sites restored; batch RTO {} (target {}); per site p50 {}, p95 {}, max {}",
         m.restored,
         m.sites,
@@ -284,8 +282,8 @@ fn print_result(m: &drill::Measured, target: Duration, verdict: &Result<(), Stri
         h(m.max.as_ref().map(|x| x.0)),
     );
     match verdict {
-        Ok(()) => println!("PASS"),
-        Err(reason) => println!("FAIL: {reason}"),
+        Ok(()) => outln!("PASS"),
+        Err(reason) => outln!("FAIL: {reason}"),
     }
 }
 
@@ -294,9 +292,9 @@ fn print_result(m: &drill::Measured, target: Duration, verdict: &Result<(), Stri
 fn clean_up(dir: &Path, staging: &Path) {
     for path in [dir, staging] {
         match std::fs::remove_dir_all(path) {
-            Ok(()) => eprintln!("drill: removed {}", path.display()),
+            Ok(()) => errln!("drill: removed {}", path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => eprintln!("warning: could not remove {}: {e}", path.display()),
+            Err(e) => errln!("warning: could not remove {}: {e}", path.display()),
         }
     }
 }
@@ -317,7 +315,9 @@ pub fn drills(args: DrillsArgs) -> Result<Done, Failure> {
             serde_json::to_writer_pretty(&mut out, &records).context("writing the history")?;
             writeln!(out).context("writing the history")?;
         }
-        Format::Text => print_trend(&mut out, &records).context("writing the history")?,
+        Format::Text => {
+            print_trend(&mut super::Printable(&mut out), &records).context("writing the history")?
+        }
     }
     Ok(Done::Ok)
 }

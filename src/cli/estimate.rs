@@ -173,7 +173,7 @@ pub fn run(args: EstimateArgs) -> Result<Done, Failure> {
         let page = crate::report::html(&forecast_timeline(&plan, &schedule, &doc));
         super::report::write_atomically(path, |w| std::io::Write::write_all(w, page.as_bytes()))
             .map_err(Failure::Internal)?;
-        eprintln!("wrote {}", path.display());
+        errln!("wrote {}", path.display());
     }
     match args.format {
         Format::Json => super::print_json(&doc)?,
@@ -368,7 +368,7 @@ fn print_text(d: &EstimateDoc) {
     let h = |s: f64| {
         super::plan::human(Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
     };
-    println!(
+    outln!(
         "estimate for plan {} ({} sites, {} steps), policy {:?}, model: {}",
         &d.plan_hash[..12],
         d.sites,
@@ -376,7 +376,7 @@ fn print_text(d: &EstimateDoc) {
         d.policy,
         d.model
     );
-    println!(
+    outln!(
         "  makespan       {}{}",
         h(d.makespan_s),
         if d.trials > 1 {
@@ -390,12 +390,12 @@ fn print_text(d: &EstimateDoc) {
             String::new()
         }
     );
-    println!(
+    outln!(
         "  lower bound    {} (makespan is {:.2}× it)",
         h(d.lower_bound_s),
         d.makespan_s / d.lower_bound_s.max(1e-9)
     );
-    println!(
+    outln!(
         "  per site       p50 {}, p95 {}, max {}",
         h(d.site_restore_s.p50),
         h(d.site_restore_s.p95),
@@ -406,10 +406,10 @@ fn print_text(d: &EstimateDoc) {
         .iter()
         .map(|(s, t)| format!("{s} {}", h(*t)))
         .collect();
-    println!("  latest sites   {}", latest.join(", "));
-    println!("  pools          capacity, utilization");
+    outln!("  latest sites   {}", latest.join(", "));
+    outln!("  pools          capacity, utilization");
     for p in &d.pools {
-        println!(
+        outln!(
             "    {:<12} {:>5}  {:>5.1}%",
             p.name,
             p.capacity,
@@ -417,32 +417,32 @@ fn print_text(d: &EstimateDoc) {
         );
     }
     match &d.bottleneck {
-        Some(b) => println!("  bottleneck     pool {b}"),
-        None => println!(
+        Some(b) => outln!("  bottleneck     pool {b}"),
+        None => outln!(
             "  bottleneck     none above 80% use: the dependency chain (critical path) bounds the restore"
         ),
     }
-    println!(
+    outln!(
         "  critical path  {}: {} … {}",
         h(d.critical_path.length_s),
         d.critical_path.first.as_deref().unwrap_or("-"),
         d.critical_path.last.as_deref().unwrap_or("-")
     );
     if let (Some(t), Some(ok)) = (d.target_rto_s, d.meets_target) {
-        println!(
+        outln!(
             "  target RTO     {}: {}",
             h(t),
             if ok { "met" } else { "NOT met" }
         );
     }
     if let Some(s) = &d.sweep {
-        println!("  sweep of pool {}:", s.pool);
+        outln!("  sweep of pool {}:", s.pool);
         for (c, m) in &s.points {
-            println!("    {:>5}  {}", c, h(*m));
+            outln!("    {:>5}  {}", c, h(*m));
         }
         match (s.smallest_meeting_target, d.target_rto_s) {
-            (Some(c), Some(t)) => println!("  smallest {} capacity meeting {}: {c}", s.pool, h(t)),
-            (None, Some(t)) => println!("  no {} capacity in the range meets {}", s.pool, h(t)),
+            (Some(c), Some(t)) => outln!("  smallest {} capacity meeting {}: {c}", s.pool, h(t)),
+            (None, Some(t)) => outln!("  no {} capacity in the range meets {}", s.pool, h(t)),
             _ => {}
         }
     }

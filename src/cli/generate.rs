@@ -72,7 +72,7 @@ pub fn run(cmd: GenerateCommand) -> Result<(), Failure> {
                 )]));
             }
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {} sites to {}", args.sites, path.display());
+            errln!("wrote {} sites to {}", args.sites, path.display());
         }
     }
     Ok(())

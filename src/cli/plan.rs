@@ -63,7 +63,7 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     };
     let capacity: Vec<u32> = plan.pools.iter().map(|p| p.capacity).collect();
     for warning in crate::preflight::pools(&plan, &capacity, super::run::DEFAULT_MAX_PARALLEL) {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let secrets = crate::preflight::secrets(&plan, |name| std::env::var_os(name).is_some());
     super::warn_secrets(&secrets);
@@ -71,6 +71,7 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     let mut out = stdout.lock();
     match args.format {
         Format::Text => {
+            let mut out = super::Printable(&mut out);
             print_text(&mut out, &plan).context("writing the summary")?;
             if let Some(c) = &checked.backups {
                 print_backups(&mut out, &plan, c).context("writing the summary")?;
@@ -94,7 +95,7 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     }
     if let Some(path) = args.out {
         write_plan(&path, &plan, &inputs)?;
-        eprintln!(
+        errln!(
             "wrote the full plan to {} (hash {})",
             path.display(),
             &plan.hash

@@ -48,7 +48,7 @@ pub fn run(args: ReportArgs) -> Result<Done, Failure> {
         let mut timeline = Timeline::from_run(&stored.plan, &stored.steps, mode);
         timeline.subtitle = format!("run {} · {}", stored.info.run_id, timeline.subtitle);
         write_atomically(path, |w| w.write_all(html(&timeline).as_bytes()))?;
-        println!(
+        outln!(
             "wrote {} ({} bars in {} lanes)",
             path.display(),
             timeline.bars.len(),
@@ -58,7 +58,7 @@ pub fn run(args: ReportArgs) -> Result<Done, Failure> {
     if let Some(path) = &args.timeline {
         let doc = TimelineDoc::from_run(&stored.info, &stored.plan, &stored.steps, mode);
         write_atomically(path, |w| Ok(serde_json::to_writer(w, &doc)?))?;
-        println!("wrote {} ({} steps)", path.display(), doc.steps.len());
+        outln!("wrote {} ({} steps)", path.display(), doc.steps.len());
     }
     Ok(Done::Ok)
 }

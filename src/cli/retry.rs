@@ -164,7 +164,7 @@ fn with_lock(
     })();
     ledger.release()?;
     let message = result?;
-    eprintln!(
+    errln!(
         "{message}; continue with: drover resume --state {}",
         state.display()
     );

@@ -146,14 +146,14 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
     let request_path = Path::new(&inputs.snapshot.request_file);
     let checked = super::plan::preflight(&plan, &inputs.request, request_path, opts)?;
     if let Some(r) = &checked.registry {
-        eprintln!(
+        errln!(
             "registry: {} sites checked in {}",
             r.by_state.values().sum::<usize>(),
             r.registry
         );
     }
     if let Some((p50, max, site)) = checked.backups.as_ref().and_then(|c| c.rpo_summary(&plan)) {
-        eprintln!(
+        errln!(
             "backups: every unit has a snapshot in its window; RPO p50 {}, max {} ({site})",
             super::plan::human(p50),
             super::plan::human(max)
@@ -170,7 +170,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
             }
             .into());
         }
-        eprintln!(
+        errln!(
             "{} already holds this plan; continuing it",
             args.state.display()
         );
@@ -228,7 +228,7 @@ pub(crate) fn execute(
     ledger.acquire(&me)?;
     let result = execute_held(ledger, mode, exec, &me);
     if let Err(e) = ledger.release() {
-        eprintln!("warning: could not release the ledger lock: {e}");
+        errln!("warning: could not release the ledger lock: {e}");
     }
     result
 }
@@ -251,7 +251,7 @@ fn execute_held(
         .max_parallel
         .map_or(stored.info.max_parallel, |m| m as usize);
     for warning in crate::preflight::pools(&plan, &opts.pool_capacity, opts.max_parallel) {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     opts.policy = exec.policy;
     opts.grace = exec.grace;
@@ -319,13 +319,13 @@ async fn watch_signals(control: Control, grace: Duration) {
         }
         count += 1;
         if count == 1 {
-            eprintln!(
+            errln!(
                 "\ninterrupted: no new steps will start; in-flight steps have {} to finish (Ctrl-C again to stop at once)",
                 humantime::format_duration(grace)
             );
             control.drain();
         } else {
-            eprintln!("\nstopping now; steps in flight will run again on resume");
+            errln!("\nstopping now; steps in flight will run again on resume");
             control.abort();
             return;
         }
@@ -345,21 +345,21 @@ fn print_summary(summary: &RunSummary, state: &Path, mode: &str) {
         .filter(|(_, n)| **n > 0)
         .map(|(s, n)| format!("{n} {}", s.as_str()))
         .collect();
-    eprintln!("sites: {}", sites.join(", "));
-    eprintln!("steps: {}", steps.join(", "));
-    eprintln!("elapsed: {}", super::plan::human(summary.elapsed));
+    errln!("sites: {}", sites.join(", "));
+    errln!("steps: {}", steps.join(", "));
+    errln!("elapsed: {}", super::plan::human(summary.elapsed));
     if let Some(reason) = &summary.stopped {
-        eprintln!("stopped: {reason}");
+        errln!("stopped: {reason}");
     }
     if summary.interrupted && mode == "drill" {
-        eprintln!("interrupted: the drill is recorded as failed and its copy removed");
+        errln!("interrupted: the drill is recorded as failed and its copy removed");
     } else if summary.interrupted {
-        eprintln!(
+        errln!(
             "interrupted; continue with: drover resume --state {}",
             state.display()
         );
     } else if !summary.all_restored() {
-        eprintln!(
+        errln!(
             "not every site was restored; see: drover status --state {}",
             state.display()
         );
@@ -560,7 +560,7 @@ pub(crate) fn check_blast_radius(plan: &Plan, max_sites: usize) -> Result<(), Fa
 fn confirm(plan: &Plan, yes: bool) -> Result<(), Failure> {
     use std::io::{BufRead, IsTerminal, Write};
     let shown: Vec<&str> = plan.sites.iter().take(5).map(|s| s.id.as_str()).collect();
-    eprintln!(
+    errln!(
         "about to restore {} sites ({}{}) with {} steps; plan {}",
         plan.sites.len(),
         shown.join(", "),

@@ -196,46 +196,51 @@ fn site_reasons(plan: &Plan, steps: &[crate::ledger::StepRecord]) -> Vec<Option<
 }
 
 fn print_text(doc: &StatusDoc) {
-    println!(
+    outln!(
         "run {} (plan {})",
         doc.run_id,
         &doc.plan_hash[..12.min(doc.plan_hash.len())]
     );
-    println!(
+    outln!(
         "  workflow {}, request {}, created {}",
-        doc.workflow, doc.request, doc.created_at
+        doc.workflow,
+        doc.request,
+        doc.created_at
     );
     match &doc.holder {
-        Some(h) if h.alive => println!(
+        Some(h) if h.alive => outln!(
             "  running: process {} on {} since {}",
-            h.pid, h.host, h.since
+            h.pid,
+            h.host,
+            h.since
         ),
-        Some(h) => println!(
+        Some(h) => outln!(
             "  not running (process {} on {} is gone; resume takes over)",
-            h.pid, h.host
+            h.pid,
+            h.host
         ),
-        None => println!("  not running"),
+        None => outln!("  not running"),
     }
-    println!(
+    outln!(
         "  sites {}: {}",
         doc.sites_total,
         counts_line(doc.sites.iter().map(|(s, n)| (s.as_str(), *n)))
     );
-    println!(
+    outln!(
         "  steps {}: {}",
         doc.steps_total,
         counts_line(doc.steps.iter().map(|(s, n)| (s.as_str(), *n)))
     );
     if let Some(eta) = doc.eta_s {
-        println!(
+        outln!(
             "  time left      {} (simulated from the recorded state)",
             super::plan::human(std::time::Duration::from_secs_f64(eta))
         );
     }
     if !doc.failures.is_empty() {
-        println!("failures:");
+        outln!("failures:");
         for f in doc.failures.iter().take(50) {
-            println!(
+            outln!(
                 "  {} ({} attempts): {}{}",
                 f.step,
                 f.attempts,
@@ -248,7 +253,7 @@ fn print_text(doc: &StatusDoc) {
             );
         }
         if doc.failures.len() > 50 {
-            println!(
+            outln!(
                 "  … and {} more (see --format json)",
                 doc.failures.len() - 50
             );
@@ -265,9 +270,9 @@ fn print_text(doc: &StatusDoc) {
         })
         .collect();
     if !unfinished.is_empty() {
-        println!("sites needing attention:");
+        outln!("sites needing attention:");
         for s in unfinished.iter().take(50) {
-            println!(
+            outln!(
                 "  {} {}: {}",
                 s.site,
                 s.state.as_str(),

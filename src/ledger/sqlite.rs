@@ -450,54 +450,66 @@ fn write_new(path: &Path, new: &NewRun) -> Result<(), LedgerError> {
 /// Makes sure `path` is a drover ledger before anything is written to it (opening sets the
 /// journal mode, which would change another program's database): a file of another kind is
 /// named for what it is.
+///
+/// The file is looked at through SQLite only. Reading it with a plain file handle would be
+/// wrong: closing any handle of a file drops every POSIX lock this process holds on it, and a
+/// `run` that opens its ledger a second time would silently lose its own connection's locks.
+/// Only a file SQLite refuses as a database is read directly, to say what it is instead.
 fn identify(path: &Path) -> Result<(), LedgerError> {
-    use std::io::Read;
     let incompatible = |reason: String| LedgerError::Incompatible {
         path: path.display().to_string(),
         reason,
     };
-    let mut head = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
-        .map_err(|e| incompatible(format!("cannot read it: {e}")))?;
-    match crate::sniff::kind_of(&head) {
-        crate::sniff::FileKind::Sqlite => {}
-        crate::sniff::FileKind::Other if head.is_empty() => {
-            return Err(incompatible("it is empty".into()));
-        }
-        kind => {
-            return Err(incompatible(format!(
-                "it is {}; {}",
-                kind.describe(),
-                kind.usage()
-            )));
-        }
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Err(incompatible("it is empty".into()));
     }
-    // Read-write without create, but nothing is written: only the header is read.
+    // Read-write without create, but nothing is written: only the header and schema are read.
     let flags =
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql_err(path))?;
-    let has_steps = conn
+    let version: i64 = match conn.pragma_query_value(None, "user_version", |r| r.get(0)) {
+        Ok(v) => v,
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            drop(conn);
+            return Err(incompatible(not_a_database(path)));
+        }
+        Err(e) => return Err(sql_err(path)(e)),
+    };
+    let tables = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('steps', 'run')",
             [],
             |r| r.get::<_, i64>(0),
         )
         .map_err(sql_err(path))?;
-    if version != SCHEMA_VERSION || has_steps < 2 {
-        let reason = match (version, has_steps) {
-            (_, n) if n < 2 => {
-                "it is a SQLite database without a ledger's tables (a platform registry or shard?)"
-                    .to_owned()
-            }
-            (v, _) => format!("schema version {v}, this drover reads {SCHEMA_VERSION}"),
-        };
-        return Err(incompatible(reason));
+    if tables < 2 {
+        return Err(incompatible(
+            "it is a SQLite database without a ledger's tables (a platform registry or shard?)"
+                .into(),
+        ));
+    }
+    if version != SCHEMA_VERSION {
+        return Err(incompatible(format!(
+            "schema version {version}, this drover reads {SCHEMA_VERSION}"
+        )));
     }
     Ok(())
+}
+
+/// What a file SQLite refused is instead: "it is a restore request (TOML with [request]); …".
+fn not_a_database(path: &Path) -> String {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(64 * 1024).read_to_end(&mut head));
+    match (read, crate::sniff::kind_of(&head)) {
+        (Err(e), _) => format!("it is not a SQLite database, and cannot be read: {e}"),
+        (Ok(_), crate::sniff::FileKind::Other | crate::sniff::FileKind::Sqlite) => {
+            "it is not a SQLite database".into()
+        }
+        (Ok(_), kind) => format!("it is {}; {}", kind.describe(), kind.usage()),
+    }
 }
 
 fn connect(path: &Path) -> Result<Connection, LedgerError> {
