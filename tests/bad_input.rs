@@ -556,6 +556,16 @@ fn a_file_of_the_wrong_kind_is_named() {
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
         assert!(stderr.contains("a restore request"), "{command}: {stderr}");
     }
+    let out = drover()
+        .args(["run", "--confirm", "0123456789ab", "--state"])
+        .arg(dir.path().join("never-created.db"))
+        .arg("--plan")
+        .arg(&req)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("this is a restore request"), "{stderr}");
     let before = std::fs::read(&req).unwrap();
     let out = drover()
         .args(["estimate", "--history"])

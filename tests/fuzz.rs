@@ -333,3 +333,59 @@ fn regressions_stay_fixed() {
         "the regression corpus is in tests/fuzz/regressions"
     );
 }
+
+/// The binary itself on mutated inputs: `plan` and `estimate` exit 0 or 2, never 101 (a panic)
+/// and never hang. Fewer cases than in-process (each starts a process).
+#[test]
+fn the_binary_exits_0_or_2_on_mutated_inputs() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed() ^ 3);
+    let dir = tempfile::tempdir().unwrap();
+    let request = request_with_csv();
+    for i in 0..(cases() / 40).max(100) {
+        let (w, r, c) = match i % 3 {
+            0 => (
+                mutate(WORKFLOW, &mut rng),
+                request.clone().into_bytes(),
+                CSV.as_bytes().to_vec(),
+            ),
+            1 => (
+                WORKFLOW.as_bytes().to_vec(),
+                mutate(&request, &mut rng),
+                CSV.as_bytes().to_vec(),
+            ),
+            _ => (
+                WORKFLOW.as_bytes().to_vec(),
+                request.clone().into_bytes(),
+                mutate(CSV, &mut rng),
+            ),
+        };
+        let wf = support::write(dir.path(), "wf.toml", &w);
+        let req = support::write(dir.path(), "req.toml", &r);
+        support::write(dir.path(), "sites.csv", &c);
+        let command = if i % 2 == 0 {
+            &["plan", "--offline"][..]
+        } else {
+            &["estimate"][..]
+        };
+        let started = Instant::now();
+        let out = support::drover()
+            .args(command)
+            .arg("-w")
+            .arg(&wf)
+            .arg("-r")
+            .arg(&req)
+            .timeout(Duration::from_secs(20))
+            .output()
+            .unwrap();
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0 | 2)),
+            "{command:?} exited {code:?} after {:?} on:\n{}\n----\n{}\n----\n{}\nstderr: {}",
+            started.elapsed(),
+            String::from_utf8_lossy(&w),
+            String::from_utf8_lossy(&r),
+            String::from_utf8_lossy(&c),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -17,6 +17,7 @@ use crate::ledger::{Ledger, LedgerError, NewRun, RunInfo, now_ms};
 use crate::plan::doc::{PlanDoc, PlanInputs};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::schedule::{self, Control, Journal, Policy, RunOptions, RunSummary};
+use crate::sniff::FileKind;
 use crate::steps::Registry;
 
 #[derive(Args, Debug)]
@@ -454,14 +455,27 @@ fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, Pa
             },
         )])
     };
-    let text = crate::util::read_capped(path, crate::plan::doc::MAX_PLAN_BYTES)
-        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
-        .map_err(|e| {
-            refuse(
-                format!("cannot read the plan: {e}"),
-                "give the file `drover plan --out` wrote",
-            )
-        })?;
+    let cannot_read = |e: std::io::Error| {
+        refuse(
+            format!("cannot read the plan: {e}"),
+            "give the file `drover plan --out` wrote",
+        )
+    };
+    let bytes =
+        crate::util::read_capped(path, crate::plan::doc::MAX_PLAN_BYTES).map_err(cannot_read)?;
+    let kind = crate::sniff::kind_of(&bytes);
+    if !matches!(kind, FileKind::Plan | FileKind::Other) {
+        return Err(refuse(
+            format!("this is {}, not a plan", kind.describe()),
+            &format!(
+                "{}; a plan is the file `drover plan --out` wrote",
+                kind.usage()
+            ),
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(std::io::Error::other)
+        .map_err(cannot_read)?;
     let file: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         refuse(
             format!("not a plan file: {e}"),
