@@ -28,6 +28,7 @@ mod progress;
 mod report;
 mod retry;
 mod run;
+mod shared;
 mod status;
 
 use std::process::ExitCode;
@@ -132,6 +133,21 @@ impl From<anyhow::Error> for Failure {
 impl From<Vec<Problem>> for Failure {
     fn from(p: Vec<Problem>) -> Self {
         Failure::Input(p)
+    }
+}
+
+impl From<crate::platform::PlatformError> for Failure {
+    fn from(e: crate::platform::PlatformError) -> Self {
+        use crate::platform::PlatformError::{AlreadyBuilt, NotAPlatform};
+        match &e {
+            NotAPlatform { dir } | AlreadyBuilt { dir } => refuse(
+                dir,
+                "--dir",
+                e.to_string(),
+                "give the directory `drover demo init` built, or a new one to build into",
+            ),
+            _ => Failure::Internal(anyhow::Error::new(e)),
+        }
     }
 }
 
@@ -268,10 +284,24 @@ pub fn main() -> ExitCode {
         }
         Err(Failure::Internal(e)) if closed_stdout(&e) => ExitCode::from(141),
         Err(Failure::Internal(e)) => {
-            eprintln!("error: {}", printable(&format!("{e:#}")));
+            eprintln!("error: {}", printable(&chain(&e)));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its sources, `outer: inner: innermost`, leaving out a source whose text the
+/// message before it already quotes (many errors show their source in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for source in e.chain().skip(1) {
+        let s = source.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+    }
+    text
 }
 
 /// The reader of our output went away (`drover plan | head`): see [`quiet_on_broken_pipe`].

@@ -195,29 +195,6 @@ fn one_line_list(items: &[String]) -> String {
     out
 }
 
-/// A problem for a TOML deserialization error, located by its span.
-pub fn from_toml(source: &crate::source::Source, err: &toml::de::Error) -> Problem {
-    let at = match err.span() {
-        Some(span) => source.locate(span.start),
-        None => source.whole(),
-    };
-    let message = err.message().trim().to_owned();
-    let missing = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(field, _)| field.to_owned());
-    let kind = match missing {
-        Some(field) => ProblemKind::Invalid {
-            message,
-            fix: format!(
-                "add `{field} = …` to the entry that starts here (docs/workflow-format.md, docs/request-format.md)"
-            ),
-        },
-        None => ProblemKind::Syntax { message },
-    };
-    Problem::new(at, "", kind)
-}
-
 impl ProblemKind {
     /// The problem for a refused duration: malformed, or over its limit.
     pub fn duration(value: &str, err: crate::limits::DurationError) -> ProblemKind {

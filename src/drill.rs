@@ -102,7 +102,7 @@ impl DrillRecord {
         state: &str,
         target: Duration,
         m: &Measured,
-        verdict: &Result<(), String>,
+        verdict: &Result<(), DrillFailure>,
     ) -> DrillRecord {
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         DrillRecord {
@@ -119,7 +119,7 @@ impl DrillRecord {
             site_rto_max_s: secs(m.max.as_ref().map(|x| x.0)),
             slowest_site: m.max.as_ref().map(|x| x.1.clone()),
             pass: verdict.is_ok(),
-            reason: verdict.as_ref().err().cloned(),
+            reason: verdict.as_ref().err().map(DrillFailure::to_string),
         }
     }
 }
@@ -156,23 +156,46 @@ pub fn measure(sites: &[(String, Option<Duration>)]) -> Measured {
     }
 }
 
+/// Why a drill failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DrillFailure {
+    #[error("{missing} of {sites} sites were not restored")]
+    NotRestored { missing: usize, sites: usize },
+    #[error("the batch took {}, over the target of {}", humantime::format_duration(Duration::from_secs(took.as_secs())), humantime::format_duration(*target))]
+    OverTarget { took: Duration, target: Duration },
+    #[error("the drill was interrupted")]
+    Interrupted,
+}
+
 impl Measured {
     /// PASS only if every site was restored and the batch finished within the target.
-    pub fn verdict(&self, target: Duration) -> Result<(), String> {
+    pub fn verdict(&self, target: Duration) -> Result<(), DrillFailure> {
         match self.batch {
-            None => Err(format!(
-                "{} of {} sites were not restored",
-                self.sites - self.restored,
-                self.sites
-            )),
-            Some(b) if b > target => Err(format!(
-                "the batch took {}, over the target of {}",
-                humantime::format_duration(Duration::from_millis(b.as_millis() as u64)),
-                humantime::format_duration(target)
-            )),
+            None => Err(DrillFailure::NotRestored {
+                missing: self.sites - self.restored,
+                sites: self.sites,
+            }),
+            Some(took) if took > target => Err(DrillFailure::OverTarget { took, target }),
             Some(_) => Ok(()),
         }
     }
+}
+
+/// Why a drill history cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("it is {}; {}", .0.describe(), .0.usage())]
+    OtherKind(crate::sniff::FileKind),
+    #[error("it is not UTF-8 text")]
+    NotUtf8,
+    #[error("line {line}: {source}")]
+    Line {
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Appends a record to the history file (created if absent).
@@ -192,17 +215,22 @@ pub const MAX_HISTORY_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Every record of the history, oldest first. A line that does not parse is an error naming
 /// its number.
-pub fn read(history: &Path) -> Result<Vec<DrillRecord>, String> {
-    let bytes = crate::util::read_capped(history, MAX_HISTORY_BYTES).map_err(|e| e.to_string())?;
+pub fn read(history: &Path) -> Result<Vec<DrillRecord>, HistoryError> {
+    let bytes = crate::util::read_capped(history, MAX_HISTORY_BYTES)?;
     match crate::sniff::kind_of(&bytes) {
         crate::sniff::FileKind::JsonLines | crate::sniff::FileKind::Other => {}
-        kind => return Err(format!("it is {}; {}", kind.describe(), kind.usage())),
+        kind => return Err(HistoryError::OtherKind(kind)),
     }
-    let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
+    let text = String::from_utf8(bytes).map_err(|_| HistoryError::NotUtf8)?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| HistoryError::Line {
+                line: i + 1,
+                source,
+            })
+        })
         .collect()
 }
 
@@ -229,6 +257,7 @@ mod tests {
         assert!(
             m.verdict(Duration::from_secs(29))
                 .unwrap_err()
+                .to_string()
                 .contains("over the target")
         );
 
@@ -236,7 +265,9 @@ mod tests {
         let m = measure(&missing);
         assert_eq!(m.batch, None);
         assert_eq!(
-            m.verdict(Duration::from_secs(3600)).unwrap_err(),
+            m.verdict(Duration::from_secs(3600))
+                .unwrap_err()
+                .to_string(),
             "1 of 2 sites were not restored"
         );
     }

@@ -132,6 +132,16 @@ impl Default for StepRecord {
 }
 
 impl StepRecord {
+    /// Whether this step failed with [`crate::steps::StepError::Quarantine`]: its site's data
+    /// is wrong and the site must not be reactivated.
+    pub fn quarantined(&self) -> bool {
+        self.state == StepState::Failed
+            && self
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(QUARANTINE_PREFIX))
+    }
+
     /// Applies one op to this record (the same rule in every ledger implementation).
     pub fn apply(&mut self, op: &Op, blocked_by: impl FnOnce(StepIdx) -> String) {
         match op {
@@ -251,6 +261,36 @@ pub enum LedgerError {
     #[error("ledger {path}: the stored plan is damaged: {reason}")]
     Corrupt { path: String, reason: String },
 }
+
+/// Why a command opened a ledger for writing, as its audit trail records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionMode {
+    Run,
+    Resume,
+    Drill,
+    Retry,
+    Skip,
+    Clean,
+}
+
+impl SessionMode {
+    /// The name stored in the ledger's `sessions.mode` and shown by `drover audit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMode::Run => "run",
+            SessionMode::Resume => "resume",
+            SessionMode::Drill => "drill",
+            SessionMode::Retry => "retry",
+            SessionMode::Skip => "skip",
+            SessionMode::Clean => "clean",
+        }
+    }
+}
+
+/// How the recorded error of a step that quarantined its site begins: the ledger's encoding of
+/// [`crate::steps::StepError::Quarantine`] (its `Display`). Read only through
+/// [`StepRecord::quarantined`].
+pub const QUARANTINE_PREFIX: &str = "quarantined: ";
 
 /// A durable (or, for tests, in-memory) record of one run.
 pub trait Ledger: Send {

@@ -17,6 +17,8 @@
 //! - [`backup`]: backup stores (local, S3), manifests, point-in-time choice, verified fetch.
 //! - [`platform`]: the reference multi-tenant SaaS platform (SQLite shards) the demo deletes and restores.
 //! - [`ledger`]: the durable record of a run (SQLite; in-memory for tests), group-committed.
+//! - [`dispatch`]: the synchronous scheduling core (ready queue, policies, pool budgets) that
+//!   runs and forecasts share.
 //! - [`schedule`]: the one loop that spawns steps: pools, policies, retries, failure isolation.
 //! - [`sim`]: the scheduling core over virtual time, and the duration model: forecasts.
 //! - [`drill`]: restores rehearsed on an isolated copy of the platform; their history.
@@ -29,6 +31,7 @@
 pub mod backup;
 pub mod cli;
 pub mod diag;
+pub mod dispatch;
 pub mod drill;
 pub mod events;
 pub mod generate;

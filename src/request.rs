@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::diag::{self, Location, Problem, ProblemKind};
+use crate::diag::{Location, Problem, ProblemKind};
 use crate::ids::SiteId;
 use crate::source::Source;
 use format::RequestFile;
@@ -53,7 +53,7 @@ impl Request {
         load: impl FnOnce(&str) -> Result<Source, Problem>,
     ) -> Result<Request, Vec<Problem>> {
         let file: RequestFile =
-            toml::from_str(&source.text).map_err(|e| vec![diag::from_toml(source, &e)])?;
+            toml::from_str(&source.text).map_err(|e| vec![source.toml_problem(&e)])?;
         let mut problems = Vec::new();
         let header = &file.request;
         if *header.format.get_ref() != 1 {

@@ -3,15 +3,15 @@
 //! failures to their dependents, and records every transition through the journal (group commit).
 //! A step's dependents are released only once its success is durable.
 //!
-//! - `queue`: ready steps grouped by pool use; - `policy`: the order; - `backoff`: retry delays;
+//! The scheduling state itself (ready queue, policy order, pool units) is [`crate::dispatch`],
+//! shared with the simulator.
+//!
+//! - `backoff`: retry delays; - `eta`: the live time left (a simulation of what remains);
 //! - `journal`: batching transitions into ledger commits.
 
 pub mod backoff;
-pub mod core;
 pub mod eta;
 pub mod journal;
-pub mod policy;
-pub mod queue;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -25,14 +25,14 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use self::core::Core;
+use crate::dispatch::Core;
+pub use crate::dispatch::policy::{self, Policy};
 use crate::events::{EventSink, RunEvent};
 use crate::ledger::{LedgerError, Op, StepRecord, StepState, now_ms};
 use crate::plan::{Owner, Plan, StepIdx};
 use crate::status::{SiteState, count_sites, count_steps, site_states};
 use crate::steps::{Registry, StepContext, StepError, StepKind, StepOutput};
 pub use journal::Journal;
-pub use policy::Policy;
 
 /// How to run a plan.
 #[derive(Clone, Debug)]
@@ -60,11 +60,13 @@ pub struct RunOptions {
     pub failure_budget: Option<usize>,
 }
 
+pub use crate::dispatch::DEFAULT_MAX_PARALLEL;
+
 impl RunOptions {
     pub fn new(plan: &Plan, run_id: &str, staging: &Path) -> RunOptions {
         RunOptions {
             run_id: run_id.to_owned(),
-            max_parallel: 256,
+            max_parallel: DEFAULT_MAX_PARALLEL,
             pool_capacity: plan.pools.iter().map(|p| p.capacity).collect(),
             policy: Policy::default(),
             grace: Duration::from_secs(30),
@@ -229,10 +231,7 @@ impl<'a> Scheduler<'a> {
             control,
             attempts: records.iter().map(|r| r.attempts).collect(),
             failures: vec![0; n],
-            quarantined: records
-                .iter()
-                .map(|r| crate::status::is_quarantine(r.last_error.as_deref()))
-                .collect(),
+            quarantined: records.iter().map(StepRecord::quarantined).collect(),
             outputs: records
                 .iter()
                 .map(|r| {

@@ -4,6 +4,7 @@
 //!
 //! - `model`: how long each step takes (workflow estimates, or learned from previous ledgers).
 
+pub mod forecast;
 pub mod model;
 
 use std::cmp::Reverse;
@@ -11,11 +12,10 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dispatch::Core;
+use crate::dispatch::policy::{Policy, Priorities};
 use crate::ledger::StepState;
 use crate::plan::{Owner, Plan, StepIdx};
-use crate::schedule::Policy;
-use crate::schedule::core::Core;
-use crate::schedule::policy::Priorities;
 
 /// Pools and limits for a simulation.
 #[derive(Clone, Debug)]
@@ -30,7 +30,7 @@ impl SimOptions {
     pub fn for_plan(plan: &Plan) -> SimOptions {
         SimOptions {
             capacity: plan.pools.iter().map(|p| p.capacity).collect(),
-            max_parallel: 256,
+            max_parallel: crate::dispatch::DEFAULT_MAX_PARALLEL,
             policy: Policy::default(),
         }
     }

@@ -100,6 +100,29 @@ impl Source {
     pub fn whole(&self) -> Location {
         Location::file(&self.name)
     }
+
+    /// The problem for a TOML deserialization error in this source, located by its span.
+    pub fn toml_problem(&self, err: &toml::de::Error) -> Problem {
+        let at = match err.span() {
+            Some(span) => self.locate(span.start),
+            None => self.whole(),
+        };
+        let message = err.message().trim().to_owned();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field.to_owned());
+        let kind = match missing {
+            Some(field) => ProblemKind::Invalid {
+                message,
+                fix: format!(
+                    "add `{field} = …` to the entry that starts here (docs/workflow-format.md, docs/request-format.md)"
+                ),
+            },
+            None => ProblemKind::Syntax { message },
+        };
+        Problem::new(at, "", kind)
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,13 @@ use crate::backup::check::FETCH_KIND;
 use crate::ledger::{StepRecord, StepState};
 use crate::plan::Plan;
 
+/// Where a run's steps keep their files: beside its ledger, `<state>.staging/`.
+pub fn dir_for(state: &Path) -> PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(".staging");
+    state.with_file_name(name)
+}
+
 /// A fetched snapshot that may go.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Removable {

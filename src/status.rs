@@ -1,5 +1,7 @@
 //! Per-site status, derived from step states: what `drover status` shows and what decides a run's
-//! exit code.
+//! exit code. `doc`: the `drover-status/1` document.
+
+pub mod doc;
 
 use std::collections::BTreeMap;
 
@@ -44,15 +46,6 @@ impl SiteState {
             SiteState::Quarantined => "quarantined",
         }
     }
-}
-
-/// How the recorded error of a step that quarantined its site begins (see
-/// [`crate::steps::StepError::Quarantine`]).
-pub const QUARANTINED: &str = "quarantined: ";
-
-/// Whether a failed step's recorded error quarantined its site.
-pub fn is_quarantine(error: Option<&str>) -> bool {
-    error.is_some_and(|e| e.starts_with(QUARANTINED))
 }
 
 /// Every site's state, in plan site order. `quarantined(i)` says whether step `i`, if failed,

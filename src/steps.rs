@@ -1,9 +1,10 @@
 //! Step kinds: what a step does when it runs. A kind implements [`StepKind`]; a [`Registry`] maps
 //! kind names (as written in workflows) to implementations.
 //!
-//! Built-in kinds: `fetch` (verified download of a backup snapshot), `exec` (a command) and
-//! `http` (a JSON POST) for operators' own infrastructure; for tests, benchmarks and drills
-//! `noop`, `sleep`, `flaky`, `fail`.
+//! Built-in kinds ([`BUILTIN`], the one list): `fetch` (verified download of a backup
+//! snapshot); `exec` (a command) and `http` (a JSON POST) for operators' own infrastructure; the
+//! reference platform's `restore-contacts`, `restore-tenant`, `rebuild-index`, `validate`,
+//! `reactivate` and `notify`; for tests, benchmarks and drills `noop`, `sleep`, `flaky`, `fail`.
 
 mod exec;
 mod fail;
@@ -29,23 +30,41 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-/// Every step kind this build knows by name. The planner refuses any other kind.
-/// Kinds without an implementation in [`Registry::builtin`] plan, but `run` refuses them up front.
-pub const KNOWN_KINDS: &[&str] = &[
-    "fetch",
-    "restore-contacts",
-    "restore-tenant",
-    "rebuild-index",
-    "validate",
-    "reactivate",
-    "notify",
-    "noop",
-    "sleep",
-    "flaky",
-    "fail",
-    "exec",
-    "http",
+/// Makes one built-in kind.
+type Make = fn() -> Arc<dyn StepKind>;
+
+/// Every built-in step kind, by the name workflows use: the one list. The planner's known kinds
+/// ([`KNOWN_KINDS`]) and the run's [`Registry::builtin`] both derive from it.
+const BUILTIN: [(&str, Make); 13] = [
+    ("fetch", || Arc::new(fetch::Fetch::default())),
+    ("restore-contacts", || {
+        Arc::new(restore_contacts::RestoreContacts)
+    }),
+    ("restore-tenant", || Arc::new(restore_tenant::RestoreTenant)),
+    ("rebuild-index", || Arc::new(rebuild_index::RebuildIndex)),
+    ("validate", || Arc::new(validate::Validate)),
+    ("reactivate", || Arc::new(reactivate::Reactivate)),
+    ("notify", || Arc::new(notify::Notify::default())),
+    ("noop", || Arc::new(noop::Noop)),
+    ("sleep", || Arc::new(sleep::Sleep)),
+    ("flaky", || Arc::new(flaky::Flaky)),
+    ("fail", || Arc::new(fail::Fail)),
+    ("exec", || Arc::new(exec::Exec)),
+    ("http", || Arc::new(http::Http::default())),
 ];
+
+/// Every step kind this build knows by name (from [`BUILTIN`]); the planner refuses any other.
+pub const KNOWN_KINDS: &[&str] = &names(&BUILTIN);
+
+const fn names<const N: usize>(kinds: &[(&'static str, Make); N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = kinds[i].0;
+        i += 1;
+    }
+    out
+}
 
 /// What a running step is given.
 #[derive(Clone, Debug)]
@@ -89,7 +108,7 @@ pub enum StepError {
     Permanent(String),
     /// The site's data is wrong (its backup failed verification, or the restored data does not
     /// match it): permanent, and the site is quarantined — never reactivated until a human has
-    /// looked. The recorded error starts with [`crate::status::QUARANTINED`].
+    /// looked. The recorded error starts with [`crate::ledger::QUARANTINE_PREFIX`].
     #[error("quarantined: {0}")]
     Quarantine(String),
 }
@@ -117,23 +136,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The kinds implemented in this crate.
+    /// The kinds implemented in this crate ([`BUILTIN`]).
     pub fn builtin() -> Registry {
-        let mut r = Registry::default();
-        r.register("noop", noop::Noop);
-        r.register("sleep", sleep::Sleep);
-        r.register("flaky", flaky::Flaky);
-        r.register("fail", fail::Fail);
-        r.register("fetch", fetch::Fetch::default());
-        r.register("exec", exec::Exec);
-        r.register("http", http::Http::default());
-        r.register("restore-contacts", restore_contacts::RestoreContacts);
-        r.register("restore-tenant", restore_tenant::RestoreTenant);
-        r.register("rebuild-index", rebuild_index::RebuildIndex);
-        r.register("validate", validate::Validate);
-        r.register("reactivate", reactivate::Reactivate);
-        r.register("notify", notify::Notify::default());
-        r
+        let kinds = BUILTIN
+            .iter()
+            .map(|(name, make)| (name.to_string(), make()))
+            .collect();
+        Registry { kinds }
+    }
+
+    /// The names this registry can run, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
     }
 
     pub fn register(&mut self, name: &str, kind: impl StepKind + 'static) {

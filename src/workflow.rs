@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::diag::{self, Problem, ProblemKind};
+use crate::diag::{Problem, ProblemKind};
 use crate::limits;
 use crate::source::Source;
 use format::{ScopeSpec, StepSpec, WorkflowFile};
@@ -168,7 +168,7 @@ impl Workflow {
     /// Parses and validates a workflow. `known_kinds` are the step kinds this build knows.
     pub fn parse(source: &Source, known_kinds: &[&str]) -> Result<Workflow, Vec<Problem>> {
         let file: WorkflowFile =
-            toml::from_str(&source.text).map_err(|e| vec![diag::from_toml(source, &e)])?;
+            toml::from_str(&source.text).map_err(|e| vec![source.toml_problem(&e)])?;
         let mut r = Resolver {
             source,
             problems: Vec::new(),

@@ -241,8 +241,13 @@ impl ObjectCtx<'_> {
                 .await?
                 .to_bytes();
             if first == second {
-                return Manifest::parse(&first)
-                    .map_err(|message| StoreError::Permanent { what: key, message }.into());
+                return Manifest::parse(&first).map_err(|e| {
+                    StoreError::Permanent {
+                        what: key,
+                        message: e.to_string(),
+                    }
+                    .into()
+                });
             }
             tries += 1;
             if tries > self.opts.read_retries {

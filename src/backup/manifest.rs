@@ -39,38 +39,53 @@ pub struct ObjectEntry {
     pub unpack: Option<String>,
 }
 
+/// Why a manifest is refused: the backup is bad, never worth another read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("not a valid manifest: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("manifest format '{0}' is not '{FORMAT}'")]
+    Format(String),
+    #[error("{0}")]
+    ObjectName(String),
+    #[error(
+        "object '{object}' has size {size}, over the limit of {} bytes per object",
+        crate::limits::MAX_OBJECT_BYTES
+    )]
+    TooLarge { object: String, size: u64 },
+    #[error("object '{0}' has no valid sha256")]
+    Digest(String),
+    #[error("object '{object}': unknown unpack format '{format}' (only \"tar\")")]
+    Unpack { object: String, format: String },
+}
+
 impl Manifest {
     /// Parses and checks a manifest.
-    pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
-        let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a valid manifest: {e}"))?;
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let m: Manifest = serde_json::from_slice(bytes)?;
         if m.format != FORMAT {
-            return Err(format!("manifest format '{}' is not '{FORMAT}'", m.format));
+            return Err(ManifestError::Format(m.format));
         }
         let mut total: u64 = 0;
         for o in &m.objects {
-            super::layout::check_object_name(&o.name)?;
+            super::layout::check_object_name(&o.name).map_err(ManifestError::ObjectName)?;
             total = total
                 .checked_add(o.size)
                 .filter(|_| o.size <= crate::limits::MAX_OBJECT_BYTES)
-                .ok_or_else(|| {
-                    format!(
-                        "object '{}' has size {}, over the limit of {} bytes per object",
-                        o.name,
-                        o.size,
-                        crate::limits::MAX_OBJECT_BYTES
-                    )
+                .ok_or_else(|| ManifestError::TooLarge {
+                    object: o.name.clone(),
+                    size: o.size,
                 })?;
             if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("object '{}' has no valid sha256", o.name));
+                return Err(ManifestError::Digest(o.name.clone()));
             }
             if let Some(u) = &o.unpack
                 && u != "tar"
             {
-                return Err(format!(
-                    "object '{}': unknown unpack format '{u}' (only \"tar\")",
-                    o.name
-                ));
+                return Err(ManifestError::Unpack {
+                    object: o.name.clone(),
+                    format: u.clone(),
+                });
             }
         }
         Ok(m)

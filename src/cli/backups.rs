@@ -68,10 +68,7 @@ struct ListDoc<'a> {
 }
 
 pub fn run(cmd: BackupsCommand) -> Result<Done, Failure> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::shared::runtime()?;
     match cmd {
         BackupsCommand::List(args) => runtime.block_on(list(args)),
         BackupsCommand::Fetch(args) => runtime.block_on(fetch(args)),
@@ -86,7 +83,7 @@ async fn list(args: ListArgs) -> Result<Done, Failure> {
     let snapshots = store
         .list_snapshots(args.unit.as_deref())
         .await
-        .map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
+        .map_err(anyhow::Error::new)?;
     match args.format {
         Format::Json => outln!(
             "{}",

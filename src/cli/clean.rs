@@ -35,7 +35,7 @@ pub fn run(args: CleanArgs) -> Result<Done, Failure> {
 
 fn clean(ledger: &mut SqliteLedger, args: &CleanArgs, me: &Holder) -> Result<Done, Failure> {
     let stored = ledger.load()?;
-    let root = super::run::staging_dir(&args.state);
+    let root = crate::staging::dir_for(&args.state);
     let found = staging::cleanable(&stored.plan, &stored.steps, &root);
     if args.dry_run {
         for r in &found.remove {
@@ -49,7 +49,12 @@ fn clean(ledger: &mut SqliteLedger, args: &CleanArgs, me: &Holder) -> Result<Don
         return Ok(Done::Ok);
     }
     let argv: Vec<String> = std::env::args().collect();
-    ledger.record_session("clean", &argv, me, &stored.info.plan_hash)?;
+    ledger.record_session(
+        crate::ledger::SessionMode::Clean,
+        &argv,
+        me,
+        &stored.info.plan_hash,
+    )?;
     let freed =
         staging::remove(&found.remove).with_context(|| format!("cleaning {}", root.display()))?;
     errln!(

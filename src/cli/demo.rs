@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
+use super::shared::runtime;
 use super::{Done, Failure, Format};
 use crate::backup::s3::{S3Store, S3Url};
 use crate::generate::{self, GenerateOptions};
@@ -115,15 +116,14 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
         "--state",
         path(&state),
     ];
-    let cli =
-        super::Cli::try_parse_from(argv).map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
+    let cli = super::Cli::try_parse_from(argv).map_err(anyhow::Error::new)?;
     let run_done = match cli.command {
         super::Command::Run(args) => super::run::run(args)?,
         _ => unreachable!("built as a run command"),
     };
     let verdict = verify(&dir, Format::Text)?;
     report(&dir)?;
-    errln!("total {}", super::plan::human(started.elapsed()));
+    errln!("total {}", super::shared::human(started.elapsed()));
     errln!(
         "look closer: drover status --state {0}/ledger.db, drover report --state {0}/ledger.db --html report.html",
         dir.display()
@@ -137,7 +137,7 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
 
 /// Every site of the platform, in ID order.
 fn site_ids(platform: &Platform) -> Result<Vec<String>, Failure> {
-    let sites = platform.sites().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sites = platform.sites()?;
     Ok(sites.into_iter().map(|s| s.id).collect())
 }
 
@@ -167,19 +167,14 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let opts = gen_opts(o);
-    let platform =
-        Platform::build(dir.join("platform"), &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let platform = Platform::build(dir.join("platform"), &opts)?;
     std::fs::write(
         dir.join(DEMO_MARKER),
         "made by `drover demo init`: `drover demo incident` may delete sites here\n",
     )
     .context("writing the demo marker")?;
-    let fingerprints = serde_json::to_value(
-        platform
-            .fingerprint_all()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    )
-    .map_err(anyhow::Error::from)?;
+    let fingerprints =
+        serde_json::to_value(platform.fingerprint_all()?).map_err(anyhow::Error::from)?;
     std::fs::write(dir.join("fingerprints.json"), fingerprints.to_string())
         .context("writing fingerprints.json")?;
     let now = Utc::now();
@@ -191,9 +186,7 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     };
     for age in [Duration::from_secs(90 * 60), Duration::from_secs(10 * 60)] {
         let at = now - chrono::Duration::from_std(age).expect("small");
-        platform
-            .backup(&local, at)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        platform.backup(&local, at)?;
     }
     let source = match (&o.backups, dest) {
         (Some(url), Some(dest)) => upload(&local, dest, url)?,
@@ -251,13 +244,6 @@ fn upload(local: &Path, dest: S3Url, url: &str) -> Result<String, Failure> {
     Ok(url.to_owned())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?)
-}
-
 /// The backup source the demo's request names (written by `init`).
 fn backups_source(dir: &Path) -> String {
     crate::load::peek(&dir.join("request.toml"), "backups", "source")
@@ -273,9 +259,7 @@ fn write_request(
     source: &str,
 ) -> Result<(), Failure> {
     let sizes = generate::sizes(opts);
-    let text = platform
-        .restore_request("demo", sites, &sizes, source, pit)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = platform.restore_request("demo", sites, &sizes, source, pit)?;
     std::fs::write(dir.join("request.toml"), text).context("writing request.toml")?;
     Ok(())
 }
@@ -295,7 +279,7 @@ fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
             "run `drover demo init --dir <new dir>` first, and point --dir at it",
         ));
     }
-    let platform = Platform::open(dir.join("platform")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let platform = Platform::open(dir.join("platform"))?;
     let all = site_ids(&platform)?;
     let n = o.deleted.unwrap_or(all.len()).min(all.len());
     let pct: f64 =
@@ -305,12 +289,8 @@ fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     let soft_n = ((n as f64) * pct.clamp(0.0, 100.0) / 100.0).round() as usize;
     let deleted = &all[..n];
     let now = Utc::now();
-    platform
-        .incident(&deleted[..soft_n], DeleteMode::Soft, now)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    platform
-        .incident(&deleted[soft_n..], DeleteMode::Permanent, now)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    platform.incident(&deleted[..soft_n], DeleteMode::Soft, now)?;
+    platform.incident(&deleted[soft_n..], DeleteMode::Permanent, now)?;
     write_request(
         dir,
         &platform,
@@ -331,7 +311,7 @@ fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
 }
 
 fn verify(dir: &Path, format: Format) -> Result<Done, Failure> {
-    let platform = Platform::open(dir.join("platform")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let platform = Platform::open(dir.join("platform"))?;
     let before: BTreeMap<String, Value> = serde_json::from_str(
         &std::fs::read_to_string(dir.join("fingerprints.json"))
             .context("reading fingerprints.json (run `demo init` first)")?,
@@ -350,19 +330,11 @@ fn verify(dir: &Path, format: Format) -> Result<Done, Failure> {
         })
         .unwrap_or_default();
     let now: BTreeMap<String, Value> = serde_json::from_value(
-        serde_json::to_value(
-            platform
-                .fingerprint_all()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        )
-        .map_err(anyhow::Error::from)?,
+        serde_json::to_value(platform.fingerprint_all()?).map_err(anyhow::Error::from)?,
     )
     .map_err(anyhow::Error::from)?;
     let mut reactivations: BTreeMap<String, usize> = BTreeMap::new();
-    for e in platform
-        .events(Some("reactivated"))
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-    {
+    for e in platform.events(Some("reactivated"))? {
         *reactivations.entry(e.site).or_default() += 1;
     }
     let restored_differ: Vec<&String> = deleted
@@ -417,10 +389,10 @@ fn verify(dir: &Path, format: Format) -> Result<Done, Failure> {
 /// Sites restored, validated, quarantined; per-site RTO from the incident (registry times are
 /// whole seconds).
 fn report(dir: &Path) -> Result<(), Failure> {
-    let platform = Platform::open(dir.join("platform")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let platform = Platform::open(dir.join("platform"))?;
     let mut rto: Vec<i64> = Vec::new();
     let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for s in platform.sites().map_err(|e| anyhow::anyhow!("{e}"))? {
+    for s in platform.sites()? {
         *states.entry(s.state.as_str()).or_default() += 1;
         if let (Some(d), Some(r)) = (s.deleted_at, s.reactivated_at) {
             rto.push(r - d);
@@ -432,7 +404,7 @@ fn report(dir: &Path) -> Result<(), Failure> {
             .copied()
             .unwrap_or(0)
     };
-    let h = |secs: i64| super::plan::human(Duration::from_secs(secs.max(0) as u64));
+    let h = |secs: i64| super::shared::human(Duration::from_secs(secs.max(0) as u64));
     let line: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
     errln!("platform: {}", line.join(", "));
     if !rto.is_empty() {

@@ -10,13 +10,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::run::{ExecArgs, check_blast_radius, create_ledger, execute, staging_dir};
+use super::run::{ExecArgs, check_blast_radius, create_ledger, execute};
 use super::{Done, Failure, Format};
 use crate::drill::{self, DrillRecord};
 use crate::ledger::Ledger;
 use crate::plan::{self, PlanOptions};
 use crate::platform::Platform;
 use crate::report::timeline::{LaneMode, Timeline};
+use crate::staging::dir_for as staging_dir;
 
 #[derive(Args, Debug)]
 pub struct DrillArgs {
@@ -62,7 +63,7 @@ pub struct DrillsArgs {
 
 pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     let started = chrono::Utc::now();
-    let mut inputs = super::plan::load(&args.workflow, &args.request)?;
+    let mut inputs = super::shared::load(&args.workflow, &args.request)?;
     let Some(target) = inputs.request.target.clone() else {
         return Err(super::refuse(
             &args.request,
@@ -118,7 +119,7 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
         drill: true,
         ..Default::default()
     };
-    super::plan::preflight(&production, &inputs.request, &args.request, Some(checked))?;
+    super::shared::preflight(&production, &inputs.request, &args.request, Some(checked))?;
 
     // The isolated copy, with the drilled sites deleted there as the incident would.
     let work = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -127,7 +128,7 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
         started.format("%Y%m%dT%H%M%SZ"),
         std::process::id()
     ));
-    let platform = Platform::open(&target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let platform = Platform::open(&target)?;
     let sites: Vec<String> = production.sites.iter().map(|s| s.id.to_string()).collect();
     errln!(
         "drill: copying the platform {} into {} (production is only read)",
@@ -236,7 +237,7 @@ fn rehearse(
     )?;
     let snapshot = std::mem::take(&mut inputs.snapshot);
     let mut ledger = create_ledger(&args.state, &plan, snapshot, &args.exec)?;
-    let done = execute(&mut ledger, "drill", &args.exec)?;
+    let done = execute(&mut ledger, crate::ledger::SessionMode::Drill, &args.exec)?;
     let stored = ledger.load()?;
     let timeline = Timeline::from_run(&stored.plan, &stored.steps, LaneMode::Site);
     let per_site: Vec<(String, Option<Duration>)> = timeline
@@ -247,7 +248,7 @@ fn rehearse(
     let m = drill::measure(&per_site);
     let mut verdict = m.verdict(args.target_rto);
     if done == Done::Interrupted {
-        verdict = Err("the drill was interrupted".into());
+        verdict = Err(drill::DrillFailure::Interrupted);
     }
     let state = std::path::absolute(&args.state).unwrap_or_else(|_| args.state.clone());
     let record = DrillRecord::new(
@@ -269,14 +270,14 @@ fn rehearse(
     })
 }
 
-fn print_result(m: &drill::Measured, target: Duration, verdict: &Result<(), String>) {
-    let h = |d: Option<Duration>| d.map_or("-".into(), super::plan::human);
+fn print_result(m: &drill::Measured, target: Duration, verdict: &Result<(), drill::DrillFailure>) {
+    let h = |d: Option<Duration>| d.map_or("-".into(), super::shared::human);
     errln!(
         "drill: {} of {} sites restored; batch RTO {} (target {}); per site p50 {}, p95 {}, max {}",
         m.restored,
         m.sites,
         h(m.batch),
-        super::plan::human(target),
+        super::shared::human(target),
         h(m.p50),
         h(m.p95),
         h(m.max.as_ref().map(|x| x.0)),
@@ -326,7 +327,7 @@ fn print_trend(out: &mut impl Write, records: &[DrillRecord]) -> std::io::Result
     // The values come from a file a person may have edited: anything odd prints as "-".
     let h = |s: Option<f64>| {
         s.and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .map_or("-".into(), super::plan::human)
+            .map_or("-".into(), super::shared::human)
     };
     writeln!(
         out,

@@ -2,13 +2,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
 use super::Failure;
 use super::Format;
+use super::shared::{Preflight, human, load, plan_inputs, preflight};
 use crate::plan::doc::{PlanDoc, Summary};
 use crate::plan::{self, Plan, PlanOptions};
 
@@ -62,7 +62,8 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
         preflight(&plan, &loaded.request, &args.request, Some(opts))?
     };
     let capacity: Vec<u32> = plan.pools.iter().map(|p| p.capacity).collect();
-    for warning in crate::preflight::pools(&plan, &capacity, super::run::DEFAULT_MAX_PARALLEL) {
+    for warning in crate::preflight::pools(&plan, &capacity, crate::schedule::DEFAULT_MAX_PARALLEL)
+    {
         errln!("warning: {warning}");
     }
     let secrets = crate::preflight::secrets(&plan, |name| std::env::var_os(name).is_some());
@@ -106,79 +107,14 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Reads both inputs; an ID that is not a site's is named for what the target registry knows it
-/// as (a customer, an app).
-pub(crate) fn load(
-    workflow: &std::path::Path,
-    request: &std::path::Path,
-) -> Result<crate::load::Inputs, Failure> {
-    crate::load::inputs(workflow, request).map_err(|mut problems| {
-        crate::preflight::identify_ids(request, &mut problems);
-        Failure::Input(problems)
-    })
-}
-
-/// What preflight checked and found in order.
-#[derive(Default)]
-pub(crate) struct Preflight {
-    pub backups: Option<crate::backup::check::BackupCheck>,
-    pub registry: Option<crate::preflight::RegistryCheck>,
-}
-
-/// Preflight (see `crate::preflight`): the target registry (unless `registry` is `None`), then
-/// the backup store when the plan fetches anything. Refuses with exit 2 and every problem found;
-/// changes nothing.
-pub(crate) fn preflight(
-    plan: &Plan,
-    request: &crate::request::Request,
-    request_path: &std::path::Path,
-    registry: Option<crate::preflight::Options>,
-) -> Result<Preflight, Failure> {
-    let file = request_path.display().to_string();
-    // Both checks run, so the operator sees every problem at once.
-    let mut problems = Vec::new();
-    let registry = match registry.map(|o| crate::preflight::registry(plan, request, &file, o)) {
-        Some(Ok(found)) => found,
-        Some(Err(p)) => {
-            problems.extend(p);
-            None
-        }
-        None => None,
-    };
-    let fetches = plan
-        .templates
-        .iter()
-        .any(|t| t.kind == crate::backup::check::FETCH_KIND);
-    let backups = match fetches.then(|| check_backups(plan)) {
-        Some(Ok(found)) => Some(found),
-        Some(Err(Failure::Input(p))) => {
-            problems.extend(p);
-            None
-        }
-        Some(Err(other)) => return Err(other),
-        None => None,
-    };
-    if !problems.is_empty() {
-        return Err(Failure::Input(problems));
-    }
-    Ok(Preflight { backups, registry })
-}
-
 fn write_plan(
     path: &std::path::Path,
     plan: &Plan,
     inputs: &crate::plan::doc::PlanInputs,
 ) -> Result<(), Failure> {
-    let tmp = path.with_extension("json.tmp");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    serde_json::to_writer(&mut w, &PlanDoc::new(plan, inputs))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    w.flush()
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    super::shared::write_atomically(path, |w| {
+        Ok(serde_json::to_writer(w, &PlanDoc::new(plan, inputs))?)
+    })?;
     Ok(())
 }
 
@@ -275,20 +211,6 @@ fn print_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A duration rounded to whole seconds, in humantime's notation.
-pub(crate) fn human(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
-}
-
-/// Runs the backup check (listings only), refusing with exit 2 when a unit has no usable snapshot.
-pub(crate) fn check_backups(plan: &Plan) -> Result<crate::backup::check::BackupCheck, Failure> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    Ok(runtime.block_on(crate::backup::check::check(plan))?)
-}
-
 fn print_backups(
     out: &mut impl Write,
     plan: &Plan,
@@ -333,23 +255,4 @@ fn backups_json(plan: &Plan, c: &crate::backup::check::BackupCheck) -> serde_jso
         "rpo_max_site": summary.as_ref().map(|s| s.2.clone()),
         "site_rpo_s": plan.sites.iter().zip(&c.site_rpo_s).map(|(s, r)| (s.id.to_string(), *r)).collect::<std::collections::BTreeMap<_, _>>(),
     })
-}
-
-/// The inputs of a plan, with absolute paths so `drover run --plan` finds them from anywhere.
-pub(crate) fn plan_inputs(
-    workflow: &std::path::Path,
-    request: &std::path::Path,
-    pools: std::collections::BTreeMap<String, u32>,
-) -> crate::plan::doc::PlanInputs {
-    let abs = |p: &std::path::Path| {
-        std::path::absolute(p)
-            .unwrap_or_else(|_| p.to_path_buf())
-            .display()
-            .to_string()
-    };
-    crate::plan::doc::PlanInputs {
-        workflow: abs(workflow),
-        request: abs(request),
-        pools,
-    }
 }

@@ -3,11 +3,11 @@
 //! Read-only: safe while the run is going.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{ArgGroup, Args, ValueEnum};
 
+use super::shared::write_atomically;
 use super::{Done, Failure};
 use crate::ledger::Ledger;
 use crate::ledger::sqlite::SqliteLedger;
@@ -61,25 +61,4 @@ pub fn run(args: ReportArgs) -> Result<Done, Failure> {
         outln!("wrote {} ({} steps)", path.display(), doc.steps.len());
     }
     Ok(Done::Ok)
-}
-
-/// Writes beside `path` and renames into place, so a reader never sees half a report.
-pub(crate) fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> anyhow::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::File::create(&tmp)
-        .map(std::io::BufWriter::new)
-        .and_then(|mut w| {
-            write(&mut w)?;
-            w.flush()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
 }

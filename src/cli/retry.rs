@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::{Done, Failure};
 use crate::diag::{Location, Problem, ProblemKind};
+use crate::ledger::SessionMode;
 use crate::ledger::lock::Holder;
 use crate::ledger::sqlite::SqliteLedger;
 use crate::ledger::{Ledger, Op, StepState, Stored, now_ms};
@@ -40,7 +41,7 @@ pub struct SkipArgs {
 }
 
 pub fn retry(args: RetryArgs) -> Result<Done, Failure> {
-    with_lock(&args.state, "retry", |stored| {
+    with_lock(&args.state, SessionMode::Retry, |stored| {
         let targets: Vec<StepIdx> = match (&args.site, &args.step) {
             (Some(site), _) => {
                 let s = stored
@@ -87,7 +88,7 @@ pub fn retry(args: RetryArgs) -> Result<Done, Failure> {
 }
 
 pub fn skip(args: SkipArgs) -> Result<Done, Failure> {
-    with_lock(&args.state, "skip", |stored| {
+    with_lock(&args.state, SessionMode::Skip, |stored| {
         let i = find_step(stored, &args.step)
             .ok_or_else(|| unknown(&args.state, "step", &args.step))?;
         let state = stored.steps[i as usize].state;
@@ -148,7 +149,7 @@ pub fn skip(args: SkipArgs) -> Result<Done, Failure> {
 /// Opens the ledger under its lock, computes ops from its contents, records them.
 fn with_lock(
     state: &std::path::Path,
-    mode: &str,
+    mode: SessionMode,
     f: impl FnOnce(&Stored) -> Result<(Vec<Op>, String), Failure>,
 ) -> Result<Done, Failure> {
     let mut ledger = SqliteLedger::open(state)?;

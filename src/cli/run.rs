@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::progress::{LogFormat, Renderer};
 use super::{Done, Failure};
 use crate::diag::{Location, Problem, ProblemKind};
+use crate::ledger::SessionMode;
 use crate::ledger::lock::Holder;
 use crate::ledger::sqlite::SqliteLedger;
 use crate::ledger::{Ledger, LedgerError, NewRun, RunInfo, now_ms};
@@ -108,9 +108,6 @@ enum LogFormatArg {
     Json,
 }
 
-/// How many steps run at once unless `--max-parallel` says otherwise.
-pub const DEFAULT_MAX_PARALLEL: usize = 256;
-
 /// The default blast radius: larger restores need an explicit `--max-sites`.
 pub const DEFAULT_MAX_SITES: usize = 100;
 
@@ -122,7 +119,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
                 args.workflow.clone().expect("clap requires it"),
                 args.request.clone().expect("clap requires it"),
             );
-            let inputs = super::plan::load(&w, &r)?;
+            let inputs = super::shared::load(&w, &r)?;
             let pool_capacity = args.exec.pools.clone().unwrap_or_default();
             let plan = plan::plan(
                 &inputs.workflow,
@@ -145,7 +142,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         ..Default::default()
     });
     let request_path = Path::new(&inputs.snapshot.request_file);
-    let checked = super::plan::preflight(&plan, &inputs.request, request_path, opts)?;
+    let checked = super::shared::preflight(&plan, &inputs.request, request_path, opts)?;
     if let Some(r) = &checked.registry {
         errln!(
             "registry: {} sites checked in {}",
@@ -156,8 +153,8 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
     if let Some((p50, max, site)) = checked.backups.as_ref().and_then(|c| c.rpo_summary(&plan)) {
         errln!(
             "backups: every unit has a snapshot in its window; RPO p50 {}, max {} ({site})",
-            super::plan::human(p50),
-            super::plan::human(max)
+            super::shared::human(p50),
+            super::shared::human(max)
         );
     }
     let mut ledger = if continuing {
@@ -180,7 +177,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         create_ledger(&args.state, &plan, inputs.snapshot, &args.exec)?
     };
     drop(plan);
-    execute(&mut ledger, "run", &args.exec)
+    execute(&mut ledger, SessionMode::Run, &args.exec)
 }
 
 /// A new ledger holding `plan`, the input files it came from, and the run's settings.
@@ -204,7 +201,7 @@ pub(crate) fn create_ledger(
             .collect(),
         max_parallel: exec
             .max_parallel
-            .map_or(DEFAULT_MAX_PARALLEL, |m| m as usize),
+            .map_or(crate::schedule::DEFAULT_MAX_PARALLEL, |m| m as usize),
     };
     let new = NewRun {
         info,
@@ -216,13 +213,13 @@ pub(crate) fn create_ledger(
 
 pub fn resume(args: ResumeArgs) -> Result<Done, Failure> {
     let mut ledger = SqliteLedger::open(&args.state)?;
-    execute(&mut ledger, "resume", &args.exec)
+    execute(&mut ledger, SessionMode::Resume, &args.exec)
 }
 
 /// Takes the lock, runs the stored plan from its recorded state, releases the lock.
 pub(crate) fn execute(
     ledger: &mut SqliteLedger,
-    mode: &str,
+    mode: SessionMode,
     exec: &ExecArgs,
 ) -> Result<Done, Failure> {
     let me = Holder::current();
@@ -236,7 +233,7 @@ pub(crate) fn execute(
 
 fn execute_held(
     ledger: &mut SqliteLedger,
-    mode: &str,
+    mode: SessionMode,
     exec: &ExecArgs,
     me: &Holder,
 ) -> Result<Done, Failure> {
@@ -246,7 +243,11 @@ fn execute_held(
     check_secrets(&plan, Path::new(&stored.snapshot.workflow_file))?;
     let argv: Vec<String> = std::env::args().collect();
     ledger.record_session(mode, &argv, me, &stored.info.plan_hash)?;
-    let mut opts = RunOptions::new(&plan, &stored.info.run_id, &staging_dir(ledger.path()));
+    let mut opts = RunOptions::new(
+        &plan,
+        &stored.info.run_id,
+        &crate::staging::dir_for(ledger.path()),
+    );
     opts.pool_capacity = pool_capacity(&plan, &stored.info.pools, exec.pools.as_ref())?;
     opts.max_parallel = exec
         .max_parallel
@@ -270,10 +271,7 @@ fn execute_held(
         LogFormatArg::Json => LogFormat::Json,
     };
     let renderer = Renderer::new(Arc::clone(&plan), format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::shared::runtime()?;
     let summary = runtime.block_on(async {
         let control = Control::default();
         let signals = tokio::spawn(watch_signals(control.clone(), exec.grace));
@@ -333,7 +331,7 @@ async fn watch_signals(control: Control, grace: Duration) {
     }
 }
 
-fn print_summary(summary: &RunSummary, state: &Path, mode: &str) {
+fn print_summary(summary: &RunSummary, state: &Path, mode: SessionMode) {
     let sites: Vec<String> = summary
         .sites
         .iter()
@@ -348,11 +346,11 @@ fn print_summary(summary: &RunSummary, state: &Path, mode: &str) {
         .collect();
     errln!("sites: {}", sites.join(", "));
     errln!("steps: {}", steps.join(", "));
-    errln!("elapsed: {}", super::plan::human(summary.elapsed));
+    errln!("elapsed: {}", super::shared::human(summary.elapsed));
     if let Some(reason) = &summary.stopped {
         errln!("stopped: {reason}");
     }
-    if summary.interrupted && mode == "drill" {
+    if summary.interrupted && mode == SessionMode::Drill {
         errln!("interrupted: the drill is recorded as failed and its copy removed");
     } else if summary.interrupted {
         errln!(
@@ -379,9 +377,16 @@ fn check_kinds(plan: &Plan, workflow: &Path) -> Result<(), Failure> {
     if missing.is_empty() {
         return Ok(());
     }
+    // Only a ledger written by another build of drover can hold such a plan.
     let kind = crate::diag::ProblemKind::Invalid {
-        message: format!("step kind(s) {} are planned but cannot run in this build yet", missing.join(", ")),
-        fix: "run a workflow whose steps use runnable kinds (noop, sleep, flaky, fail), e.g. workflows/synthetic.toml".into(),
+        message: format!(
+            "step kind(s) {} are in the recorded plan but this build of drover cannot run them",
+            missing.join(", ")
+        ),
+        fix: format!(
+            "continue with the drover build that made this ledger; this one runs: {}",
+            registry.names().join(", ")
+        ),
     };
     Err(Failure::Input(vec![crate::diag::Problem::new(
         crate::diag::Location::file(&workflow.display().to_string()),
@@ -424,13 +429,6 @@ fn pool_capacity(
         caps[i] = cap;
     }
     Ok(caps)
-}
-
-/// Where steps keep their files: beside the ledger, `<state>.staging/`.
-pub(crate) fn staging_dir(state: &Path) -> PathBuf {
-    let mut name = state.file_name().unwrap_or_default().to_os_string();
-    name.push(".staging");
-    state.with_file_name(name)
 }
 
 fn new_run_id() -> String {

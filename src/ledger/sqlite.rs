@@ -202,14 +202,14 @@ impl SqliteLedger {
     /// Records a command that opened the ledger for writing, for the audit trail.
     pub fn record_session(
         &mut self,
-        mode: &str,
+        mode: crate::ledger::SessionMode,
         argv: &[String],
         me: &Holder,
         plan_hash: &str,
     ) -> Result<(), LedgerError> {
         let argv = serde_json::to_string(argv).expect("argv serializes");
         self.conn
-            .execute("INSERT INTO sessions (at, mode, user, host, pid, argv, plan_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", params![now_ms(), mode, me.user, me.host, me.pid, argv, plan_hash])
+            .execute("INSERT INTO sessions (at, mode, user, host, pid, argv, plan_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", params![now_ms(), mode.as_str(), me.user, me.host, me.pid, argv, plan_hash])
             .map(drop)
             .map_err(sql_err(&self.path))
     }

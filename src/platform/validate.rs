@@ -45,15 +45,15 @@ impl Platform {
         let shard = record.shard(product)?;
         let path = self.shard_path(shard);
         let conn = self.shard(shard)?;
-        integrity(&conn, &path).map_err(|r| fail(format!("shard {shard}: {r}")))?;
+        integrity(&conn, &path).into_result(|r| fail(format!("shard {shard}: {r}")))?;
         attach(&conn, &path, snapshot.as_ref(), schema.tables)?;
         let compared = compare(&conn, &path, site, product);
         conn.execute("DETACH DATABASE snap", []).db(&path)?;
-        compared?.map_err(fail)?;
-        index_matches(&conn, &path, schema, site)?.map_err(fail)?;
+        compared?.into_result(fail)?;
+        index_matches(&conn, &path, schema, site)?.into_result(fail)?;
         if product == "service-desk" {
             self.tickets_reference_issues(&conn, &path, &record)?
-                .map_err(fail)?;
+                .into_result(fail)?;
         }
         self.record_validation(&record, product, at)
     }
@@ -64,9 +64,11 @@ impl Platform {
         conn: &Connection,
         path: &Path,
         record: &SiteRecord,
-    ) -> Result<Result<(), String>, PlatformError> {
+    ) -> Result<Comparison, PlatformError> {
         let Ok(issues_shard) = record.shard("issues") else {
-            return Ok(Err("the site has service-desk but no issues product".into()));
+            return Ok(Comparison::Differs(
+                "the site has service-desk but no issues product".into(),
+            ));
         };
         let issues = self.shard(issues_shard)?;
         let issues_path = self.shard_path(issues_shard);
@@ -88,9 +90,9 @@ impl Platform {
             .map(|(ticket, issue)| format!("ticket {ticket} → issue {issue}"))
             .collect();
         if dangling.is_empty() {
-            return Ok(Ok(()));
+            return Ok(Comparison::Matches);
         }
-        Ok(Err(format!(
+        Ok(Comparison::Differs(format!(
             "{} service-desk tickets reference issues missing from {issues_shard}: {}",
             dangling.len(),
             dangling
@@ -133,14 +135,34 @@ impl Platform {
     }
 }
 
-fn integrity(conn: &Connection, path: &Path) -> Result<(), String> {
+fn integrity(conn: &Connection, path: &Path) -> Comparison {
     let verdict: Result<String, _> = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .db(path);
     match verdict {
-        Ok(v) if v == "ok" => Ok(()),
-        Ok(v) => Err(format!("integrity check: {v}")),
-        Err(e) => Err(format!("integrity check could not run: {e}")),
+        Ok(v) if v == "ok" => Comparison::Matches,
+        Ok(v) => Comparison::Differs(format!("integrity check: {v}")),
+        Err(e) => Comparison::Differs(format!("integrity check could not run: {e}")),
+    }
+}
+
+/// The outcome of one check of restored data: it matches, or what differs.
+#[must_use]
+enum Comparison {
+    Matches,
+    Differs(String),
+}
+
+impl Comparison {
+    /// A difference as the validation failure `fail` makes of it.
+    fn into_result(
+        self,
+        fail: impl FnOnce(String) -> ValidationFailure,
+    ) -> Result<(), ValidationFailure> {
+        match self {
+            Comparison::Matches => Ok(()),
+            Comparison::Differs(reason) => Err(fail(reason)),
+        }
     }
 }
 
@@ -150,25 +172,25 @@ fn compare(
     path: &Path,
     site: &str,
     product: &str,
-) -> Result<Result<(), String>, PlatformError> {
+) -> Result<Comparison, PlatformError> {
     let live = product_fingerprint(conn, path, "main", site, product)?;
     let snap = product_fingerprint(conn, path, "snap", site, product)?;
     for (table, n) in &snap.rows {
         let have = live.rows.get(table).copied().unwrap_or(0);
         if have != *n {
-            return Ok(Err(format!(
+            return Ok(Comparison::Differs(format!(
                 "{table}: {have} rows live, {n} in the snapshot"
             )));
         }
     }
     if live.content != snap.content {
-        return Ok(Err(format!(
+        return Ok(Comparison::Differs(format!(
             "content checksum {} differs from the snapshot's {} (same row counts)",
             &live.content[..12],
             &snap.content[..12]
         )));
     }
-    Ok(Ok(()))
+    Ok(Comparison::Matches)
 }
 
 /// The site's index entries are exactly those its rows give.
@@ -177,7 +199,7 @@ fn index_matches(
     path: &Path,
     product: &Product,
     site: &str,
-) -> Result<Result<(), String>, PlatformError> {
+) -> Result<Comparison, PlatformError> {
     let (n_index, index) = digest(
         conn,
         path,
@@ -198,16 +220,16 @@ fn index_matches(
     let sql = format!("{} ORDER BY doc", union.join(" UNION ALL "));
     let (n_rows, rows) = digest(conn, path, &sql, site)?;
     if n_index != n_rows {
-        return Ok(Err(format!(
+        return Ok(Comparison::Differs(format!(
             "full-text index has {n_index} entries for {n_rows} rows"
         )));
     }
     if index != rows {
-        return Ok(Err(
-            "full-text index entries differ from the rows' text".into()
+        return Ok(Comparison::Differs(
+            "full-text index entries differ from the rows' text".into(),
         ));
     }
-    Ok(Ok(()))
+    Ok(Comparison::Matches)
 }
 
 /// Count and SHA-256 of `(doc, text)` rows.

@@ -180,9 +180,7 @@ impl Timeline {
         let clock = Clock::new(steps);
         let lanes = Lanes::new(plan, mode);
         let states: Vec<StepState> = steps.iter().map(|r| r.state).collect();
-        let sites = site_states(plan, &states, |i| {
-            crate::status::is_quarantine(steps[i].last_error.as_deref())
-        });
+        let sites = site_states(plan, &states, |i| steps[i].quarantined());
         Timeline {
             title: format!("Restore {} — workflow {}", plan.request, plan.workflow),
             subtitle: subtitle(plan, &clock, &sites),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use tokio::time::Instant;
 
-use super::core::Core;
+use crate::dispatch::Core;
 use crate::ledger::{StepRecord, StepState};
 use crate::plan::{Owner, Plan, StepIdx};
 use crate::sim::{self, model::expected_ms};

@@ -1,5 +1,5 @@
 //! Scheduling policies: the order in which ready steps start. The same code orders real runs and
-//! (later) simulations.
+//! simulations.
 
 use crate::plan::{Owner, Plan, StepIdx};
 

@@ -1,16 +1,25 @@
-//! The scheduling core: which steps are ready, which may start now (policy order, pool units,
-//! the global limit), what a success releases and what a failure blocks. Synchronous and
-//! clock-free, so the same code drives real runs (`schedule::run`) and simulations
-//! (`sim::simulate`) — a forecast is only as good as its likeness to the real scheduler.
+//! The scheduling core, [`Core`]: which steps are ready, which may start now (policy order, pool
+//! units, the global limit), what a success releases and what a failure blocks. Synchronous and
+//! clock-free, so the same code drives real runs (`schedule`) and simulations (`sim`) — a
+//! forecast is only as good as its likeness to the real scheduler. Both depend on this module;
+//! it depends on neither.
+//!
+//! - `queue`: ready steps grouped by pool use; - `policy`: the order.
+
+pub mod policy;
+pub mod queue;
+
+/// How many steps run at once unless `--max-parallel` says otherwise (runs and forecasts).
+pub const DEFAULT_MAX_PARALLEL: usize = 256;
 
 use std::sync::Arc;
 
-use super::policy::Priorities;
-use super::queue::ReadyQueue;
 use crate::events::Progress;
 use crate::ledger::StepState;
 use crate::plan::rank::Successors;
 use crate::plan::{Owner, Plan, StepIdx};
+use policy::Priorities;
+use queue::ReadyQueue;
 
 #[derive(Clone)]
 pub struct Core {

@@ -1,0 +1,128 @@
+//! What several commands share: loading inputs with IDs named, preflight, the async runtime,
+//! atomic file writes, how durations are shown. Command files use this module, never each
+//! other.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::Failure;
+use crate::plan::Plan;
+
+/// Reads both inputs; an ID that is not a site's is named for what the target registry knows it
+/// as (a customer, an app).
+pub(crate) fn load(
+    workflow: &std::path::Path,
+    request: &std::path::Path,
+) -> Result<crate::load::Inputs, Failure> {
+    crate::load::inputs(workflow, request).map_err(|mut problems| {
+        crate::preflight::identify_ids(request, &mut problems);
+        Failure::Input(problems)
+    })
+}
+
+/// What preflight checked and found in order.
+#[derive(Default)]
+pub(crate) struct Preflight {
+    pub backups: Option<crate::backup::check::BackupCheck>,
+    pub registry: Option<crate::preflight::RegistryCheck>,
+}
+
+/// Preflight (see `crate::preflight`): the target registry (unless `registry` is `None`), then
+/// the backup store when the plan fetches anything. Refuses with exit 2 and every problem found;
+/// changes nothing.
+pub(crate) fn preflight(
+    plan: &Plan,
+    request: &crate::request::Request,
+    request_path: &std::path::Path,
+    registry: Option<crate::preflight::Options>,
+) -> Result<Preflight, Failure> {
+    let file = request_path.display().to_string();
+    // Both checks run, so the operator sees every problem at once.
+    let mut problems = Vec::new();
+    let registry = match registry.map(|o| crate::preflight::registry(plan, request, &file, o)) {
+        Some(Ok(found)) => found,
+        Some(Err(p)) => {
+            problems.extend(p);
+            None
+        }
+        None => None,
+    };
+    let fetches = plan
+        .templates
+        .iter()
+        .any(|t| t.kind == crate::backup::check::FETCH_KIND);
+    let backups = match fetches.then(|| check_backups(plan)) {
+        Some(Ok(found)) => Some(found),
+        Some(Err(Failure::Input(p))) => {
+            problems.extend(p);
+            None
+        }
+        Some(Err(other)) => return Err(other),
+        None => None,
+    };
+    if !problems.is_empty() {
+        return Err(Failure::Input(problems));
+    }
+    Ok(Preflight { backups, registry })
+}
+
+/// A duration rounded to whole seconds, in humantime's notation.
+pub(crate) fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// Runs the backup check (listings only), refusing with exit 2 when a unit has no usable snapshot.
+pub(crate) fn check_backups(plan: &Plan) -> Result<crate::backup::check::BackupCheck, Failure> {
+    Ok(runtime()?.block_on(crate::backup::check::check(plan))?)
+}
+
+/// The inputs of a plan, with absolute paths so `drover run --plan` finds them from anywhere.
+pub(crate) fn plan_inputs(
+    workflow: &std::path::Path,
+    request: &std::path::Path,
+    pools: std::collections::BTreeMap<String, u32>,
+) -> crate::plan::doc::PlanInputs {
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    crate::plan::doc::PlanInputs {
+        workflow: abs(workflow),
+        request: abs(request),
+        pools,
+    }
+}
+
+/// Writes beside `path` and renames into place, so a reader never sees half a report.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = std::fs::File::create(&tmp)
+        .map(std::io::BufWriter::new)
+        .and_then(|mut w| {
+            write(&mut w)?;
+            w.flush()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The multi-threaded runtime a command's async work runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?)
+}
