@@ -339,7 +339,8 @@ fn print_problems(problems: &[Problem]) {
 pub(crate) fn warn_secrets(check: &crate::preflight::SecretCheck) {
     for place in &check.literal {
         eprintln!(
-            "warning: {place} holds a literal credential; it is stored in the plan and the ledger. Write it as {{env:NAME}} (or env:NAME) and export NAME: docs/security.md"
+            "warning: {place} holds a literal credential; it is stored in the plan and the \
+             ledger. Write it as {{env:NAME}} (or env:NAME) and export NAME: docs/security.md"
         );
     }
 }

@@ -149,7 +149,9 @@ impl ProblemKind {
             Unreadable { .. } => "check the path and its permissions".into(),
             TooLarge { .. } => "split the input, or check that this is the file you meant".into(),
             EmptyFile => "give a file with content; see docs/workflow-format.md".into(),
-            NotUtf8 { .. } => "save the file as UTF-8 text; check that it is not a binary file".into(),
+            NotUtf8 { .. } => {
+                "save the file as UTF-8 text; check that it is not a binary file".into()
+            }
             Syntax { .. } => "correct the syntax at the position shown".into(),
             Cycle { .. } => "remove one of the dependencies on the cycle".into(),
             Unknown { what, known, .. } => {
@@ -168,10 +170,16 @@ impl ProblemKind {
             DuplicateSite { .. } => "list each site once".into(),
             EmptyRequest => "add sites under [[sites]] or name a CSV with request.sites_csv".into(),
             BadDuration { .. } => "write a duration like \"90s\", \"15m\" or \"1h 30m\"".into(),
-            OutOfRange { range, .. } => format!("give a value in the allowed range: {range} (docs/security.md lists every limit)"),
+            OutOfRange { range, .. } => {
+                format!(
+                    "give a value in the allowed range: {range} (docs/security.md lists every limit)"
+                )
+            }
             BadTimestamp { .. } => "write a time like \"2022-04-05T07:38:00Z\"".into(),
             BadSiteId(_) => {
-                "check that this list really names sites; a site ID is 'site-' followed by lowercase letters, digits and hyphens".into()
+                "check that this list really names sites; a site ID is 'site-' followed by \
+                 lowercase letters, digits and hyphens"
+                    .into()
             }
             MissingProductDependency { needs, .. } => {
                 format!("add '{needs}' to the site's products")

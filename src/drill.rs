@@ -161,7 +161,11 @@ pub fn measure(sites: &[(String, Option<Duration>)]) -> Measured {
 pub enum DrillFailure {
     #[error("{missing} of {sites} sites were not restored")]
     NotRestored { missing: usize, sites: usize },
-    #[error("the batch took {}, over the target of {}", humantime::format_duration(Duration::from_secs(took.as_secs())), humantime::format_duration(*target))]
+    #[error(
+        "the batch took {}, over the target of {}",
+        humantime::format_duration(Duration::from_secs(took.as_secs())),
+        humantime::format_duration(*target)
+    )]
     OverTarget { took: Duration, target: Duration },
     #[error("the drill was interrupted")]
     Interrupted,

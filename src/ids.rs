@@ -101,7 +101,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "'{}' is not a valid name: use ASCII letters, digits, '-', '_' and '.', starting with a letter or digit, at most {MAX_NAME_LEN} bytes",
+            "'{}' is not a valid name: use ASCII letters, digits, '-', '_' and '.', starting \
+             with a letter or digit, at most {MAX_NAME_LEN} bytes",
             crate::util::printable(&shorten(name))
         ))
     }

@@ -141,10 +141,13 @@ fn refusals(
         {
             out.push((
                 format!(
-                    "is {} in the registry: an earlier restore of it began, and restoring again replaces what that restore put back",
+                    "is {} in the registry: an earlier restore of it began, and restoring again \
+                     replaces what that restore put back",
                     record.state
                 ),
-                "to continue the earlier run use `drover resume --state <its ledger>`; to restore it again from backups, pass --replace-existing".into(),
+                "to continue the earlier run use `drover resume --state <its ledger>`; to restore \
+                 it again from backups, pass --replace-existing"
+                    .into(),
             ))
         }
         _ => {}

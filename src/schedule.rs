@@ -488,6 +488,7 @@ impl<'a> Scheduler<'a> {
         }
     }
 
+    /// A step's task ended: record its success, or retry or fail it.
     fn on_joined(
         &mut self,
         joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
@@ -513,78 +514,95 @@ impl<'a> Scheduler<'a> {
             self.eta.observe(&self.core.plan, idx); // before `finished` forgets when it started
         }
         self.eta.finished(idx);
-        let plan = self.plan();
-        let step = &plan.steps[idx as usize];
-        let attempt = self.attempts[idx as usize];
         match result {
-            Ok(output) => {
-                let output = (!output.is_null()).then(|| output.to_string());
-                self.outputs[idx as usize] = output.clone();
-                self.pending_ops.push(Op::Complete {
-                    step: idx,
-                    attempt,
-                    at: ended,
-                    output,
-                });
-                self.pending_done.push(idx);
-            }
-            Err(e) => {
-                // The one place a step's error enters the ledger and the events: credentials
-                // a message quotes (a URL's password, a token) never get further.
-                let message = crate::redact::text(&e.to_string());
-                self.failures[idx as usize] += 1;
-                let budget_left = self.failures[idx as usize] < step.retry.attempts;
-                if e.is_retryable() && (budget_left || draining) {
-                    self.core.will_retry(idx);
-                    self.pending_ops.push(Op::Fail {
-                        step: idx,
-                        attempt,
-                        at: ended,
-                        error: message.clone(),
-                        retryable: true,
-                    });
-                    if !draining {
-                        let delay =
-                            backoff::delay(&step.retry, self.failures[idx as usize], &mut self.rng);
-                        let at = Instant::now() + delay.min(crate::limits::MAX_BACKOFF);
-                        self.timers.push(Reverse((at, idx)));
-                        self.events.emit(&RunEvent::StepRetrying {
-                            step: idx,
-                            attempt,
-                            delay,
-                            error: message,
-                        });
-                    }
-                } else {
-                    let error = if e.is_retryable() {
-                        format!("{message} (gave up after {attempt} attempts)")
-                    } else {
-                        message
-                    };
-                    self.quarantined[idx as usize] = matches!(e, StepError::Quarantine(_));
-                    self.pending_ops.push(Op::Fail {
-                        step: idx,
-                        attempt,
-                        at: ended,
-                        error: error.clone(),
-                        retryable: false,
-                    });
-                    let blocked = self.core.failed(idx);
-                    let at = now_ms();
-                    self.pending_ops.extend(blocked.iter().map(|&s| Op::Block {
-                        step: s,
-                        by: idx,
-                        at,
-                    }));
-                    self.events.emit(&RunEvent::StepFailed {
-                        step: idx,
-                        error,
-                        blocked: blocked.len(),
-                    });
-                    self.after_failure(idx);
-                }
-            }
+            Ok(output) => self.succeeded(idx, output, ended),
+            Err(e) => self.attempt_failed(idx, e, ended, draining),
         }
+    }
+
+    /// Records a success; dependents are released once it is durable.
+    fn succeeded(&mut self, idx: StepIdx, output: StepOutput, ended: i64) {
+        let output = (!output.is_null()).then(|| output.to_string());
+        self.outputs[idx as usize] = output.clone();
+        self.pending_ops.push(Op::Complete {
+            step: idx,
+            attempt: self.attempts[idx as usize],
+            at: ended,
+            output,
+        });
+        self.pending_done.push(idx);
+    }
+
+    /// An attempt failed: another follows after a backoff, or the step fails for good.
+    fn attempt_failed(&mut self, idx: StepIdx, e: StepError, ended: i64, draining: bool) {
+        // The one place a step's error enters the ledger and the events: credentials a message
+        // quotes (a URL's password, a token) never get further.
+        let message = crate::redact::text(&e.to_string());
+        self.failures[idx as usize] += 1;
+        let budget_left =
+            self.failures[idx as usize] < self.plan().steps[idx as usize].retry.attempts;
+        if e.is_retryable() && (budget_left || draining) {
+            self.retry_later(idx, message, ended, draining);
+            return;
+        }
+        let attempt = self.attempts[idx as usize];
+        let error = if e.is_retryable() {
+            format!("{message} (gave up after {attempt} attempts)")
+        } else {
+            message
+        };
+        self.quarantined[idx as usize] = matches!(e, StepError::Quarantine(_));
+        self.failed_for_good(idx, error, ended);
+    }
+
+    fn retry_later(&mut self, idx: StepIdx, error: String, ended: i64, draining: bool) {
+        let attempt = self.attempts[idx as usize];
+        self.core.will_retry(idx);
+        self.pending_ops.push(Op::Fail {
+            step: idx,
+            attempt,
+            at: ended,
+            error: error.clone(),
+            retryable: true,
+        });
+        if draining {
+            return;
+        }
+        let plan = self.plan();
+        let retry = &plan.steps[idx as usize].retry;
+        let delay = backoff::delay(retry, self.failures[idx as usize], &mut self.rng);
+        let at = Instant::now() + delay.min(crate::limits::MAX_BACKOFF);
+        self.timers.push(Reverse((at, idx)));
+        self.events.emit(&RunEvent::StepRetrying {
+            step: idx,
+            attempt,
+            delay,
+            error,
+        });
+    }
+
+    /// Records the failure and blocks every step that depends on it.
+    fn failed_for_good(&mut self, idx: StepIdx, error: String, ended: i64) {
+        self.pending_ops.push(Op::Fail {
+            step: idx,
+            attempt: self.attempts[idx as usize],
+            at: ended,
+            error: error.clone(),
+            retryable: false,
+        });
+        let blocked = self.core.failed(idx);
+        let at = now_ms();
+        self.pending_ops.extend(blocked.iter().map(|&s| Op::Block {
+            step: s,
+            by: idx,
+            at,
+        }));
+        self.events.emit(&RunEvent::StepFailed {
+            step: idx,
+            error,
+            blocked: blocked.len(),
+        });
+        self.after_failure(idx);
     }
 
     /// Sends accumulated transitions to the ledger unless a commit is already in flight.

@@ -218,13 +218,32 @@ mod tests {
 
     fn plan(capacity: u32, sites: usize) -> Arc<Plan> {
         let wf = format!(
-            "[workflow]\nname = \"t\"\n[pools.db]\ncapacity = {capacity}\n[products.p]\n[steps.a]\nscope = \"product\"\nkind = \"noop\"\nuses = {{ db = 1 }}\nestimate = \"10s\"\n[steps.b]\nscope = \"site\"\nkind = \"noop\"\nafter = [\"a\"]\nestimate = \"5s\"\n"
+            r#"
+[workflow]
+name = "t"
+[pools.db]
+capacity = {capacity}
+[products.p]
+[steps.a]
+scope = "product"
+kind = "noop"
+uses = {{ db = 1 }}
+estimate = "10s"
+[steps.b]
+scope = "site"
+kind = "noop"
+after = ["a"]
+estimate = "5s"
+"#
         );
         let wf = Workflow::parse(&Source::new("wf", wf), crate::steps::KNOWN_KINDS).unwrap();
         let sites: String = (0..sites)
             .map(|i| format!("[[sites]]\nid = \"site-{i}\"\n"))
             .collect();
-        let req = Request::parse(&Source::new("r", format!("[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n{sites}")), |_| unreachable!()).unwrap();
+        let text = format!(
+            "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n{sites}"
+        );
+        let req = Request::parse(&Source::new("r", text), |_| unreachable!()).unwrap();
         Arc::new(crate::plan::plan(&wf, &req, &PlanOptions::default()).unwrap())
     }
 

@@ -421,18 +421,58 @@ impl Resolver<'_> {
     }
 
     fn template(&mut self, name: &str, spec: &Spanned<StepSpec>, ctx: &TemplateCtx) -> Template {
-        let line = self.source.line_col(spec.span().start).0;
         let s = spec.get_ref();
         let entry = |field: &str| format!("steps.{name}.{field}");
+        self.check_kind(s, &entry("kind"));
+        let scope = self.scope(name, spec);
+        let products = self.template_products(spec, &scope, ctx, &entry("products"));
+        let params = self.params(s, name);
+        let after = s
+            .after
+            .iter()
+            .filter_map(|a| self.lookup(a, ctx.names, "step", &entry("after")))
+            .collect();
+        let uses = self.uses(s, ctx, name);
+        let retry = match &s.retry {
+            Some(r) => self.retry(r, ctx.default_retry, &entry("retry")),
+            None => ctx.default_retry,
+        };
+        let timeout = s
+            .timeout
+            .as_ref()
+            .and_then(|t| self.duration(t, &entry("timeout")))
+            .unwrap_or(ctx.default_timeout);
+        Template {
+            name: name.to_owned(),
+            scope,
+            products,
+            kind: s.kind.get_ref().clone(),
+            params,
+            after,
+            uses,
+            retry,
+            timeout,
+            estimate: self.estimate(s, name),
+            when: s.when.as_ref().and_then(|w| self.condition(name, w)),
+            line: self.source.line_col(spec.span().start).0,
+        }
+    }
+
+    fn check_kind(&mut self, s: &StepSpec, entry: &str) {
         if !self.known_kinds.contains(&s.kind.get_ref().as_str()) {
             let known: Vec<String> = self.known_kinds.iter().map(|k| k.to_string()).collect();
             self.report(
                 s.kind.span(),
-                entry("kind"),
+                entry,
                 unknown("step kind", s.kind.get_ref(), &known),
             );
         }
-        let scope = match (s.scope, &s.unit) {
+    }
+
+    /// The scope, and `unit` exactly when the scope is shared.
+    fn scope(&mut self, name: &str, spec: &Spanned<StepSpec>) -> Scope {
+        let s = spec.get_ref();
+        match (s.scope, &s.unit) {
             (ScopeSpec::Shared, Some(unit)) => Scope::Shared {
                 attribute: unit.get_ref().clone(),
             },
@@ -452,7 +492,7 @@ impl Resolver<'_> {
             (other, Some(unit)) => {
                 self.report(
                     unit.span(),
-                    entry("unit"),
+                    format!("steps.{name}.unit"),
                     invalid(
                         "`unit` only applies to scope = \"shared\"",
                         "remove `unit` or set scope = \"shared\"",
@@ -466,12 +506,22 @@ impl Resolver<'_> {
             }
             (ScopeSpec::Site, None) => Scope::Site,
             (ScopeSpec::Product, None) => Scope::Product,
-        };
-        let products = match (&s.products, &scope) {
+        }
+    }
+
+    /// The products a product or shared step applies to (`None`: all).
+    fn template_products(
+        &mut self,
+        spec: &Spanned<StepSpec>,
+        scope: &Scope,
+        ctx: &TemplateCtx,
+        entry: &str,
+    ) -> Option<Vec<usize>> {
+        match (&spec.get_ref().products, scope) {
             (Some(_), Scope::Site) => {
                 self.report(
                     spec.span(),
-                    entry("products"),
+                    entry,
                     invalid(
                         "a site step runs once per site; `products` does not apply",
                         "remove `products`",
@@ -483,27 +533,30 @@ impl Resolver<'_> {
                 let names: Vec<String> = ctx.products.iter().map(|p| p.name.clone()).collect();
                 Some(
                     list.iter()
-                        .filter_map(|p| self.lookup(p, &names, "product", &entry("products")))
+                        .filter_map(|p| self.lookup(p, &names, "product", entry))
                         .collect(),
                 )
             }
             (None, _) => None,
-        };
+        }
+    }
+
+    /// Every param as a template; values must be strings, numbers or booleans.
+    fn params(&mut self, s: &StepSpec, name: &str) -> BTreeMap<String, ParamTemplate> {
         let mut params = BTreeMap::new();
         for (key, value) in &s.params {
+            let entry = format!("steps.{name}.params.{key}");
             let text = match value.get_ref() {
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 _ => {
+                    let why = "a parameter must be a string, number or boolean";
                     self.report(
                         value.span(),
-                        entry(&format!("params.{key}")),
-                        invalid(
-                            "a parameter must be a string, number or boolean",
-                            "write the value as a string",
-                        ),
+                        entry,
+                        invalid(why, "write the value as a string"),
                     );
                     continue;
                 }
@@ -512,76 +565,57 @@ impl Resolver<'_> {
                 Ok(t) => {
                     params.insert(key.clone(), t);
                 }
-                Err(why) => self.report(value.span(), entry(&format!("params.{key}")), invalid(why, "fix the template; variables are {site}, {product}, {unit}, {tier}, {point_in_time} or a site attribute")),
+                Err(why) => {
+                    let fix = "fix the template; variables are {site}, {product}, {unit}, {tier}, \
+                               {point_in_time}, a site attribute, or {env:NAME} for a secret";
+                    self.report(value.span(), entry, invalid(why, fix));
+                }
             }
         }
-        let after = s
-            .after
-            .iter()
-            .filter_map(|a| self.lookup(a, ctx.names, "step", &entry("after")))
-            .collect();
+        params
+    }
+
+    /// The pool units the step holds while it runs: known pools, 1 to the pool's capacity.
+    fn uses(&mut self, s: &StepSpec, ctx: &TemplateCtx, name: &str) -> Vec<(usize, u32)> {
         let mut uses = Vec::new();
         let pool_names: Vec<String> = ctx.pools.iter().map(|p| p.name.clone()).collect();
         for (pool, units) in &s.uses {
+            let entry = format!("steps.{name}.uses.{pool}");
             let Some(idx) = pool_names.iter().position(|p| p == pool) else {
-                self.report(
-                    units.span(),
-                    entry("uses"),
-                    unknown("pool", pool, &pool_names),
-                );
+                let kind = unknown("pool", pool, &pool_names);
+                self.report(units.span(), format!("steps.{name}.uses"), kind);
                 continue;
             };
+            let capacity = ctx.pools[idx].capacity;
             match u32::try_from(*units.get_ref()) {
                 Ok(0) | Err(_) => self.report(
                     units.span(),
-                    entry(&format!("uses.{pool}")),
+                    entry,
                     invalid(
                         format!("uses {} units", units.get_ref()),
                         "use 1 unit or more (at most the pool's capacity), or remove the pool from `uses`",
                     ),
                 ),
-                Ok(n) if ctx.pools[idx].capacity > 0 && n > ctx.pools[idx].capacity => self.report(
-                    units.span(),
-                    entry(&format!("uses.{pool}")),
-                    ProblemKind::PoolTooSmall {
-                        pool: pool.clone(),
-                        needs: n,
-                        capacity: ctx.pools[idx].capacity,
-                    },
-                ),
+                Ok(n) if capacity > 0 && n > capacity => {
+                    let pool = pool.clone();
+                    let kind = ProblemKind::PoolTooSmall { pool, needs: n, capacity };
+                    self.report(units.span(), entry, kind);
+                }
                 Ok(n) => uses.push((idx, n)),
             }
         }
-        let retry = match &s.retry {
-            Some(r) => self.retry(r, ctx.default_retry, &entry("retry")),
-            None => ctx.default_retry,
-        };
-        let timeout = s
-            .timeout
-            .as_ref()
-            .and_then(|t| self.duration(t, &entry("timeout")))
-            .unwrap_or(ctx.default_timeout);
+        uses
+    }
+
+    fn estimate(&mut self, s: &StepSpec, name: &str) -> Estimate {
         let base = self
-            .duration(&s.estimate, &entry("estimate"))
+            .duration(&s.estimate, &format!("steps.{name}.estimate"))
             .unwrap_or_default();
         let scale = s.scale.as_ref().and_then(|sc| {
-            let per = self.duration(&sc.get_ref().per, &entry("scale.per"))?;
+            let per = self.duration(&sc.get_ref().per, &format!("steps.{name}.scale.per"))?;
             Some((sc.get_ref().attribute.clone(), per))
         });
-        Template {
-            name: name.to_owned(),
-            scope,
-            products,
-            kind: s.kind.get_ref().clone(),
-            params,
-            after,
-            uses,
-            retry,
-            timeout,
-            estimate: Estimate { base, scale },
-            when: s.when.as_ref().and_then(|w| self.condition(name, w)),
-            line,
-        }
+        Estimate { base, scale }
     }
 
     fn condition(&mut self, name: &str, w: &Spanned<format::WhenSpec>) -> Option<Condition> {
@@ -640,7 +674,9 @@ impl Resolver<'_> {
                     _ => None,
                 };
                 if let Some(message) = problem {
-                    self.report(a_spec.span(), entry, invalid(message, "change `after` or the two steps' `products` so every instance has what it waits for"));
+                    let fix = "change `after` or the two steps' `products` so every instance \
+                               has what it waits for";
+                    self.report(a_spec.span(), entry, invalid(message, fix));
                 }
             }
         }

@@ -47,11 +47,41 @@ impl BackupCheck {
 
 /// Checks every fetch step's unit against its store's listing (one listing per store).
 pub async fn check(plan: &Plan) -> Result<BackupCheck, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let (units, by_source) = fetches_by_source(plan, &mut problems);
+    let succ = plan.successors();
+    let mut report = BackupCheck {
+        units,
+        sources: by_source.len(),
+        site_rpo_s: vec![None; plan.sites.len()],
+    };
+    for (source, steps) in by_source {
+        let Some(listing) = listing(source, &mut problems).await else {
+            continue;
+        };
+        for i in steps {
+            match choose(plan, i, source, &listing) {
+                Ok(rpo) => record_rpo(plan, &succ, i, rpo, &mut report.site_rpo_s),
+                Err(p) => problems.push(p),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(report)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The plan's fetch steps grouped by backup source, and how many there are.
+fn fetches_by_source<'p>(
+    plan: &'p Plan,
+    problems: &mut Vec<Problem>,
+) -> (usize, BTreeMap<&'p str, Vec<usize>>) {
     let fetches: Vec<usize> = (0..plan.steps.len())
         .filter(|&i| plan.kind(&plan.steps[i]) == FETCH_KIND)
         .collect();
     let mut by_source: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    let mut problems = Vec::new();
     for &i in &fetches {
         match plan.steps[i].params.get("source") {
             Some(s) => by_source.entry(s.as_str()).or_default().push(i),
@@ -63,77 +93,76 @@ pub async fn check(plan: &Plan) -> Result<BackupCheck, Vec<Problem>> {
             )),
         }
     }
-    let succ = plan.successors();
-    let mut report = BackupCheck {
-        units: fetches.len(),
-        sources: by_source.len(),
-        site_rpo_s: vec![None; plan.sites.len()],
+    (fetches.len(), by_source)
+}
+
+/// Every snapshot in the store `source` names, by unit; `None` (with the problem) if it cannot
+/// be listed.
+async fn listing(
+    source: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<BTreeMap<String, Vec<super::SnapshotEntry>>> {
+    let store = match super::open(source, Path::new("/")).await {
+        Ok(s) => s,
+        Err(e) => {
+            let fix = "check the source URL";
+            problems.push(problem(source, "backups.source", e.to_string(), fix));
+            return None;
+        }
     };
-    for (source, steps) in by_source {
-        let store = match super::open(source, Path::new("/")).await {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(problem(
-                    source,
-                    "backups.source",
-                    e.to_string(),
-                    "check the source URL",
-                ));
-                continue;
-            }
-        };
-        let listing = match store.list_snapshots(None).await {
-            Ok(l) => catalog::by_unit(l),
-            Err(e) => {
-                problems.push(problem(
-                    source,
-                    "backups.source",
-                    e.to_string(),
-                    "check that the backup store exists and is reachable (credentials, endpoint)",
-                ));
-                continue;
-            }
-        };
-        for i in steps {
-            let step = &plan.steps[i];
-            let (Some(unit), Some(pit)) =
-                (step.params.get("unit"), step.params.get("point_in_time"))
-            else {
-                problems.push(problem(
-                    source,
-                    &step.id,
-                    "the fetch step needs params unit and point_in_time".into(),
-                    "add them to the workflow's fetch steps",
-                ));
-                continue;
-            };
-            let Ok(target) = DateTime::parse_from_rfc3339(pit).map(|t| t.with_timezone(&Utc))
-            else {
-                problems.push(problem(
-                    source,
-                    &step.id,
-                    format!("point_in_time '{pit}' is not RFC 3339"),
-                    "use the request's {point_in_time}",
-                ));
-                continue;
-            };
-            let window = step
-                .params
-                .get("window")
-                .and_then(|w| crate::limits::duration(w, crate::limits::MAX_WINDOW).ok())
-                .unwrap_or(crate::request::DEFAULT_BACKUP_WINDOW);
-            let empty = Vec::new();
-            match catalog::choose(unit, listing.get(unit.as_str()).unwrap_or(&empty), target, window) {
-                Ok(choice) => record_rpo(plan, &succ, i, choice.rpo, &mut report.site_rpo_s),
-                Err(e) => problems.push(problem(source, &format!("unit {unit} (step {})", step.id), e.to_string(), "restore to a later point in time, widen [backups] window, or check that backups of this unit exist")),
-            }
+    match store.list_snapshots(None).await {
+        Ok(l) => Some(catalog::by_unit(l)),
+        Err(e) => {
+            let fix = "check that the backup store exists and is reachable (credentials, endpoint)";
+            problems.push(problem(source, "backups.source", e.to_string(), fix));
+            None
         }
     }
-    if problems.is_empty() {
-        Ok(report)
-    } else {
-        Err(problems)
-    }
+}
+
+/// The snapshot fetch step `i` would restore, as its RPO; or why there is none.
+fn choose(
+    plan: &Plan,
+    i: usize,
+    source: &str,
+    listing: &BTreeMap<String, Vec<super::SnapshotEntry>>,
+) -> Result<Duration, Problem> {
+    let step = &plan.steps[i];
+    let (Some(unit), Some(pit)) = (step.params.get("unit"), step.params.get("point_in_time"))
+    else {
+        return Err(problem(
+            source,
+            &step.id,
+            "the fetch step needs params unit and point_in_time".into(),
+            "add them to the workflow's fetch steps",
+        ));
+    };
+    let Ok(target) = DateTime::parse_from_rfc3339(pit).map(|t| t.with_timezone(&Utc)) else {
+        return Err(problem(
+            source,
+            &step.id,
+            format!("point_in_time '{pit}' is not RFC 3339"),
+            "use the request's {point_in_time}",
+        ));
+    };
+    let window = step
+        .params
+        .get("window")
+        .and_then(|w| crate::limits::duration(w, crate::limits::MAX_WINDOW).ok())
+        .unwrap_or(crate::request::DEFAULT_BACKUP_WINDOW);
+    let snapshots = listing.get(unit.as_str()).map_or(&[][..], Vec::as_slice);
+    catalog::choose(unit, snapshots, target, window)
+        .map(|choice| choice.rpo)
+        .map_err(|e| {
+            let fix = "restore to a later point in time, widen [backups] window, or check that \
+                       backups of this unit exist";
+            problem(
+                source,
+                &format!("unit {unit} (step {})", step.id),
+                e.to_string(),
+                fix,
+            )
+        })
 }
 
 /// A site's RPO is the worst among the units it needs (its own, and the shared ones before it).

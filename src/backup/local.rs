@@ -54,7 +54,8 @@ impl LocalStore {
                 LinkCheck::Link(link) => StoreError::Permanent {
                     what: what.clone(),
                     message: format!(
-                        "{} is a symbolic link; a local backup store is read without following links, so that no unit can read another's data",
+                        "{} is a symbolic link; a local backup store is read without following \
+                         links, so that no unit can read another's data",
                         link.display()
                     ),
                 },

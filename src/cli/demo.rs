@@ -299,7 +299,13 @@ fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
         now,
         &backups_source(dir),
     )?;
-    std::fs::write(dir.join("incident.json"), serde_json::json!({ "at": now.to_rfc3339(), "deleted": deleted, "soft": &deleted[..soft_n] }).to_string()).context("writing incident.json")?;
+    let incident = serde_json::json!({
+        "at": now.to_rfc3339(),
+        "deleted": deleted,
+        "soft": &deleted[..soft_n],
+    });
+    std::fs::write(dir.join("incident.json"), incident.to_string())
+        .context("writing incident.json")?;
     errln!(
         "incident: {} sites deleted ({} permanently, {} marked for deletion); {}/request.toml lists them",
         n,

@@ -72,25 +72,57 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
             "add [target] registry = \"<platform directory>\" to the request",
         ));
     };
-    let pool_capacity = args.exec_pools();
-    let plan_opts = PlanOptions { pool_capacity };
+    let plan_opts = PlanOptions {
+        pool_capacity: args.exec_pools(),
+    };
     let production = plan::plan(&inputs.workflow, &inputs.request, &plan_opts)?;
     check_blast_radius(&production, args.max_sites)?;
-    let external: Vec<String> = drill::external_steps(&production)
+    refuse_external_steps(&production, &args)?;
+    refuse_existing_outputs(&args)?;
+    // Before copying anything: the sites exist in production (any state) and their backups are
+    // there to restore from.
+    let checked = crate::preflight::Options {
+        drill: true,
+        ..Default::default()
+    };
+    super::shared::preflight(&production, &inputs.request, &args.request, Some(checked))?;
+    let dir = copy_dir(&args, started);
+    let sites: Vec<String> = production.sites.iter().map(|s| s.id.to_string()).collect();
+    let Some(copy) = isolated_copy(&target, sites, &dir, &args, started)? else {
+        return Ok(Done::Interrupted);
+    };
+    let outcome = rehearse(&args, &mut inputs, &copy, started);
+    if args.keep {
+        errln!("drill: kept the copy in {}", dir.display());
+    } else {
+        clean_up(&dir, &staging_dir(&args.state));
+    }
+    outcome
+}
+
+/// A drill acts only on its copy: steps that reach other systems are refused.
+fn refuse_external_steps(production: &crate::plan::Plan, args: &DrillArgs) -> Result<(), Failure> {
+    let external: Vec<String> = drill::external_steps(production)
         .into_iter()
         .map(|(name, kind)| format!("{name} ({kind})"))
         .collect();
-    if !external.is_empty() {
-        return Err(super::refuse(
-            &args.workflow,
-            "steps",
-            format!(
-                "a drill cannot run {}: such steps act on systems outside the platform copy",
-                external.join(", ")
-            ),
-            "drill with a workflow without exec or http steps (or with noop in their place)",
-        ));
+    if external.is_empty() {
+        return Ok(());
     }
+    Err(super::refuse(
+        &args.workflow,
+        "steps",
+        format!(
+            "a drill cannot run {}: such steps act on systems outside the platform copy",
+            external.join(", ")
+        ),
+        "drill with a workflow without exec or http steps (or with noop in their place)",
+    ))
+}
+
+/// The drill's ledger and staging must be new, and its history one (or not exist yet):
+/// appending a JSON line to a request or a ledger would damage it.
+fn refuse_existing_outputs(args: &DrillArgs) -> Result<(), Failure> {
     for path in [args.state.clone(), staging_dir(&args.state)] {
         if path.exists() {
             return Err(super::refuse(
@@ -101,8 +133,6 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
             ));
         }
     }
-    // The history the result will be appended to must be one (or not exist yet): appending a
-    // JSON line to a request or a ledger would damage it.
     if args.history.exists() {
         drill::read(&args.history).map_err(|e| {
             super::refuse(
@@ -113,23 +143,29 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
             )
         })?;
     }
-    // Before copying anything: the sites exist in production (any state) and their backups are
-    // there to restore from.
-    let checked = crate::preflight::Options {
-        drill: true,
-        ..Default::default()
-    };
-    super::shared::preflight(&production, &inputs.request, &args.request, Some(checked))?;
+    Ok(())
+}
 
-    // The isolated copy, with the drilled sites deleted there as the incident would.
+/// Where this drill's copy goes: a new directory under `--work-dir` (or the temp directory).
+fn copy_dir(args: &DrillArgs, started: chrono::DateTime<chrono::Utc>) -> std::path::PathBuf {
     let work = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = work.join(format!(
+    work.join(format!(
         "drover-drill-{}-{}",
         started.format("%Y%m%dT%H%M%SZ"),
         std::process::id()
-    ));
-    let platform = Platform::open(&target)?;
-    let sites: Vec<String> = production.sites.iter().map(|s| s.id.to_string()).collect();
+    ))
+}
+
+/// The isolated copy of production in `dir`, the drilled sites deleted there as the incident
+/// would. `None`: interrupted, and the copy removed.
+fn isolated_copy(
+    target: &str,
+    sites: Vec<String>,
+    dir: &Path,
+    args: &DrillArgs,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Platform>, Failure> {
+    let platform = Platform::open(target)?;
     errln!(
         "drill: copying the platform {} into {} (production is only read)",
         target,
@@ -139,27 +175,22 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
-        .create(&dir)
+        .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let copy = match prepare(platform, sites, dir.join("platform"), started)? {
-        Some(Ok(copy)) => copy,
+    match prepare(platform, sites, dir.join("platform"), started)? {
+        Some(Ok(copy)) => Ok(Some(copy)),
         Some(Err(e)) => {
-            clean_up(&dir, &staging_dir(&args.state));
-            return Err(anyhow::anyhow!("preparing the drill copy: {e}").into());
+            clean_up(dir, &staging_dir(&args.state));
+            Err(Failure::Internal(
+                anyhow::Error::new(e).context("preparing the drill copy"),
+            ))
         }
         None => {
             errln!("interrupted: the drill's copy is removed; nothing was recorded");
-            clean_up(&dir, &staging_dir(&args.state));
-            return Ok(Done::Interrupted);
+            clean_up(dir, &staging_dir(&args.state));
+            Ok(None)
         }
-    };
-    let outcome = rehearse(&args, &mut inputs, &copy, started);
-    if args.keep {
-        errln!("drill: kept the copy in {}", dir.display());
-    } else {
-        clean_up(&dir, &staging_dir(&args.state));
     }
-    outcome
 }
 
 /// Makes the drill's copy off the main thread, watching for Ctrl-C meanwhile. `None`: the

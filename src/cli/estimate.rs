@@ -35,7 +35,11 @@ pub struct EstimateArgs {
     #[arg(long, value_parser = super::parse_pools)]
     pools: Option<BTreeMap<String, u32>>,
     /// At most this many steps at once (as `drover run --max-parallel`).
-    #[arg(long, default_value_t = crate::schedule::DEFAULT_MAX_PARALLEL as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(
+        long,
+        default_value_t = crate::schedule::DEFAULT_MAX_PARALLEL as u32,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
     max_parallel: u32,
     /// Which ready step starts first (as `drover run --policy`).
     #[arg(long, value_enum, default_value_t = Policy::CriticalPath)]
@@ -141,6 +145,8 @@ fn learn(history: &[PathBuf]) -> Result<DurationModel, Failure> {
     Ok(DurationModel::learn(&pairs))
 }
 
+// Over 80 lines on purpose: a renderer, one block per line of the forecast, read top to bottom
+// like the output it prints.
 fn print_text(d: &EstimateDoc) {
     let h = |s: f64| {
         super::shared::human(Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))

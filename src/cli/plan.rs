@@ -118,6 +118,8 @@ fn write_plan(
     Ok(())
 }
 
+// Over 80 lines on purpose: a renderer, one block per section of the summary, read top to
+// bottom like the output it prints.
 fn print_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
     let s = Summary::new(plan);
     writeln!(out, "plan {}", plan.hash)?;
@@ -253,6 +255,11 @@ fn backups_json(plan: &Plan, c: &crate::backup::check::BackupCheck) -> serde_jso
         "rpo_p50_s": summary.as_ref().map(|s| s.0.as_secs()),
         "rpo_max_s": summary.as_ref().map(|s| s.1.as_secs()),
         "rpo_max_site": summary.as_ref().map(|s| s.2.clone()),
-        "site_rpo_s": plan.sites.iter().zip(&c.site_rpo_s).map(|(s, r)| (s.id.to_string(), *r)).collect::<std::collections::BTreeMap<_, _>>(),
+        "site_rpo_s": plan
+            .sites
+            .iter()
+            .zip(&c.site_rpo_s)
+            .map(|(s, r)| (s.id.to_string(), *r))
+            .collect::<std::collections::BTreeMap<_, _>>(),
     })
 }

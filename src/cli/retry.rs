@@ -51,7 +51,10 @@ pub fn retry(args: RetryArgs) -> Result<Done, Failure> {
                     .position(|x| x.id.as_str() == site)
                     .ok_or_else(|| unknown(&args.state, "site", site))?
                     as u32;
-                let own: Vec<StepIdx> = (0..stored.plan.steps.len() as StepIdx).filter(|&i| matches!(stored.plan.steps[i as usize].owner, Owner::Site { site, .. } if site == s)).collect();
+                let of_site = |i: &StepIdx| matches!(stored.plan.steps[*i as usize].owner, Owner::Site { site, .. } if site == s);
+                let own: Vec<StepIdx> = (0..stored.plan.steps.len() as StepIdx)
+                    .filter(of_site)
+                    .collect();
                 with_failed_ancestors(stored, &own)
             }
             (None, Some(step)) => {
@@ -76,7 +79,11 @@ pub fn retry(args: RetryArgs) -> Result<Done, Failure> {
                 reason: "drover retry".into(),
             })
             .collect();
-        let failed = ops.iter().filter(|op| matches!(op, Op::Requeue { step, .. } if stored.steps[*step as usize].state == StepState::Failed)).count();
+        let was_failed = |op: &&Op| {
+            matches!(op, Op::Requeue { step, .. }
+                if stored.steps[*step as usize].state == StepState::Failed)
+        };
+        let failed = ops.iter().filter(was_failed).count();
         Ok((
             ops.clone(),
             format!(

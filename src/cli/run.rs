@@ -443,70 +443,33 @@ fn new_run_id() -> String {
 /// Loads a reviewed plan file and re-plans its inputs: both must agree, and `confirm` must be the
 /// start of the hash.
 fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, PathBuf), Failure> {
-    let refuse = |message: String, fix: &str| {
-        Failure::Input(vec![Problem::new(
-            Location::file(&path.display().to_string()),
-            "--plan",
-            ProblemKind::Invalid {
-                message,
-                fix: fix.into(),
-            },
-        )])
-    };
-    let cannot_read = |e: std::io::Error| {
-        refuse(
-            format!("cannot read the plan: {e}"),
-            "give the file `drover plan --out` wrote",
-        )
-    };
-    let bytes =
-        crate::util::read_capped(path, crate::plan::doc::MAX_PLAN_BYTES).map_err(cannot_read)?;
-    let kind = crate::sniff::kind_of(&bytes);
-    if !matches!(kind, FileKind::Plan | FileKind::Other) {
-        return Err(refuse(
-            format!("this is {}, not a plan", kind.describe()),
-            &format!(
-                "{}; a plan is the file `drover plan --out` wrote",
-                kind.usage()
-            ),
-        ));
-    }
-    let text = String::from_utf8(bytes)
-        .map_err(std::io::Error::other)
-        .map_err(cannot_read)?;
-    let file: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        refuse(
-            format!("not a plan file: {e}"),
-            "give the file `drover plan --out` wrote",
-        )
-    })?;
+    let file = read_plan_file(path)?;
     let hash = file["hash"].as_str().unwrap_or_default().to_owned();
     if confirm.len() < 12 || !hash.starts_with(&confirm.to_ascii_lowercase()) {
-        return Err(refuse(
+        return Err(refuse_plan(
+            path,
             format!("--confirm '{confirm}' does not match the plan's hash {hash}"),
             "pass the first 12 hex digits of the hash you reviewed",
         ));
     }
     let recorded: PlanInputs = serde_json::from_value(file["inputs"].clone()).map_err(|e| {
-        refuse(
+        refuse_plan(
+            path,
             format!("the plan records no inputs: {e}"),
             "write the plan again with `drover plan --out`",
         )
     })?;
-    let (w, r) = (
-        PathBuf::from(&recorded.workflow),
-        PathBuf::from(&recorded.request),
-    );
-    let inputs = crate::load::inputs(&w, &r)?;
+    let w = PathBuf::from(&recorded.workflow);
+    let inputs = crate::load::inputs(&w, Path::new(&recorded.request))?;
+    let pool_capacity = recorded.pools.clone();
     let plan = plan::plan(
         &inputs.workflow,
         &inputs.request,
-        &PlanOptions {
-            pool_capacity: recorded.pools.clone(),
-        },
+        &PlanOptions { pool_capacity },
     )?;
     if plan.hash != hash {
-        return Err(refuse(
+        return Err(refuse_plan(
+            path,
             format!(
                 "{} and {} now give plan {}, not the reviewed {hash}: the workflow or the request changed since the review",
                 recorded.workflow, recorded.request, plan.hash
@@ -517,7 +480,8 @@ fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, Pa
     let fresh =
         serde_json::to_value(PlanDoc::new(&plan, &recorded)).map_err(anyhow::Error::from)?;
     if fresh != file {
-        return Err(refuse(
+        return Err(refuse_plan(
+            path,
             format!(
                 "the plan file was edited: {}",
                 first_difference(&fresh, &file)
@@ -526,6 +490,32 @@ fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, Pa
         ));
     }
     Ok((inputs, plan, w))
+}
+
+/// The plan file as JSON: bounded, and a file of another kind named for what it is.
+fn read_plan_file(path: &Path) -> Result<serde_json::Value, Failure> {
+    let wrote = "give the file `drover plan --out` wrote";
+    let cannot_read =
+        |e: std::io::Error| refuse_plan(path, format!("cannot read the plan: {e}"), wrote);
+    let bytes =
+        crate::util::read_capped(path, crate::plan::doc::MAX_PLAN_BYTES).map_err(cannot_read)?;
+    let kind = crate::sniff::kind_of(&bytes);
+    if !matches!(kind, FileKind::Plan | FileKind::Other) {
+        return Err(refuse_plan(
+            path,
+            format!("this is {}, not a plan", kind.describe()),
+            &format!(
+                "{}; a plan is the file `drover plan --out` wrote",
+                kind.usage()
+            ),
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| refuse_plan(path, format!("not a plan file: {e}"), wrote))
+}
+
+fn refuse_plan(path: &Path, message: String, fix: &str) -> Failure {
+    super::refuse(path, "--plan", message, fix)
 }
 
 /// Where two plan documents first differ, for the refusal message.
@@ -584,7 +574,16 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), Failure> {
         return Ok(());
     }
     let refuse = |message: &str| {
-        Failure::Input(vec![Problem::new(Location::file("--yes"), "confirmation", ProblemKind::Invalid { message: message.into(), fix: "review the plan (drover plan --out plan.json) and run it with --plan plan.json --confirm <hash>, or pass --yes".into() })])
+        let fix = "review the plan (drover plan --out plan.json) and run it with \
+                   --plan plan.json --confirm <hash>, or pass --yes";
+        Failure::Input(vec![Problem::new(
+            Location::file("--yes"),
+            "confirmation",
+            ProblemKind::Invalid {
+                message: message.into(),
+                fix: fix.into(),
+            },
+        )])
     };
     if !std::io::stdin().is_terminal() {
         return Err(refuse(

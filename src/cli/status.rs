@@ -30,6 +30,8 @@ pub fn run(args: StatusArgs) -> Result<Done, Failure> {
     Ok(Done::Ok)
 }
 
+// Over 80 lines on purpose: a renderer, one block per section of the status, read top to
+// bottom like the output it prints.
 fn print_text(doc: &StatusDoc) {
     outln!(
         "run {} (plan {})",

@@ -168,7 +168,12 @@ impl SqliteLedger {
         }
         let text = serde_json::to_string(me).expect("holder serializes");
         let now = now_ms();
-        tx.execute("INSERT OR REPLACE INTO holder (id, holder, acquired_at, heartbeat_at) VALUES (1, ?1, ?2, ?2)", params![text, now]).map_err(&err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO holder (id, holder, acquired_at, heartbeat_at) \
+             VALUES (1, ?1, ?2, ?2)",
+            params![text, now],
+        )
+        .map_err(&err)?;
         tx.commit().map_err(&err)
     }
 
@@ -209,7 +214,19 @@ impl SqliteLedger {
     ) -> Result<(), LedgerError> {
         let argv = serde_json::to_string(argv).expect("argv serializes");
         self.conn
-            .execute("INSERT INTO sessions (at, mode, user, host, pid, argv, plan_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", params![now_ms(), mode.as_str(), me.user, me.host, me.pid, argv, plan_hash])
+            .execute(
+                "INSERT INTO sessions (at, mode, user, host, pid, argv, plan_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    now_ms(),
+                    mode.as_str(),
+                    me.user,
+                    me.host,
+                    me.pid,
+                    argv,
+                    plan_hash
+                ],
+            )
             .map(drop)
             .map_err(sql_err(&self.path))
     }
@@ -259,7 +276,13 @@ impl SqliteLedger {
 
     /// Step records only (for `status`), without decoding the plan.
     pub fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
-        let mut stmt = self.conn.prepare("SELECT state, attempts, last_error, output, started_at, ended_at, note FROM steps ORDER BY idx").map_err(sql_err(&self.path))?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT state, attempts, last_error, output, started_at, ended_at, note \
+                 FROM steps ORDER BY idx",
+            )
+            .map_err(sql_err(&self.path))?;
         let rows = stmt.query_map([], |r| {
             let state: String = r.get(0)?;
             Ok(StepRecord {
@@ -290,20 +313,34 @@ impl SqliteLedger {
 }
 
 impl Ledger for SqliteLedger {
+    // Over 80 lines on purpose: one transaction with its prepared statements, and one match arm
+    // per kind of transition, each a row update and its event.
     fn apply(&mut self, ops: &[Op]) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let err = sql_err(&path);
         let tx = self.conn.transaction().map_err(&err)?;
         {
-            let mut event = tx.prepare_cached("INSERT INTO events (at, step, op, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)").map_err(&err)?;
-            let mut claim = tx.prepare_cached("UPDATE steps SET state = 'running', attempts = ?2, started_at = ?3, ended_at = NULL WHERE idx = ?1").map_err(&err)?;
-            let mut complete = tx.prepare_cached("UPDATE steps SET state = 'succeeded', ended_at = ?2, output = ?3, last_error = NULL WHERE idx = ?1").map_err(&err)?;
+            let prepare = |sql: &str| tx.prepare_cached(sql).map_err(&err);
+            let mut event = prepare(
+                "INSERT INTO events (at, step, op, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut claim = prepare(
+                "UPDATE steps SET state = 'running', attempts = ?2, started_at = ?3, \
+                 ended_at = NULL WHERE idx = ?1",
+            )?;
+            let mut complete = prepare(
+                "UPDATE steps SET state = 'succeeded', ended_at = ?2, output = ?3, \
+                 last_error = NULL WHERE idx = ?1",
+            )?;
             let mut fail = tx
                 .prepare_cached(
                     "UPDATE steps SET state = ?2, ended_at = ?3, last_error = ?4 WHERE idx = ?1",
                 )
                 .map_err(&err)?;
-            let mut note = tx.prepare_cached("UPDATE steps SET state = ?2, note = ?3, ended_at = COALESCE(?4, ended_at) WHERE idx = ?1").map_err(&err)?;
+            let mut note = prepare(
+                "UPDATE steps SET state = ?2, note = ?3, ended_at = COALESCE(?4, ended_at) \
+                 WHERE idx = ?1",
+            )?;
             let mut heartbeat = tx
                 .prepare_cached("UPDATE holder SET heartbeat_at = ?1")
                 .map_err(&err)?;

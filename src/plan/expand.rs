@@ -448,7 +448,9 @@ impl<'a> Expander<'a> {
                 let fix = match (var, site) {
                     ("backups", _) => "set [backups] source in the request".to_owned(),
                     ("target", _) => "set [target] registry in the request".to_owned(),
-                    (_, None) => "a shared step's params may use {unit}, its unit attribute, {product}, {point_in_time}, {request}, {backups} and {target}".to_owned(),
+                    (_, None) => "a shared step's params may use {unit}, its unit attribute, \
+                                  {product}, {point_in_time}, {request}, {backups} and {target}"
+                        .to_owned(),
                     _ => "a site step has no {product} or {unit}; remove the variable".to_owned(),
                 };
                 (at, ProblemKind::Invalid { message, fix })

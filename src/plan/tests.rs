@@ -98,7 +98,13 @@ fn upward_rank_is_the_longest_path_to_a_sink() {
 
 #[test]
 fn lower_bound_takes_the_busiest_pool_when_it_dominates() {
-    let many: String = (1..=40).map(|i| format!("[[sites]]\nid = \"site-{i}\"\nattrs = {{ gb = 10, \"a.shard\" = \"a-1\", \"b.shard\" = \"b-1\" }}\n")).collect();
+    let site = |i: u32| {
+        format!(
+            "[[sites]]\nid = \"site-{i}\"\n\
+             attrs = {{ gb = 10, \"a.shard\" = \"a-1\", \"b.shard\" = \"b-1\" }}\n"
+        )
+    };
+    let many: String = (1..=40).map(site).collect();
     let p = plan_for(&many);
     let db = &p.pools[0];
     // 80 loads of 20s + 100s on 2 slots.
@@ -202,7 +208,8 @@ fn when_conditions_choose_each_sites_path() {
 fn a_condition_on_a_missing_attribute_without_default_is_reported() {
     let wf_text = PATHS.replace(", default = \"deleted\" }", " }");
     let wf = Workflow::parse(&Source::new("wf.toml", wf_text), crate::steps::KNOWN_KINDS).unwrap();
-    let text = "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"a\"]\n[[sites]]\nid = \"site-1\"\nattrs = { shard = \"a-1\" }\n";
+    let text = "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"a\"]\n\
+                [[sites]]\nid = \"site-1\"\nattrs = { shard = \"a-1\" }\n";
     let req = Request::parse(&Source::new("req.toml", text), |_| unreachable!()).unwrap();
     let problems = plan(&wf, &req, &PlanOptions::default()).unwrap_err();
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();

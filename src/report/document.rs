@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn a_fetch_output_gives_its_backup_point_and_other_outputs_none() {
-        let fetch = r#"{"unit":"wiki-3","snapshot":"2022-04-05T07-00-00Z","snapshot_time":"2022-04-05T07:00:00Z","rpo_s":2280,"objects":3}"#;
+        let fetch = r#"{"unit":"wiki-3","snapshot":"2022-04-05T07-00-00Z",
+            "snapshot_time":"2022-04-05T07:00:00Z","rpo_s":2280,"objects":3}"#;
         assert_eq!(
             backup_point(fetch),
             Some(BackupPoint {

@@ -33,9 +33,13 @@ impl StepKind for Http {
         let body = match ctx.param("body") {
             Some(text) => serde_json::from_str::<serde_json::Value>(text)
                 .map_err(|e| StepError::Permanent(format!("param body is not JSON: {e}")))?,
-            None => {
-                serde_json::json!({ "step": ctx.step_id, "site": ctx.site, "product": ctx.product, "attempt": ctx.attempt, "idempotency_key": ctx.idempotency_key })
-            }
+            None => serde_json::json!({
+                "step": ctx.step_id,
+                "site": ctx.site,
+                "product": ctx.product,
+                "attempt": ctx.attempt,
+                "idempotency_key": ctx.idempotency_key,
+            }),
         };
         let (status, body) = post_json(&self.client, &ctx, url, &body).await?;
         Ok(serde_json::json!({ "status": status, "body": body }))

@@ -23,7 +23,9 @@ where
     let owned = ctx.clone();
     let handle = tokio::task::spawn_blocking(move || work(platform, owned));
     let result = tokio::select! {
-        joined = handle => joined.map_err(|e| StepError::Retryable(format!("{}: the platform work ended abnormally: {e}", ctx.step_id)))?,
+        joined = handle => joined.map_err(|e| {
+            StepError::Retryable(format!("{}: the platform work ended abnormally: {e}", ctx.step_id))
+        })?,
         () = ctx.cancel.cancelled() => Err(StepError::Retryable("cancelled".into())),
     };
     drop(stop);

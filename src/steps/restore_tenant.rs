@@ -26,9 +26,12 @@ impl StepKind for RestoreTenant {
             let attachments = platform
                 .restore_attachments(site, product, &files)
                 .map_err(error)?;
-            Ok(
-                serde_json::json!({ "rows_inserted": rows.inserted, "rows_present": rows.present, "attachments_copied": attachments.copied, "attachments_present": attachments.present }),
-            )
+            Ok(serde_json::json!({
+                "rows_inserted": rows.inserted,
+                "rows_present": rows.present,
+                "attachments_copied": attachments.copied,
+                "attachments_present": attachments.present,
+            }))
         })
         .await
     }

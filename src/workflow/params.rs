@@ -72,7 +72,8 @@ impl ParamTemplate {
                     }
                     if !closed || !is_var_name(&name) {
                         return Err(format!(
-                            "'{{{name}' is not a variable: write {{name}} with letters, digits, '_' or '.', and close it with '}}'"
+                            "'{{{name}' is not a variable: write {{name}} with letters, digits, \
+                             '_' or '.', and close it with '}}'"
                         ));
                     }
                     if !lit.is_empty() {
