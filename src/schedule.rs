@@ -58,6 +58,9 @@ pub struct RunOptions {
     pub canary: Vec<u32>,
     /// When more sites than this have failed, no new site starts.
     pub failure_budget: Option<usize>,
+    /// For practice and game days: every attempt of a step whose ID starts with one of these
+    /// fails (retryably) in this session, before its kind runs, so it never acts on anything.
+    pub inject_failures: Vec<String>,
 }
 
 pub use crate::dispatch::DEFAULT_MAX_PARALLEL;
@@ -77,6 +80,7 @@ impl RunOptions {
             eta_every: Duration::from_secs(5),
             canary: Vec::new(),
             failure_budget: None,
+            inject_failures: Vec::new(),
         }
     }
 }
@@ -434,7 +438,20 @@ impl<'a> Scheduler<'a> {
         let ctx = self.context(idx, attempt);
         let kind = Arc::clone(&self.kinds[step.template as usize]);
         let timeout = step.timeout;
+        let injected = self
+            .opts
+            .inject_failures
+            .iter()
+            .any(|p| step.id.starts_with(p));
         let handle = self.tasks.spawn(async move {
+            if injected {
+                let why = "injected failure (--inject-failure): the step did not run";
+                return Finished {
+                    idx,
+                    result: Err(StepError::Retryable(why.into())),
+                    ended: now_ms(),
+                };
+            }
             let result = match tokio::time::timeout(timeout, kind.run(ctx)).await {
                 Ok(r) => r,
                 Err(_) => Err(StepError::Retryable(format!(

@@ -73,6 +73,17 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
+    /// Every download of the object gave a different wrong digest: the bytes are being damaged
+    /// on the way (a stored object that is damaged reads the same wrong way every time).
+    #[error(
+        "{key} read differently on each of {attempts} downloads, never matching sha256 {expected}: \
+         damaged in transit; worth another attempt"
+    )]
+    Unstable {
+        key: String,
+        expected: String,
+        attempts: usize,
+    },
     #[error("tenant check failed for {key}: {message}; refusing to restore another tenant's data")]
     Tenant { key: String, message: String },
     #[error("archive {key}: {message}")]
@@ -97,7 +108,7 @@ impl FetchError {
     pub fn is_retryable(&self) -> bool {
         match self {
             FetchError::Store(e) => e.is_transient(),
-            FetchError::Local { .. } | FetchError::Cancelled => true,
+            FetchError::Local { .. } | FetchError::Cancelled | FetchError::Unstable { .. } => true,
             _ => false,
         }
     }
@@ -268,7 +279,7 @@ impl ObjectCtx<'_> {
             return Ok((true, 0));
         }
         let part = part_path(&path);
-        let mut last = String::new();
+        let mut digests = Vec::new();
         for _ in 0..self.opts.verify_attempts.max(1) {
             let actual = self.download(o, &part).await?;
             if actual == o.sha256 {
@@ -276,13 +287,25 @@ impl ObjectCtx<'_> {
                 self.unpack(o, &path).await?;
                 return Ok((false, o.size));
             }
-            last = actual;
+            digests.push(actual);
         }
         let _ = std::fs::remove_file(&part);
-        Err(FetchError::Checksum {
-            key: self.key(o),
-            expected: o.sha256.clone(),
-            actual: last,
+        // The same wrong digest every time: the stored object is damaged (the backup is bad).
+        // Different ones: the bytes were damaged on the way, and another attempt may succeed.
+        let key = self.key(o);
+        let expected = o.sha256.clone();
+        if digests.iter().all(|d| *d == digests[0]) {
+            let actual = digests.pop().unwrap_or_default();
+            return Err(FetchError::Checksum {
+                key,
+                expected,
+                actual,
+            });
+        }
+        Err(FetchError::Unstable {
+            key,
+            expected,
+            attempts: digests.len(),
         })
     }
 

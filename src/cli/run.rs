@@ -94,6 +94,11 @@ pub struct ExecArgs {
     /// `json` (one JSON log line per event on standard error).
     #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
+    /// Practice and game days: every step whose ID starts with this (e.g. `site-0042/`) fails
+    /// each attempt in this session, before it does anything; repeatable. Then practise
+    /// `drover status`, `retry` and `skip`. Recorded in the audit trail with the command line.
+    #[arg(long, value_name = "STEP_ID_PREFIX")]
+    inject_failure: Vec<String>,
 }
 
 impl ExecArgs {
@@ -134,6 +139,9 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         confirm(&plan, args.yes)?;
     }
     check_kinds(&plan, &workflow)?;
+    // Refused before a ledger exists; `execute` checks again (and warns) for every session.
+    check_secrets(&plan, &workflow, false)?;
+    unmatched_injection(&plan, &args.exec.inject_failure)?;
     let continuing = args.state.exists();
     // A continued run's sites are mid-restore, some already reactivated, by design: the
     // registry check is for new runs (as for `resume`, which does not plan at all).
@@ -240,7 +248,7 @@ fn execute_held(
     let stored = ledger.load()?;
     let plan = Arc::new(stored.plan);
     check_kinds(&plan, Path::new(&stored.snapshot.workflow_file))?;
-    check_secrets(&plan, Path::new(&stored.snapshot.workflow_file))?;
+    check_secrets(&plan, Path::new(&stored.snapshot.workflow_file), true)?;
     let argv: Vec<String> = std::env::args().collect();
     ledger.record_session(mode, &argv, me, &stored.info.plan_hash)?;
     let mut opts = RunOptions::new(
@@ -263,6 +271,7 @@ fn execute_held(
         .map(|c| crate::schedule::policy::canary_sites(&plan, c.of(sites).max(1)))
         .unwrap_or_default();
     opts.failure_budget = exec.failure_budget.map(|b| b.of(sites));
+    opts.inject_failures = injected_failures(&plan, &exec.inject_failure)?;
     opts.seed = now_ms() as u64;
     let writer = SqliteLedger::open(ledger.path())?;
     let journal = Journal::threaded(Box::new(writer) as Box<dyn Ledger>);
@@ -637,9 +646,11 @@ fn parse_amount(s: &str) -> Result<Amount, String> {
 
 /// Every secret the plan references is set in this environment (else nothing runs: exit 2);
 /// literal credentials are warned about.
-fn check_secrets(plan: &Plan, workflow: &Path) -> Result<(), Failure> {
+fn check_secrets(plan: &Plan, workflow: &Path, warn: bool) -> Result<(), Failure> {
     let check = crate::preflight::secrets(plan, |name| std::env::var_os(name).is_some());
-    super::warn_secrets(&check);
+    if warn {
+        super::warn_secrets(&check);
+    }
     let Some((name, place)) = check.missing.first() else {
         return Ok(());
     };
@@ -656,4 +667,39 @@ fn check_secrets(plan: &Plan, workflow: &Path) -> Result<(), Failure> {
         ),
         &format!("export {name} in this shell before the run; nothing was executed"),
     ))
+}
+
+/// The `--inject-failure` prefixes, announced; each must match a step.
+fn injected_failures(plan: &Plan, prefixes: &[String]) -> Result<Vec<String>, Failure> {
+    unmatched_injection(plan, prefixes)?;
+    for prefix in prefixes {
+        let matched = matching(plan, prefix);
+        errln!(
+            "injecting failures: every attempt of the {matched} steps starting with '{prefix}' fails"
+        );
+    }
+    Ok(prefixes.to_vec())
+}
+
+/// Refuses an `--inject-failure` prefix that matches no step (a typo), exit 2.
+fn unmatched_injection(plan: &Plan, prefixes: &[String]) -> Result<(), Failure> {
+    match prefixes
+        .iter()
+        .find(|p| p.is_empty() || matching(plan, p) == 0)
+    {
+        Some(prefix) => Err(super::refuse(
+            Path::new("--inject-failure"),
+            prefix,
+            format!("'{prefix}' is the start of no step ID of this plan"),
+            "give the start of a step ID, e.g. site-0042/ (drover status lists them)",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn matching(plan: &Plan, prefix: &str) -> usize {
+    plan.steps
+        .iter()
+        .filter(|s| s.id.starts_with(prefix))
+        .count()
 }

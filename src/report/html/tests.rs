@@ -1,5 +1,5 @@
 //! The page's structure and the chart data it embeds, for hand-made timelines (the browser test in
-//! tests/report.rs checks that it renders).
+//! tests/it/report.rs checks that it renders).
 
 use super::*;
 use crate::report::LaneMode;

@@ -1,6 +1,6 @@
 //! `drover plan` and `drover generate request` through the real binary.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! on loopback (success, retryable and permanent failures, idempotency keys), and the reference
 //! platform's outbox.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

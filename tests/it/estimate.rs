@@ -1,6 +1,6 @@
 //! `drover estimate` and the simulated time left in `drover status`, through the real binary.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! site must equal its pre-incident fingerprint, neighbours stay untouched, each site is
 //! reactivated exactly once and its contacts are told.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! `drover run`, `resume`, `status`, `retry` and `skip` through the real binary and real SQLite
 //! ledgers: crashes (SIGKILL), interrupts (SIGINT), two processes on one ledger, repairs.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -736,4 +736,56 @@ fn json_logs_carry_canary_drain_and_cancel_events() {
             "no {wanted} in {events:?}\n{stderr}"
         );
     }
+}
+
+/// `--inject-failure` lets an operator practise repairs: the named steps fail without running,
+/// the run ends with them failed, and `retry` + `resume` (without injection) restore the site.
+#[test]
+fn injected_failures_can_be_practised_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("x.log");
+    let retry = "retry = { attempts = 2, initial_backoff = \"10ms\", max_backoff = \"10ms\" }";
+    let text = crash_workflow(&record, "1ms").replacen(
+        "estimate = \"1s\"\n[steps.load]",
+        &format!("estimate = \"1s\"\n{retry}\n[steps.load]"),
+        1,
+    );
+    let wf = write(dir.path(), "wf.toml", text);
+    let req = write(dir.path(), "req.toml", request(3));
+    let state = dir.path().join("s.db");
+    let out = support::run(&wf, &req, &state)
+        .args(["--inject-failure", "site-0002/a/"])
+        .output()
+        .unwrap();
+    let stderr = support::exited(&out, 3);
+    assert!(stderr.contains("injected failure"), "{stderr}");
+    let doc = status_json(&state);
+    let sites = doc["site_status"].as_array().unwrap();
+    let state_of = |id: &str| sites.iter().find(|s| s["site"] == id).unwrap()["state"].clone();
+    assert_eq!(state_of("site-0002"), "failed");
+    assert_eq!(state_of("site-0001"), "restored");
+    let ran: Vec<String> = executions(&record, 0);
+    assert!(
+        !ran.iter().any(|id| id.starts_with("site-0002/a/")),
+        "an injected step never ran: {ran:?}"
+    );
+    let s = state.to_str().unwrap();
+    drover()
+        .args(["retry", "--state", s, "--site", "site-0002"])
+        .assert()
+        .code(0);
+    drover().args(["resume", "--state", s]).assert().code(0);
+    assert_eq!(status_json(&state)["all_restored"], true);
+
+    // A prefix that names no step is a typo: refused before anything runs.
+    let out = support::run(&wf, &req, dir.path().join("t.db"))
+        .args(["--inject-failure", "site-9999/"])
+        .output()
+        .unwrap();
+    let stderr = support::exited(&out, 2);
+    assert!(stderr.contains("is the start of no step ID"), "{stderr}");
+    assert!(
+        !dir.path().join("t.db").exists(),
+        "refused before a ledger was created"
+    );
 }

@@ -2,7 +2,7 @@
 //! site, an ID of another kind, a site an earlier restore touched, a soft-delete path for a site
 //! whose data is gone), and drills, which must leave production exactly as it was.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

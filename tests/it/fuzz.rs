@@ -6,13 +6,13 @@
 //! The normal test run tries 10,000+ cases in well under 30 s. A long campaign:
 //!
 //! ```sh
-//! DROVER_FUZZ_CASES=2000000 DROVER_FUZZ_SEED=$RANDOM cargo test --release --test fuzz -- --nocapture
+//! DROVER_FUZZ_CASES=2000000 DROVER_FUZZ_SEED=$RANDOM cargo test --release --test it fuzz:: -- --nocapture
 //! ```
 //!
-//! A failing case prints its seed and input; save the input under `tests/fuzz/regressions/`
+//! A failing case prints its seed and input; save the input under `tests/it/fuzz/regressions/`
 //! (named `<anything>.<workflow|request|csv|plan|manifest>`) and it is replayed on every run.
 
-mod support;
+use crate::support;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -307,7 +307,7 @@ fn damaged_ledgers_are_refused_not_panicked_on() {
 /// Every input that ever failed is replayed.
 #[test]
 fn regressions_stay_fixed() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/regressions");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fuzz/regressions");
     let mut replayed = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -330,7 +330,7 @@ fn regressions_stay_fixed() {
     }
     assert!(
         replayed >= 5,
-        "the regression corpus is in tests/fuzz/regressions"
+        "the regression corpus is in tests/it/fuzz/regressions"
     );
 }
 

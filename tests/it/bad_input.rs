@@ -1,7 +1,7 @@
 //! Malformed input: every case exits 2 with a message naming the file, the entry and the fix,
 //! and never panics.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! `drover report` through the real binary on a real finished run, and its HTML page rendered by a
 //! real browser (headless Chromium; `scripts/test-deps` installs it).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

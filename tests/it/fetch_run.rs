@@ -2,7 +2,7 @@
 //! fetching every unit and recording the RPO, and `drover clean` removing only fetched data that
 //! no unfinished step needs.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

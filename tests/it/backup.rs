@@ -2,7 +2,7 @@
 //! (s3s + s3s-fs) with and without injected faults. Point-in-time choice, ranged and verified
 //! fetches, interrupted fetches, corruption, tenant checks, unsafe archives, `backups list`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

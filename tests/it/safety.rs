@@ -1,7 +1,7 @@
 //! Guards before anything runs: reviewed plans, the blast radius, confirmation. Each refusal
 //! exits 2 and creates nothing.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

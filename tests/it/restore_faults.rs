@@ -2,7 +2,7 @@
 //! and a crash (SIGKILL) half-way through. Built with `drover demo init` / `demo incident`, run
 //! with the ordinary `drover run` and the shipped workflow.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
