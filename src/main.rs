@@ -1,5 +1,5 @@
 //! The `drover` binary: all behaviour lives in the library's `cli` module.
 
 fn main() -> std::process::ExitCode {
-    drover::cli::main()
+    drover::main()
 }

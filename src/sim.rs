@@ -69,7 +69,7 @@ pub fn simulate(plan: &Arc<Plan>, opts: &SimOptions, durations: &[u64]) -> Sched
 }
 
 /// A fresh scheduling core for a plan, as `drover run` would build it.
-pub fn new_core(plan: &Arc<Plan>, opts: &SimOptions) -> Core {
+pub(crate) fn new_core(plan: &Arc<Plan>, opts: &SimOptions) -> Core {
     let succ = Arc::new(plan.successors());
     let priorities = Arc::new(Priorities::new(plan, opts.policy));
     Core::new(
@@ -84,7 +84,7 @@ pub fn new_core(plan: &Arc<Plan>, opts: &SimOptions) -> Core {
 /// Continues a core's schedule in virtual time: `running` steps (already marked running in the
 /// core) end after their remaining milliseconds; `retrying` steps are queued again at once; every
 /// other step takes `durations[step]`.
-pub fn run(
+pub(crate) fn run(
     mut core: Core,
     durations: &[u64],
     running: &[(StepIdx, u64)],

@@ -47,10 +47,6 @@ impl ReadyQueue {
         self.groups[best].1.pop().map(|Reverse((_, idx))| idx)
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

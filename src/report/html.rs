@@ -89,10 +89,18 @@ fn chart_section(page: &mut String, t: &Timeline) {
     );
     if !t.critical.is_empty() {
         let path: Vec<String> = t.critical.iter().map(|s| escape(s)).collect();
+        // A real run has an origin; a forecast's bars carry the plan's critical path.
+        let what = if t.origin.is_some() {
+            "as run: the chain that ended last, each step held back by the dependency that \
+             ended latest"
+        } else {
+            "planned"
+        };
+        let n = path.len();
+        let steps = if n == 1 { "step" } else { "steps" };
         let _ = writeln!(
             page,
-            "<p class=\"critical-list\"><b>Critical path</b> (planned, {} steps): {}</p>",
-            path.len(),
+            "<p class=\"critical-list\"><b>Critical path</b> ({what}; {n} {steps}): {}</p>",
             path.join(" → ")
         );
     }

@@ -124,7 +124,8 @@ pub struct Timeline {
     pub span_ms: u64,
     /// The wall-clock time of 0 ms (RFC 3339), when the timeline is of a real run.
     pub origin: Option<String>,
-    /// Step IDs along the plan's critical path, first to last.
+    /// Step IDs along the critical path, first to last: for a real run the chain that actually
+    /// ended last (see [`actual_critical_path`]); for a forecast the plan's critical path.
     pub critical: Vec<String>,
     /// Every site, slowest first: those not restored, then by restore time.
     pub sites: Vec<SiteRow>,
@@ -143,7 +144,7 @@ pub struct Bar {
     pub kind: String,
     /// The step's state: `succeeded`, `failed`, `skipped`, `running`, …
     pub outcome: String,
-    /// On the plan's critical path.
+    /// On `Timeline::critical`.
     pub critical: bool,
     /// Shown on hover: the error of a failed step, the reason of a skipped one.
     pub note: Option<String>,
@@ -181,20 +182,17 @@ impl Timeline {
         let lanes = Lanes::new(plan, mode);
         let states: Vec<StepState> = steps.iter().map(|r| r.state).collect();
         let sites = site_states(plan, &states, |i| steps[i].quarantined());
+        let critical = actual_critical_path(plan, steps, &clock);
         Timeline {
             title: format!("Restore {} — workflow {}", plan.request, plan.workflow),
             subtitle: subtitle(plan, &clock, &sites),
             lane_mode: mode,
             products: plan.products.clone(),
-            bars: bars(plan, steps, &lanes, &clock),
+            bars: bars(plan, steps, &lanes, &clock, &critical),
             lanes: lanes.names,
             span_ms: clock.span_ms(),
             origin: clock.origin.map(format_ms),
-            critical: plan
-                .critical_path
-                .iter()
-                .map(|&i| plan.steps[i as usize].id.clone())
-                .collect(),
+            critical: critical.iter().map(|&i| plan.steps[i].id.clone()).collect(),
             sites: site_rows(plan, steps, &sites, &clock),
             failures: failure_rows(plan, steps),
         }
@@ -254,8 +252,59 @@ pub(crate) fn site_of<'p>(plan: &'p Plan, step: &Step) -> Option<&'p str> {
     }
 }
 
-fn bars(plan: &Plan, steps: &[StepRecord], lanes: &Lanes, clock: &Clock) -> Vec<Bar> {
-    let critical: HashSet<usize> = plan.critical_path.iter().map(|&i| i as usize).collect();
+/// The run's actual critical path, first step to last: the chain that ends at the step that
+/// ended last (a step still running counts as ending now), going back each time to the
+/// dependency that ended latest — the one that held the step back. A dependency with no recorded
+/// times (skipped before it ran) is looked through, to its own dependencies. Ties go to the
+/// lower step index, so the path is deterministic. Empty when no step has started.
+pub(crate) fn actual_critical_path(plan: &Plan, steps: &[StepRecord], clock: &Clock) -> Vec<usize> {
+    let end = |i: usize| {
+        let r = &steps[i];
+        r.started_at?;
+        Some(end_of(r).unwrap_or(clock.last))
+    };
+    let latest = |candidates: &mut dyn Iterator<Item = usize>| {
+        candidates
+            .filter_map(|i| Some((end(i)?, Reverse(i))))
+            .max()
+            .map(|(_, Reverse(i))| i)
+    };
+    let mut path = Vec::new();
+    let mut cur = latest(&mut (0..steps.len()));
+    while let Some(i) = cur {
+        path.push(i);
+        cur = latest(&mut timed_deps(plan, steps, i).into_iter());
+    }
+    path.reverse();
+    path
+}
+
+/// The dependencies of step `i` that have recorded times, looking through those that do not.
+fn timed_deps(plan: &Plan, steps: &[StepRecord], i: usize) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    let mut todo: Vec<usize> = plan.steps[i].deps.iter().map(|&d| d as usize).collect();
+    let mut timed = Vec::new();
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d) {
+            continue;
+        }
+        if steps[d].started_at.is_some() {
+            timed.push(d);
+        } else {
+            todo.extend(plan.steps[d].deps.iter().map(|&d| d as usize));
+        }
+    }
+    timed
+}
+
+fn bars(
+    plan: &Plan,
+    steps: &[StepRecord],
+    lanes: &Lanes,
+    clock: &Clock,
+    critical: &[usize],
+) -> Vec<Bar> {
+    let critical: HashSet<usize> = critical.iter().copied().collect();
     let bar = |i: usize, r: &StepRecord| {
         let step = &plan.steps[i];
         let start_ms = clock.rel(r.started_at?);

@@ -1,5 +1,6 @@
 // Draws a drover report's Gantt chart as SVG from the JSON in #drover-data (written by html.rs):
-// a lane per site or pool, overlapping bars stacked in rows, a time axis, the critical path.
+// a lane per site or pool, each labelled, overlapping bars stacked in rows, a time axis, the
+// critical path.
 // No dependencies; runs once on load and again when the window is resized.
 (function () {
   "use strict";
@@ -33,27 +34,32 @@
     return step || Math.ceil((span * minGap) / pixels / 864e5) * 864e5;
   }
 
-  // Vertical layout: each lane as tall as its rows (at least one), rows as tall as fits ~900px.
+  // Vertical layout. Rows are as tall as fits ~900px, but never under MIN_ROW: with hundreds of
+  // lanes the chart grows instead, scrolling in its box under an axis that stays in view. Every
+  // lane is at least LABEL_H tall, so that each has its label, descenders included; its rows are
+  // centred in it.
+  const MIN_ROW = 7, MAX_ROW = 16, LABEL_H = 16;
   function layout() {
     const rows = data.rows.map((r) => Math.max(r, 1));
     const total = rows.reduce((a, b) => a + b, 0);
-    const rowH = Math.max(4, Math.min(16, Math.floor(900 / total)));
+    const rowH = Math.max(MIN_ROW, Math.min(MAX_ROW, Math.floor(900 / total)));
     const gap = rowH >= 8 ? 4 : 2;
     const longest = data.lanes.reduce((m, l) => Math.max(m, l.length), 0);
     const labelW = Math.round(Math.min(240, Math.max(80, 16 + 6.5 * longest)));
-    const width = Math.max(760, host.clientWidth - 2);
-    const top = 26, y = [], h = [];
-    let at = top;
+    const width = Math.max(760, host.clientWidth);
+    const y = [], h = [], pad = [];
+    let at = 0;
     for (const r of rows) {
+      const lane = Math.max(r * rowH + gap, LABEL_H);
       y.push(at);
-      h.push(r * rowH + gap);
-      at += r * rowH + gap;
+      h.push(lane);
+      pad.push((lane - r * rowH) / 2);
+      at += lane;
     }
-    const height = at > 500 ? at + 26 : at + 6;
-    return { rowH, gap, labelW, width, plotW: width - labelW - 40, top, y, h, bottom: at, height };
+    return { rowH, labelW, width, plotW: width - labelW - 40, y, h, pad, bottom: at, height: at + 1 };
   }
 
-  const barY = (b, L) => L.y[b[LANE]] + L.gap / 2 + b[ROW] * L.rowH + 1;
+  const barY = (b, L) => L.y[b[LANE]] + L.pad[b[LANE]] + b[ROW] * L.rowH + 1;
   const important = (b) => b[CRITICAL] === 1 || data.outcomes[b[OUTCOME]] === "failed";
 
   // Every bar, up to data.maxBars. Beyond that, per row, only bars reaching a pixel column that
@@ -79,32 +85,33 @@
     return kept;
   }
 
-  // Lane stripes, and a label for every lane that has room (at least 11px below the last one).
+  // Lane stripes, then a label for every lane (after all stripes, so no stripe covers a label).
   function lanes(out, L) {
     const chars = Math.floor((L.labelW - 12) / 6.5);
-    let lastLabel = -Infinity;
     data.lanes.forEach((name, i) => {
       const parity = i % 2 ? "odd" : "even";
       out.push(`<rect class="lane-bg ${parity}" x="0" y="${L.y[i]}" width="${L.width}" height="${L.h[i]}"/>`);
-      const y = L.y[i] + L.h[i] / 2;
-      if (y - lastLabel < 11) return;
-      lastLabel = y;
+    });
+    data.lanes.forEach((name, i) => {
       const label = name.length > chars ? name.slice(0, chars - 1) + "…" : name;
       const idle = data.rows[i] ? "" : " idle";
-      out.push(`<text class="lane-label${idle}" x="8" y="${y}"><title>${esc(name)}</title>${esc(label)}</text>`);
+      out.push(`<text class="lane-label${idle}" x="8" y="${L.y[i] + L.h[i] / 2}"><title>${esc(name)}</title>${esc(label)}</text>`);
     });
   }
 
-  function axis(out, L, x, span) {
+  // Grid lines in the chart; the time labels in a strip of their own (the caller's `head`),
+  // which stays at the top of the chart's box while the lanes scroll under it.
+  function axis(out, head, L, x, span) {
     const step = tickStep(span, L.plotW, 90);
     const end = L.labelW + L.plotW;
-    out.push(`<line class="axis-line" x1="${L.labelW}" x2="${end}" y1="${L.top - 0.5}" y2="${L.top - 0.5}"/>`);
-    out.push(`<line class="axis-line" x1="${L.labelW}" x2="${end}" y1="${L.bottom + 0.5}" y2="${L.bottom + 0.5}"/>`);
+    head.push(`<rect class="axis-bg" x="0" y="0" width="${L.width}" height="26"/>`);
+    head.push(`<line class="axis-line" x1="${L.labelW}" x2="${end}" y1="25.5" y2="25.5"/>`);
+    out.push(`<line class="axis-line" x1="${L.labelW}" x2="${end}" y1="${L.bottom - 0.5}" y2="${L.bottom - 0.5}"/>`);
     for (let t = 0; t <= span; t += step) {
       const px = x(t).toFixed(1);
-      out.push(`<line class="grid" x1="${px}" x2="${px}" y1="${L.top}" y2="${L.bottom}"/>`);
-      out.push(`<text class="axis-label" x="${px}" y="17">${fmt(t)}</text>`);
-      if (L.bottom > 500) out.push(`<text class="axis-label" x="${px}" y="${L.bottom + 17}">${fmt(t)}</text>`);
+      out.push(`<line class="grid" x1="${px}" x2="${px}" y1="0" y2="${L.bottom}"/>`);
+      head.push(`<line class="grid" x1="${px}" x2="${px}" y1="21" y2="26"/>`);
+      head.push(`<text class="axis-label" x="${px}" y="15">${fmt(t)}</text>`);
     }
   }
 
@@ -151,13 +158,18 @@
     const span = Math.max(data.span, 1);
     const x = (ms) => L.labelW + (ms / span) * L.plotW;
     const drawn = choose(x);
-    const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${L.width}" height="${L.height}" role="img" aria-label="Gantt chart of the restore">`];
+    const svg = (cls, height, label) =>
+      `<svg xmlns="http://www.w3.org/2000/svg" class="${cls}" width="${L.width}" height="${height}" role="img" aria-label="${label}">`;
+    const out = [svg("gantt-chart", L.height, "Gantt chart of the restore")];
+    const head = [svg("gantt-axis", 26, "Time from the first step's start")];
     lanes(out, L);
-    axis(out, L, x, span);
+    axis(out, head, L, x, span);
     bars(out, L, x, drawn);
     criticalPath(out, L, x, drawn);
     out.push("</svg>");
-    host.innerHTML = out.join("");
+    head.push("</svg>");
+    // The chart first in the document; CSS puts the axis strip above it.
+    host.innerHTML = out.join("") + head.join("");
     note.textContent = drawn.length < data.bars.length
       ? `Drew ${drawn.length.toLocaleString()} of ${data.bars.length.toLocaleString()} bars: ` +
         "bars hidden under others at this width are left out (failed and critical-path steps " +

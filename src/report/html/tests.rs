@@ -134,3 +134,40 @@ fn sites_show_restore_times_and_a_dash_when_not_restored() {
     assert!(page.contains("<td>restored</td><td class=\"num\">12.3 s</td>"));
     assert!(page.contains("<h2>Failures (0)</h2>\n<p>No step failed.</p>"));
 }
+
+#[test]
+fn every_lane_is_in_the_chart_data_even_with_a_thousand_lanes() {
+    let lanes: Vec<String> = (0..1000).map(|i| format!("site-{i:04}")).collect();
+    // Bars in every other lane; the rest are idle, and still lanes with a label.
+    let bars = (0..1000)
+        .step_by(2)
+        .map(|i| bar(&format!("site-{i:04}/up"), i, 0, 10))
+        .collect();
+    let mut t = timeline(bars);
+    t.lanes = lanes.clone();
+    let chart = chart_of(&html(&t));
+    assert_eq!(chart["lanes"], serde_json::json!(lanes));
+    let rows = chart["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1000, "a row count for every lane");
+    assert!(rows.iter().step_by(2).all(|r| r == 1));
+    assert!(rows.iter().skip(1).step_by(2).all(|r| r == 0));
+}
+
+#[test]
+fn the_critical_path_is_called_as_run_for_a_run_and_planned_for_a_forecast() {
+    let mut b = bar("site-1/up", 0, 0, 10);
+    b.critical = true;
+    let mut t = timeline(vec![b]);
+    t.critical = vec!["site-1/up".into()];
+    assert!(html(&t).contains("<b>Critical path</b> (planned; 1 step): site-1/up</p>"));
+    t.origin = Some("2022-04-05T08:00:00.000Z".into());
+    let page = html(&t);
+    assert!(
+        page.contains("<b>Critical path</b> (as run: the chain that ended last"),
+        "{page}"
+    );
+    assert_eq!(
+        chart_of(&page)["critical"],
+        serde_json::json!(["site-1/up"])
+    );
+}

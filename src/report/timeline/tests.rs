@@ -158,15 +158,77 @@ fn only_started_steps_get_bars_timed_from_the_first_start() {
     assert_eq!(t.origin.as_deref(), Some("2022-04-15T05:20:00.000Z"));
 }
 
+fn step_index(plan: &Plan, id: &str) -> usize {
+    plan.steps.iter().position(|s| s.id == id).unwrap()
+}
+
 #[test]
-fn the_critical_path_is_listed_and_marked_on_its_bars() {
+fn the_critical_path_is_the_chain_that_ended_last_not_the_planned_one() {
     let plan = test_plan();
     let t = Timeline::from_run(&plan, &finished_run(&plan), LaneMode::Site);
-    assert_eq!(t.critical.len(), 3, "{:?}", t.critical);
+    // site-2/up ended last (500 ms), after site-2/a/load (480 ms), after shard/s1/get (100 ms).
+    assert_eq!(t.critical, ["shard/s1/get", "site-2/a/load", "site-2/up"]);
+    let planned: Vec<&str> = plan
+        .critical_path
+        .iter()
+        .map(|&i| plan.steps[i as usize].id.as_str())
+        .collect();
+    assert_eq!(planned.len(), 3, "{planned:?}");
+    assert_ne!(
+        t.critical, planned,
+        "the run's path differs from the plan's"
+    );
     for b in &t.bars {
         assert_eq!(b.critical, t.critical.contains(&b.step), "{}", b.step);
     }
-    assert!(t.bars.iter().any(|b| b.critical));
+    assert_eq!(t.bars.iter().filter(|b| b.critical).count(), 3);
+}
+
+#[test]
+fn the_critical_path_goes_back_to_the_dependency_that_ended_latest() {
+    let mut plan = test_plan();
+    // site-2/up waits for its load (ends at 480 ms) and for shard s2's fetch (ends at 490 ms).
+    let (up, get) = (
+        step_index(&plan, "site-2/up"),
+        step_index(&plan, "shard/s2/get"),
+    );
+    plan.steps[up].deps.push(get as crate::plan::StepIdx);
+    let mut steps = finished_run(&plan);
+    steps[get] = record(StepState::Succeeded, Some(10), Some(490));
+    let t = Timeline::from_run(&plan, &steps, LaneMode::Site);
+    assert_eq!(t.critical, ["shard/s2/get", "site-2/up"]);
+}
+
+#[test]
+fn the_critical_path_looks_through_a_dependency_that_never_ran() {
+    let plan = test_plan();
+    let mut steps = finished_run(&plan);
+    let mut skipped = record(StepState::Skipped, None, None);
+    skipped.note = Some("restored by hand".into());
+    steps[step_index(&plan, "site-2/a/load")] = skipped;
+    let t = Timeline::from_run(&plan, &steps, LaneMode::Site);
+    assert_eq!(t.critical, ["shard/s1/get", "site-2/up"]);
+}
+
+#[test]
+fn a_step_still_running_after_every_other_ended_ends_the_critical_path() {
+    let plan = test_plan();
+    let steps = records(
+        &plan,
+        &[
+            (
+                "shard/s1/get",
+                record(StepState::Succeeded, Some(0), Some(100)),
+            ),
+            (
+                "site-2/a/load",
+                record(StepState::Succeeded, Some(100), Some(200)),
+            ),
+            ("site-1/a/load", record(StepState::Running, Some(250), None)),
+        ],
+    );
+    let t = Timeline::from_run(&plan, &steps, LaneMode::Site);
+    assert_eq!(t.critical, ["shard/s1/get", "site-1/a/load"]);
 }
 
 #[test]
@@ -237,6 +299,7 @@ fn a_run_that_has_not_started_has_no_bars_and_says_so() {
     let steps = vec![StepRecord::default(); plan.steps.len()];
     let t = Timeline::from_run(&plan, &steps, LaneMode::Site);
     assert!(t.bars.is_empty());
+    assert!(t.critical.is_empty());
     assert_eq!((t.span_ms, t.origin.as_deref()), (0, None));
     assert!(
         t.subtitle.starts_with("no step has started"),
