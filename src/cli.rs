@@ -324,14 +324,16 @@ fn print_problems(problems: &[Problem]) {
         "error: {n} problem{} in the input; nothing was executed",
         if n == 1 { "" } else { "s" }
     );
-    for p in problems.iter().take(SHOWN_PROBLEMS) {
-        eprintln!("{}", printable(&p.to_string()));
+    let groups = crate::diag::grouped(problems);
+    for g in groups.iter().take(SHOWN_PROBLEMS) {
+        eprintln!("{}", printable(&g.to_string()));
     }
-    if n > SHOWN_PROBLEMS {
-        eprintln!(
-            "… and {} more; fix the ones above and run again",
-            n - SHOWN_PROBLEMS
-        );
+    if groups.len() > SHOWN_PROBLEMS {
+        let rest: usize = groups[SHOWN_PROBLEMS..]
+            .iter()
+            .map(|g| g.sites.len().max(1))
+            .sum();
+        eprintln!("… and {rest} more; fix the ones above and run again");
     }
 }
 

@@ -220,3 +220,142 @@ impl ProblemKind {
         }
     }
 }
+
+/// Problems that differ only in the site they name, gathered: 300 live sites are one line with a
+/// count and the first IDs, not 300 lines.
+#[derive(Debug)]
+pub struct ProblemGroup<'a> {
+    /// The group's problems, in input order.
+    pub members: Vec<&'a Problem>,
+    /// The site IDs the group's problems name, in input order.
+    pub sites: Vec<String>,
+}
+
+/// How many site IDs a group names before "… and N more".
+const GROUP_SHOWN: usize = 10;
+
+/// Groups problems of the same shape (file, entry and message with the site ID taken out, fix),
+/// in the order their first member appears.
+pub fn grouped(problems: &[Problem]) -> Vec<ProblemGroup<'_>> {
+    let mut groups: Vec<(String, ProblemGroup<'_>)> = Vec::new();
+    for p in problems {
+        let (shape, site) = shape_of(p);
+        match groups.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, g)) if site.is_some() => {
+                g.members.push(p);
+                g.sites.extend(site);
+            }
+            _ => groups.push((
+                shape,
+                ProblemGroup {
+                    members: vec![p],
+                    sites: site.into_iter().collect(),
+                },
+            )),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// A problem's text with the site ID it names replaced, and that ID.
+fn shape_of(p: &Problem) -> (String, Option<String>) {
+    let text = format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}",
+        p.at.file,
+        p.entry,
+        p.kind,
+        p.kind.fix()
+    );
+    let Some(start) = text.find("site-") else {
+        return (text, None);
+    };
+    let end = text[start..]
+        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        .map_or(text.len(), |n| start + n);
+    let site = text[start..end].to_owned();
+    (text.replace(&site, "<site>"), Some(site))
+}
+
+impl fmt::Display for ProblemGroup<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.members.len() < 3 {
+            let each: Vec<String> = self.members.iter().map(|p| p.to_string()).collect();
+            return write!(f, "{}", each.join("\n"));
+        }
+        let first = &self.sites[0];
+        let shown: Vec<&str> = self
+            .sites
+            .iter()
+            .take(GROUP_SHOWN)
+            .map(String::as_str)
+            .collect();
+        let more = self.sites.len().saturating_sub(GROUP_SHOWN);
+        let more = if more > 0 {
+            format!(", … and {more} more")
+        } else {
+            String::new()
+        };
+        let p = self.members[0];
+        write!(
+            f,
+            "{}: {} sites: {}{}\n    sites: {}{more}\n    fix: {}",
+            p.at.file,
+            self.sites.len(),
+            entry_prefix(&p.entry.replace(first.as_str(), "<site>")),
+            p.kind.to_string().replace(first.as_str(), "<site>"),
+            shown.join(", "),
+            p.kind.fix().replace(first.as_str(), "<site>"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(site: &str, line: u32) -> Problem {
+        let at = Location {
+            file: "req.toml".into(),
+            line: Some(line),
+            column: Some(6),
+        };
+        let kind = ProblemKind::Invalid {
+            message: "is active in the registry: drover never restores over a live site".into(),
+            fix: "remove it from the request".into(),
+        };
+        Problem::new(at, format!("site {site}"), kind)
+    }
+
+    #[test]
+    fn problems_that_differ_only_in_their_site_are_one_line() {
+        let mut problems: Vec<Problem> = (1..=300)
+            .map(|i| live(&format!("site-{i:04}"), i))
+            .collect();
+        problems.push(Problem::new(
+            Location::file("wf.toml"),
+            "pools.db",
+            ProblemKind::ZeroCapacity { pool: "db".into() },
+        ));
+        let groups = grouped(&problems);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].sites.len(), 300);
+        let text = groups[0].to_string();
+        assert!(
+            text.starts_with("req.toml: 300 sites: site <site>: is active"),
+            "{text}"
+        );
+        assert!(
+            text.contains("site-0009, site-0010, … and 290 more"),
+            "{text}"
+        );
+        assert!(text.contains("fix: remove it from the request"), "{text}");
+        assert_eq!(groups[1].to_string(), problems[300].to_string());
+        // Two alike are still shown one by one.
+        let two = grouped(&problems[..2]);
+        assert_eq!(two.len(), 1);
+        assert_eq!(
+            two[0].to_string(),
+            format!("{}\n{}", problems[0], problems[1])
+        );
+    }
+}
