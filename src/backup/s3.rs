@@ -216,13 +216,70 @@ impl BackupStore for S3Store {
     }
 }
 
+const NO_CREDENTIALS: &str = "no AWS credentials were found";
+
+/// What an operator must set when the error is about drover's S3 set-up rather than the store:
+/// credentials, the endpoint, the region.
+fn setup_problem<E: ProvideErrorMetadata>(err: &SdkError<E>, raw: &str) -> Option<&'static str> {
+    let text = raw.to_ascii_lowercase();
+    if let SdkError::DispatchFailure(_) = err {
+        if text.contains("credentials") || text.contains("imds") {
+            return Some(
+                "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (or AWS_PROFILE) in drover's environment, and AWS_ENDPOINT_URL and AWS_REGION \
+                 for a store that is not AWS S3",
+            );
+        }
+        if [
+            "connection refused",
+            "dns error",
+            "failed to lookup",
+            "tcp connect",
+            "connect error",
+        ]
+        .iter()
+        .any(|s| text.contains(s))
+        {
+            return Some(
+                "cannot connect to the S3 endpoint: check AWS_ENDPOINT_URL (for a store that is \
+                 not AWS S3: its URL, e.g. http://127.0.0.1:9000) and that it is reachable",
+            );
+        }
+    }
+    match err.code() {
+        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied") => Some(
+            "the store refused drover's credentials: check AWS_ACCESS_KEY_ID, \
+             AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket's permissions",
+        ),
+        Some("AuthorizationHeaderMalformed" | "PermanentRedirect") => {
+            Some("the bucket is in another region: set AWS_REGION to the bucket's region")
+        }
+        _ => None,
+    }
+}
+
+/// The first 300 characters of an SDK message (they can run to several lines of context).
+fn shorten(raw: &str) -> String {
+    let one_line = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
 /// Transient (retry) or not, from an SDK error.
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     what: &str,
     err: SdkError<E>,
 ) -> StoreError {
-    let message = DisplayErrorContext(&err).to_string();
+    let raw = DisplayErrorContext(&err).to_string();
+    let setup = setup_problem(&err, &raw);
+    let message = match setup {
+        Some(hint) => format!("{hint} (the S3 client said: {})", shorten(&raw)),
+        None => raw,
+    };
     let transient = match &err {
+        _ if setup.is_some_and(|h| h.starts_with(NO_CREDENTIALS)) => false,
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
         SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout() || d.is_other(),
         SdkError::ServiceError(se) => {

@@ -772,3 +772,45 @@ async fn a_missing_store_is_not_found_not_transient() {
     let err = store.list_snapshots(None).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }
+
+/// An S3 set-up problem says what to set, for every S3 operation: no credentials, or an endpoint
+/// that does not answer.
+#[test]
+fn s3_set_up_problems_say_what_to_set() {
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = support::drover();
+        cmd.args(["backups", "list", "--source", "s3://b/p?path-style=true"])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/drover-test")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/drover-test");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(&[]);
+    assert!(
+        stderr.contains("no AWS credentials were found: set AWS_ACCESS_KEY_ID"),
+        "{stderr}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let endpoint = format!("http://{closed}");
+    let stderr = run(&[
+        ("AWS_ACCESS_KEY_ID", "x"),
+        ("AWS_SECRET_ACCESS_KEY", "y"),
+        ("AWS_ENDPOINT_URL", &endpoint),
+    ]);
+    assert!(
+        stderr.contains("cannot connect to the S3 endpoint: check AWS_ENDPOINT_URL"),
+        "{stderr}"
+    );
+}
