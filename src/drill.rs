@@ -163,8 +163,8 @@ pub enum DrillFailure {
     NotRestored { missing: usize, sites: usize },
     #[error(
         "the batch took {}, over the target of {}",
-        humantime::format_duration(Duration::from_secs(took.as_secs())),
-        humantime::format_duration(*target)
+        crate::report::human(*took),
+        crate::report::human(*target)
     )]
     OverTarget { took: Duration, target: Duration },
     #[error("the drill was interrupted")]

@@ -16,14 +16,25 @@ pub use document::{TIMELINE_FORMAT, TimelineDoc};
 pub use html::html;
 pub use timeline::{Bar, FailureRow, LaneMode, Lanes, SiteRow, Timeline};
 
-/// A span of milliseconds for people: `850 ms`, `12.3 s`, `4m 05s`, `2h 07m`.
+/// A span of milliseconds for people, in drover's one duration style (the terminal, the
+/// reports and the page's chart all use it): `850ms`, `12.3s`, `4m 05s`, `2h 07m`, `1d 16h`.
 pub fn human_ms(ms: u64) -> String {
+    const MIN: u64 = 60_000;
+    const HOUR: u64 = 60 * MIN;
+    const DAY: u64 = 24 * HOUR;
     match ms {
-        0..1_000 => format!("{ms} ms"),
-        1_000..60_000 => format!("{:.1} s", ms as f64 / 1e3),
-        60_000..3_600_000 => format!("{}m {:02}s", ms / 60_000, ms / 1_000 % 60),
-        _ => format!("{}h {:02}m", ms / 3_600_000, ms / 60_000 % 60),
+        0..1_000 => format!("{ms}ms"),
+        1_000..MIN if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
+        1_000..MIN => format!("{:.1}s", ms as f64 / 1e3),
+        MIN..HOUR => format!("{}m {:02}s", ms / MIN, ms / 1_000 % 60),
+        HOUR..DAY => format!("{}h {:02}m", ms / HOUR, ms / MIN % 60),
+        _ => format!("{}d {:02}h", ms / DAY, ms / HOUR % 24),
     }
+}
+
+/// [`human_ms`] of a duration.
+pub fn human(d: std::time::Duration) -> String {
+    human_ms(crate::limits::millis(d))
 }
 
 #[cfg(test)]
@@ -33,10 +44,12 @@ mod tests {
     #[test]
     fn spans_read_in_the_largest_sensible_unit() {
         let check = |ms, expected: &str| assert_eq!(human_ms(ms), expected, "{ms} ms");
-        check(0, "0 ms");
-        check(999, "999 ms");
-        check(12_345, "12.3 s");
+        check(0, "0ms");
+        check(999, "999ms");
+        check(12_345, "12.3s");
+        check(10_000, "10s");
         check(245_000, "4m 05s");
         check(7_620_000, "2h 07m");
+        check(146_047_000, "1d 16h");
     }
 }

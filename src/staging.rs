@@ -73,14 +73,15 @@ pub fn cleanable(plan: &Plan, steps: &[StepRecord], root: &Path) -> Cleanable {
 pub fn remove(dirs: &[Removable]) -> std::io::Result<u64> {
     let mut freed = 0;
     for r in dirs {
-        freed += crate::util::relative_files(&r.dir)?
-            .iter()
-            .filter_map(|f| std::fs::metadata(r.dir.join(f)).ok())
-            .map(|m| m.len())
-            .sum::<u64>();
+        freed += crate::util::dir_size(&r.dir);
         std::fs::remove_dir_all(&r.dir)?;
     }
     Ok(freed)
+}
+
+/// How many bytes removing `dirs` would free.
+pub fn size(dirs: &[Removable]) -> u64 {
+    dirs.iter().map(|r| crate::util::dir_size(&r.dir)).sum()
 }
 
 fn recorded_dir(record: &StepRecord) -> Option<PathBuf> {

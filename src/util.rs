@@ -69,6 +69,27 @@ pub fn too_large(limit: u64) -> std::io::Error {
     )
 }
 
+/// The bytes of every regular file under `root` (0 if it cannot be read).
+pub fn dir_size(root: &std::path::Path) -> u64 {
+    relative_files(root)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| std::fs::metadata(root.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// `295.3 MiB`, `1.2 GiB`, `512 bytes`: a size as people read it.
+pub fn size_text(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, unit) in UNITS {
+        if n >= size {
+            return format!("{:.1} {unit}", n as f64 / size as f64);
+        }
+    }
+    format!("{n} bytes")
+}
+
 /// `64 MiB`, `512 KiB`, `17 bytes`: a size limit as people write it.
 pub fn bytes_text(n: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];

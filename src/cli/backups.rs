@@ -161,7 +161,7 @@ async fn fetch(args: FetchArgs) -> Result<Done, Failure> {
         report.reused,
         secs,
         report.downloaded_bytes as f64 / (1 << 20) as f64 / secs.max(1e-9),
-        humantime::format_duration(Duration::from_secs(report.rpo_s))
+        crate::report::human(Duration::from_secs(report.rpo_s))
     );
     outln!(
         "{}",

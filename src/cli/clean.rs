@@ -19,9 +19,12 @@ pub struct CleanArgs {
     /// The run's ledger; its staging area is `<ledger>.staging`.
     #[arg(long, short)]
     state: PathBuf,
-    /// List what would be removed; remove nothing.
+    /// Say what would be removed, and how much; remove nothing.
     #[arg(long)]
     dry_run: bool,
+    /// With --dry-run, also print each directory that would be removed (step, path).
+    #[arg(long, requires = "dry_run")]
+    list: bool,
 }
 
 pub fn run(args: CleanArgs) -> Result<Done, Failure> {
@@ -38,13 +41,22 @@ fn clean(ledger: &mut SqliteLedger, args: &CleanArgs, me: &Holder) -> Result<Don
     let root = crate::staging::dir_for(&args.state);
     let found = staging::cleanable(&stored.plan, &stored.steps, &root);
     if args.dry_run {
-        for r in &found.remove {
-            outln!("{}\t{}", r.step, r.dir.display());
+        if args.list {
+            for r in &found.remove {
+                outln!("{}\t{}", r.step, r.dir.display());
+            }
         }
         errln!(
-            "would remove {} fetched snapshots; {} still needed by unfinished steps",
+            "would remove {} fetched snapshots ({}) from {}; {} still needed by unfinished steps{}",
             found.remove.len(),
-            found.still_needed
+            crate::util::size_text(staging::size(&found.remove)),
+            root.display(),
+            found.still_needed,
+            if args.list || found.remove.is_empty() {
+                ""
+            } else {
+                " (--list names them)"
+            }
         );
         return Ok(Done::Ok);
     }
@@ -58,9 +70,9 @@ fn clean(ledger: &mut SqliteLedger, args: &CleanArgs, me: &Holder) -> Result<Don
     let freed =
         staging::remove(&found.remove).with_context(|| format!("cleaning {}", root.display()))?;
     errln!(
-        "removed {} fetched snapshots ({:.1} MiB) from {}; kept {} still needed by unfinished steps",
+        "removed {} fetched snapshots ({}) from {}; kept {} still needed by unfinished steps",
         found.remove.len(),
-        freed as f64 / (1024.0 * 1024.0),
+        crate::util::size_text(freed),
         root.display(),
         found.still_needed
     );

@@ -128,6 +128,11 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
         "look closer: drover status --state {0}/ledger.db, drover report --state {0}/ledger.db --html report.html",
         dir.display()
     );
+    errln!(
+        "the demo's files (platform, backups, ledger, staging) take {} in {}; remove the directory when done",
+        crate::util::size_text(crate::util::dir_size(&dir)),
+        dir.display()
+    );
     Ok(if run_done == Done::Ok && verdict == Done::Ok {
         Done::Ok
     } else {

@@ -152,7 +152,7 @@ fn print_text(d: &EstimateDoc) {
         super::shared::human(Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
     };
     outln!(
-        "estimate for plan {} ({} sites, {} steps), policy {:?}, model: {}",
+        "estimate for plan {} ({} sites, {} steps), policy {}, model: {}",
         &d.plan_hash[..12],
         d.sites,
         d.steps,

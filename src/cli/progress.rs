@@ -133,11 +133,11 @@ impl EventSink for TerminalSink {
             } => self.say(format!(
                 "retry  {} (attempt {attempt} failed: {error}); next attempt in {}",
                 self.id(*step),
-                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                crate::report::human(*delay)
             )),
             RunEvent::Draining { in_flight, grace } => self.say(format!(
                 "draining: {in_flight} steps in flight, {} grace",
-                humantime::format_duration(*grace)
+                crate::report::human(*grace)
             )),
             RunEvent::FanOutStopped { reason } => self.say(format!("STOPPED {reason}")),
             RunEvent::CanaryPassed { sites } => self.say(format!(
@@ -335,10 +335,7 @@ impl Bars {
             msg.push_str(&format!(", blocked {}", p.steps_blocked));
         }
         if let Some(eta) = p.eta {
-            msg.push_str(&format!(
-                ", ETA {}",
-                humantime::format_duration(Duration::from_secs(eta.as_secs()))
-            ));
+            msg.push_str(&format!(", ETA {}", crate::report::human(eta)));
         }
         self.steps.set_message(msg);
         self.sites.set_position(p.sites_restored as u64);
@@ -367,16 +364,11 @@ fn plain_line(plan: &Plan, p: &Progress) -> String {
         .collect();
     let eta = p
         .eta
-        .map(|e| {
-            format!(
-                " eta {}",
-                humantime::format_duration(Duration::from_secs(e.as_secs()))
-            )
-        })
+        .map(|e| format!(" eta {}", crate::report::human(e)))
         .unwrap_or_default();
     format!(
         "[{}] steps {}/{} ({pct:.0}%) failed {} blocked {} | sites {}/{} restored | running {} | pools {}{eta}",
-        humantime::format_duration(Duration::from_secs(p.elapsed.as_secs())),
+        crate::report::human(p.elapsed),
         p.steps_done,
         p.steps_total,
         p.steps_failed,

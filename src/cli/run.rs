@@ -329,7 +329,7 @@ async fn watch_signals(control: Control, grace: Duration) {
         if count == 1 {
             errln!(
                 "\ninterrupted: no new steps will start; in-flight steps have {} to finish (Ctrl-C again to stop at once)",
-                humantime::format_duration(grace)
+                crate::report::human(grace)
             );
             control.drain();
         } else {

@@ -69,9 +69,9 @@ pub(crate) fn preflight(
     Ok(Preflight { backups, registry })
 }
 
-/// A duration rounded to whole seconds, in humantime's notation.
+/// A duration in drover's one style (`4m 05s`, `2h 07m`): see [`crate::report::human_ms`].
 pub(crate) fn human(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    crate::report::human(d)
 }
 
 /// Runs the backup check (listings only), refusing with exit 2 when a unit has no usable snapshot.

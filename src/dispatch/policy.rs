@@ -28,6 +28,24 @@ pub enum Policy {
     SmallestSiteFirst,
 }
 
+impl Policy {
+    /// The name the `--policy` flag and the JSON documents use: `critical-path`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::CriticalPath => "critical-path",
+            Policy::Fifo => "fifo",
+            Policy::TierFirst => "tier-first",
+            Policy::SmallestSiteFirst => "smallest-site-first",
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Computes a step's priority key; smaller starts first.
 pub struct Priorities {
     policy: Policy,

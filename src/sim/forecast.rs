@@ -341,7 +341,7 @@ pub fn timeline(plan: &Plan, forecast: &Forecast) -> crate::report::timeline::Ti
             plan.steps.len()
         ),
         subtitle: format!(
-            "simulated makespan {}, lower bound {}, policy {:?}, model: {}",
+            "simulated makespan {}, lower bound {}, policy {}, model: {}",
             human(schedule.makespan),
             human(plan.lower_bound),
             doc.policy,
@@ -364,5 +364,5 @@ pub fn timeline(plan: &Plan, forecast: &Forecast) -> crate::report::timeline::Ti
 }
 
 fn human(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    crate::report::human(d)
 }

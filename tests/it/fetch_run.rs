@@ -237,6 +237,28 @@ fn clean_removes_only_fetched_data_that_no_unfinished_step_needs() {
             .unwrap();
         support::exited(&out, 0)
     };
+    // A dry run sums up (paths on request) and removes nothing.
+    let dry = |extra: &[&str]| {
+        support::drover()
+            .current_dir(d)
+            .args(["clean", "--state", "s.db", "--dry-run"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = dry(&[]);
+    let said = support::exited(&out, 0);
+    assert!(
+        said.contains("would remove 1 fetched snapshots ("),
+        "{said}"
+    );
+    assert!(said.contains("--list names them"), "{said}");
+    assert!(out.stdout.is_empty(), "no path lines without --list");
+    let listed = String::from_utf8(dry(&["--list"]).stdout).unwrap();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("site-0001/wiki/fetch"), "{listed}");
+    assert!(own.is_dir(), "a dry run removes nothing");
+
     let said = clean();
     assert!(said.contains("removed 1 fetched snapshots"), "{said}");
     assert!(said.contains("kept 2 still needed"), "{said}");

@@ -308,7 +308,9 @@ fn a_step_blocked_on_a_locked_shard_is_timed_out_retried_and_interruptible() {
 
 /// The ledger's highest event number and the steps it records succeeded, read directly.
 fn ledger_at_kill(state: &Path) -> (i64, std::collections::HashSet<String>) {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    // Read-write without create: after a SIGKILL the WAL may need recovering, which a read-only
+    // connection cannot do.
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE;
     let db = rusqlite::Connection::open_with_flags(state, flags).unwrap();
     let seq = db
         .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
@@ -326,7 +328,7 @@ fn ledger_at_kill(state: &Path) -> (i64, std::collections::HashSet<String>) {
 
 /// Steps claimed (started) after event `seq`.
 fn claimed_after(state: &Path, seq: i64) -> Vec<String> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE;
     let db = rusqlite::Connection::open_with_flags(state, flags).unwrap();
     let mut stmt = db
         .prepare("SELECT s.id FROM events e JOIN steps s ON s.idx = e.step WHERE e.op = 'claim' AND e.seq > ?1")
