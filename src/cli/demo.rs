@@ -33,49 +33,87 @@ pub struct DemoArgs {
 #[derive(Subcommand, Debug)]
 enum Stage {
     /// Build the platform, back it up twice, and write <dir>/request.toml for every site.
-    Init(DemoOpts),
-    /// Run the maintenance script: delete the sites and rewrite <dir>/request.toml to list them.
-    Incident(DemoOpts),
+    Init {
+        #[command(flatten)]
+        place: Place,
+        #[command(flatten)]
+        build: BuildOpts,
+    },
+    /// Run the maintenance script (in April 2022 a vendor's script, run in the wrong mode with a
+    /// list of app IDs, deleted 883 customer sites): delete the sites and rewrite
+    /// <dir>/request.toml to list them.
+    Incident {
+        #[command(flatten)]
+        place: Place,
+        #[command(flatten)]
+        incident: IncidentOpts,
+    },
     /// Compare every site with its pre-incident fingerprint; exit 0 only if all match.
-    Verify(DemoOpts),
+    Verify {
+        #[command(flatten)]
+        place: Place,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+/// Every stage at once (`drover demo` without a stage).
+#[derive(Args, Debug, Clone)]
+struct DemoOpts {
+    #[command(flatten)]
+    place: Place,
+    #[command(flatten)]
+    build: BuildOpts,
+    #[command(flatten)]
+    incident: IncidentOpts,
 }
 
 #[derive(Args, Debug, Clone)]
-struct DemoOpts {
+struct Place {
     /// Where the platform, backups, request, ledger and report go [default: a new temp dir].
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+/// How `init` builds the platform.
+#[derive(Args, Debug, Clone)]
+struct BuildOpts {
     /// Sites on the platform.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     sites: u32,
     /// Seed for the platform's generated sites.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// How many sites the incident deletes [default: all, as in 2022].
-    #[arg(long)]
-    deleted: Option<usize>,
-    /// Share of the deleted sites that the script only marked for deletion (soft delete).
-    #[arg(long, default_value = "0%")]
-    soft_deleted: String,
     /// Put the platform's backups in S3 (`s3://bucket/prefix`, `?path-style=true` for most
     /// S3-compatible servers; credentials and endpoint from the standard AWS environment)
     /// instead of <dir>/backups. The request then restores from there.
     #[arg(long, value_name = "URL")]
     backups: Option<String>,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+}
+
+/// What the incident deletes.
+#[derive(Args, Debug, Clone)]
+struct IncidentOpts {
+    /// How many sites the incident deletes [default: all, as the 2022 script did].
+    #[arg(long)]
+    deleted: Option<usize>,
+    /// Share of the deleted sites that the script only marked for deletion (soft delete).
+    #[arg(long, default_value = "0%")]
+    soft_deleted: String,
 }
 
 pub fn run(args: DemoArgs) -> Result<Done, Failure> {
     match args.stage {
-        Some(Stage::Init(o)) => init(&dir(&o)?, &o).map(|()| Done::Ok),
-        Some(Stage::Incident(o)) => incident(&dir(&o)?, &o).map(|()| Done::Ok),
-        Some(Stage::Verify(o)) => verify(&dir(&o)?, o.format),
+        Some(Stage::Init { place, build }) => init(&dir(&place)?, &build).map(|()| Done::Ok),
+        Some(Stage::Incident { place, incident: o }) => {
+            incident(&dir(&place)?, &o).map(|()| Done::Ok)
+        }
+        Some(Stage::Verify { place, format }) => verify(&dir(&place)?, format),
         None => whole(&args.opts),
     }
 }
 
-fn dir(o: &DemoOpts) -> Result<PathBuf, Failure> {
+fn dir(o: &Place) -> Result<PathBuf, Failure> {
     let d = match &o.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("drover-demo-{}", std::process::id())),
@@ -88,11 +126,11 @@ fn dir(o: &DemoOpts) -> Result<PathBuf, Failure> {
 }
 
 fn whole(o: &DemoOpts) -> Result<Done, Failure> {
-    let dir = dir(o)?;
+    let dir = dir(&o.place)?;
     let started = std::time::Instant::now();
     errln!("demo in {}", dir.display());
-    init(&dir, o)?;
-    incident(&dir, o)?;
+    init(&dir, &o.build)?;
+    incident(&dir, &o.incident)?;
     let request = dir.join("request.toml");
     let deleted = std::fs::read_to_string(&request)
         .context("reading the request")?
@@ -150,7 +188,7 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
-fn gen_opts(o: &DemoOpts) -> GenerateOptions {
+fn gen_opts(o: &BuildOpts) -> GenerateOptions {
     GenerateOptions {
         sites: o.sites as usize,
         seed: o.seed,
@@ -158,7 +196,7 @@ fn gen_opts(o: &DemoOpts) -> GenerateOptions {
     }
 }
 
-fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
+fn init(dir: &Path, o: &BuildOpts) -> Result<(), Failure> {
     let dest = o.backups.as_deref().map(s3_destination).transpose()?;
     for mine in ["backups", "backups-upload"] {
         if dir.join(mine).exists() {
@@ -173,11 +211,15 @@ fn init(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let opts = gen_opts(o);
     let platform = Platform::build(dir.join("platform"), &opts)?;
-    std::fs::write(
-        dir.join(DEMO_MARKER),
-        "made by `drover demo init`: `drover demo incident` may delete sites here\n",
-    )
-    .context("writing the demo marker")?;
+    // The marker also records how the platform was built: the incident's request needs the
+    // same generated site sizes.
+    let marker = serde_json::json!({
+        "made_by": "drover demo init: `drover demo incident` may delete sites here",
+        "sites": o.sites,
+        "seed": o.seed,
+    });
+    std::fs::write(dir.join(DEMO_MARKER), format!("{marker}\n"))
+        .context("writing the demo marker")?;
     let fingerprints =
         serde_json::to_value(platform.fingerprint_all()?).map_err(anyhow::Error::from)?;
     std::fs::write(dir.join("fingerprints.json"), fingerprints.to_string())
@@ -272,7 +314,28 @@ fn write_request(
 /// Written by `demo init`: `demo incident` deletes sites, and refuses any directory without it.
 const DEMO_MARKER: &str = ".drover-demo";
 
-fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
+/// How `demo init` built the platform in `dir`, from its marker (older markers hold only text:
+/// the defaults).
+fn built_with(dir: &Path) -> GenerateOptions {
+    let marker: serde_json::Value = std::fs::read_to_string(dir.join(DEMO_MARKER))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let defaults = BuildOpts {
+        sites: 300,
+        seed: 1,
+        backups: None,
+    };
+    gen_opts(&BuildOpts {
+        sites: marker["sites"]
+            .as_u64()
+            .map_or(defaults.sites, |n| n as u32),
+        seed: marker["seed"].as_u64().unwrap_or(defaults.seed),
+        backups: None,
+    })
+}
+
+fn incident(dir: &Path, o: &IncidentOpts) -> Result<(), Failure> {
     if !dir.join(DEMO_MARKER).is_file() {
         return Err(super::refuse(
             dir,
@@ -299,7 +362,7 @@ fn incident(dir: &Path, o: &DemoOpts) -> Result<(), Failure> {
     write_request(
         dir,
         &platform,
-        &gen_opts(o),
+        &built_with(dir),
         deleted,
         now,
         &backups_source(dir),
