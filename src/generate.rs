@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// How to generate a request.
@@ -82,19 +82,19 @@ pub fn sites(opts: &GenerateOptions) -> Vec<GeneratedSite> {
     let shards = opts.sites.div_ceil(opts.sites_per_shard.max(1)).max(1);
     (1..=opts.sites)
         .map(|n| {
-            let tier = pick_tier(rng.r#gen());
+            let tier = pick_tier(rng.random());
             // Log-normal site size: most sites small, a long tail of big ones.
             let site_gb = (normal(&mut rng) * 1.1).exp() * 2.0;
             let mut products = Vec::new();
             for &(name, share, weight) in PRODUCTS {
-                let wanted = rng.r#gen::<f64>() < share || opts.all_products;
+                let wanted = rng.random::<f64>() < share || opts.all_products;
                 let needs_issues =
                     name == "service-desk" && !products.iter().any(|(p, _, _)| *p == "issues");
                 if !wanted || needs_issues {
                     continue;
                 }
-                let shard = format!("{name}-{}", rng.gen_range(1..=shards));
-                let gb = (site_gb * weight * rng.gen_range(0.5..1.5) * 100.0).round() / 100.0;
+                let shard = format!("{name}-{}", rng.random_range(1..=shards));
+                let gb = (site_gb * weight * rng.random_range(0.5..1.5) * 100.0).round() / 100.0;
                 products.push((name, shard, gb.max(0.01)));
             }
             GeneratedSite {
@@ -180,8 +180,8 @@ fn pick_tier(x: f64) -> &'static str {
 
 /// A standard normal sample (Box–Muller).
 pub(crate) fn normal(rng: &mut impl Rng) -> f64 {
-    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.r#gen();
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 

@@ -144,14 +144,15 @@ impl Platform {
 
     /// Makes a connection honour the stop flag (see [`Platform::stop_flag`]). The connection
     /// must be used on the thread that opened it, as every platform operation does.
-    fn stoppable(&self, conn: Connection) -> Result<Connection, PlatformError> {
+    fn stoppable(&self, mut conn: Connection) -> Result<Connection, PlatformError> {
         let Some(stop) = self.stop.clone() else {
             return Ok(conn);
         };
         STOP.with(|s| *s.borrow_mut() = Some(stop.clone()));
         let path = conn.path().map(PathBuf::from).unwrap_or_default();
         conn.busy_handler(Some(wait_unless_stopped)).db(&path)?;
-        conn.progress_handler(STOP_CHECK_OPS, Some(move || stop.load(Ordering::Relaxed)));
+        conn.progress_handler(STOP_CHECK_OPS, Some(move || stop.load(Ordering::Relaxed)))
+            .db(&path)?;
         Ok(conn)
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
@@ -102,7 +102,7 @@ impl Platform {
         for site in sites {
             let record = SiteRecord {
                 id: site.id.clone(),
-                customer: format!("cust-{:04}", rng.gen_range(1..=customers)),
+                customer: format!("cust-{:04}", rng.random_range(1..=customers)),
                 tier: site.tier.to_owned(),
                 state: SiteState::Active,
                 products: site
@@ -163,8 +163,8 @@ impl Platform {
         let dir = self.attachments_dir(site, product);
         fs::create_dir_all(&dir).io(&dir)?;
         let mut rng = rng_for(seed, &[site, product, "attachments"]);
-        for n in 1..=rng.gen_range(2..=3) {
-            let mut bytes = vec![0u8; rng.gen_range(64..2048)];
+        for n in 1..=rng.random_range(2..=3) {
+            let mut bytes = vec![0u8; rng.random_range(64..2048)];
             rng.fill(&mut bytes[..]);
             let path = dir.join(format!("file-{n}.bin"));
             fs::write(&path, bytes).io(&path)?;
@@ -252,26 +252,26 @@ fn insert_rows(
 fn value(col: &Col, id: u64, tenant: &Tenant<'_>, rng: &mut ChaCha8Rng) -> Value {
     match col {
         Col::Words(min, max) => {
-            let n = rng.gen_range(*min..=*max);
+            let n = rng.random_range(*min..=*max);
             let words: Vec<&str> = (0..n)
-                .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+                .map(|_| WORDS[rng.random_range(0..WORDS.len())])
                 .collect();
             Value::Text(words.join(" "))
         }
         Col::Email => Value::Text(format!("user{id}@{}.example", tenant.site)),
-        Col::Choice(options) => Value::Text(options[rng.gen_range(0..options.len())].to_owned()),
-        Col::IssueRef => Value::Integer(rng.gen_range(1..=tenant.issues.max(1)) as i64),
+        Col::Choice(options) => Value::Text(options[rng.random_range(0..options.len())].to_owned()),
+        Col::IssueRef => Value::Integer(rng.random_range(1..=tenant.issues.max(1)) as i64),
     }
 }
 
 /// Two or three key contacts with distinct roles.
 fn contacts(site: &SiteRecord, seed: u64) -> Vec<Contact> {
     let mut rng = rng_for(seed, &[&site.id, "contacts"]);
-    let n = rng.gen_range(2..=3);
+    let n = rng.random_range(2..=3);
     ROLES[..n]
         .iter()
         .map(|role| {
-            let first = FIRST[rng.gen_range(0..FIRST.len())];
+            let first = FIRST[rng.random_range(0..FIRST.len())];
             Contact {
                 name: format!("{first} {}", site.customer),
                 email: format!("{role}.{first}@{}.example", site.customer),
@@ -284,7 +284,7 @@ fn contacts(site: &SiteRecord, seed: u64) -> Vec<Contact> {
 /// A generator seeded by the platform seed and a name.
 /// A product instance's ID, `app-` and 12 hex digits: the kind of ID the 2022 script was given.
 fn app_id(seed: u64, site: &str, product: &str) -> String {
-    let n: u64 = rng_for(seed, &[site, product, "app"]).r#gen();
+    let n: u64 = rng_for(seed, &[site, product, "app"]).random();
     format!("app-{:012x}", n >> 16)
 }
 

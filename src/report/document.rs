@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::ledger::{RunInfo, StepRecord, StepState, format_ms};
 use crate::plan::{Owner, Plan};
 
-use super::timeline::{Clock, LaneMode, Lanes, end_of, product_of, site_of};
+use super::timeline::{Clock, LaneMode, Lanes, actual_critical_path, end_of, product_of, site_of};
 
 pub const TIMELINE_FORMAT: &str = "drover-timeline/1";
 
@@ -23,6 +23,9 @@ pub struct TimelineDoc {
     pub origin: Option<String>,
     /// Step IDs along the plan's critical path, first to last.
     pub critical_path: Vec<String>,
+    /// Step IDs along the path the run actually took to its last step (what the HTML report
+    /// draws): from the step that ended last back through the dependency that ended latest.
+    pub critical_path_as_run: Vec<String>,
     /// Every step of the plan, in plan order.
     pub steps: Vec<StepEntry>,
 }
@@ -111,6 +114,10 @@ impl TimelineDoc {
                 .critical_path
                 .iter()
                 .map(|&i| plan.steps[i as usize].id.clone())
+                .collect(),
+            critical_path_as_run: actual_critical_path(plan, steps, &clock)
+                .into_iter()
+                .map(|i| plan.steps[i].id.clone())
                 .collect(),
             steps: steps.iter().enumerate().map(entry).collect(),
         }

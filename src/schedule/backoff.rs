@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 use crate::workflow::Retry;
 
@@ -16,7 +16,7 @@ pub fn delay(retry: &Retry, failed: u32, rng: &mut impl Rng) -> Duration {
         .saturating_mul(1 << doublings)
         .min(retry.max_backoff);
     // Backoffs are at most a day (`limits::MAX_BACKOFF`), so the product cannot overflow.
-    raw.mul_f64(rng.gen_range(0.5..=1.0))
+    raw.mul_f64(rng.random_range(0.5..=1.0))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use drover::plan::PlanOptions;
 use drover::request::Request;
 use drover::source::Source;
 use drover::workflow::Workflow;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use support::{REQUEST, WORKFLOW};
 
 /// Values that are well-formed but hostile: huge, negative, odd units, control characters,
@@ -87,31 +87,31 @@ fn seed() -> u64 {
 /// a line, flip a byte, or truncate.
 fn mutate(text: &str, rng: &mut impl Rng) -> Vec<u8> {
     let mut bytes = text.as_bytes().to_vec();
-    for _ in 0..rng.gen_range(1..=3) {
-        let at = rng.gen_range(0..=bytes.len());
-        match rng.gen_range(0..7) {
+    for _ in 0..rng.random_range(1..=3) {
+        let at = rng.random_range(0..=bytes.len());
+        match rng.random_range(0..7) {
             0 | 1 => {
                 // Replace the value after an `=` (or a random span) with a hostile token.
-                let token = TOKENS[rng.gen_range(0..TOKENS.len())].as_bytes();
-                let end = (at + rng.gen_range(0..12)).min(bytes.len());
+                let token = TOKENS[rng.random_range(0..TOKENS.len())].as_bytes();
+                let end = (at + rng.random_range(0..12)).min(bytes.len());
                 bytes.splice(at..end, token.iter().copied());
             }
             2 => {
-                let token = TOKENS[rng.gen_range(0..TOKENS.len())].as_bytes();
+                let token = TOKENS[rng.random_range(0..TOKENS.len())].as_bytes();
                 bytes.splice(at..at, token.iter().copied());
             }
             3 => {
-                let end = (at + rng.gen_range(1..40)).min(bytes.len());
+                let end = (at + rng.random_range(1..40)).min(bytes.len());
                 bytes.drain(at..end);
             }
             4 => {
-                let end = (at + rng.gen_range(1..80)).min(bytes.len());
+                let end = (at + rng.random_range(1..80)).min(bytes.len());
                 let copy = bytes[at..end].to_vec();
                 bytes.splice(at..at, copy);
             }
             5 if !bytes.is_empty() => {
-                let i = rng.gen_range(0..bytes.len());
-                bytes[i] ^= 1 << rng.gen_range(0..8);
+                let i = rng.random_range(0..bytes.len());
+                bytes[i] ^= 1 << rng.random_range(0..8);
             }
             _ => bytes.truncate(at),
         }
@@ -284,12 +284,12 @@ fn damaged_ledgers_are_refused_not_panicked_on() {
     let damaged = dir.path().join("damaged.db");
     for _ in 0..(cases() / 60).max(50) {
         let mut bytes = good.clone();
-        for _ in 0..rng.gen_range(1..=16) {
-            let i = rng.gen_range(0..bytes.len());
-            bytes[i] = rng.r#gen();
+        for _ in 0..rng.random_range(1..=16) {
+            let i = rng.random_range(0..bytes.len());
+            bytes[i] = rng.random();
         }
-        if rng.gen_bool(0.2) {
-            bytes.truncate(rng.gen_range(0..bytes.len()));
+        if rng.random_bool(0.2) {
+            bytes.truncate(rng.random_range(0..bytes.len()));
         }
         std::fs::write(&damaged, &bytes).unwrap();
         for suffix in ["-wal", "-shm"] {

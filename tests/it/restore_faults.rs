@@ -345,7 +345,7 @@ fn claimed_after(state: &Path, seq: i64) -> Vec<String> {
 /// step recorded succeeded at a kill was started again after it.
 #[test]
 fn fifty_sigkills_during_a_300_site_restore_lose_and_repeat_nothing() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let platform = deleted_platform(d, 300);
@@ -384,7 +384,7 @@ fn fifty_sigkills_during_a_300_site_restore_lose_and_repeat_nothing() {
             );
             break;
         }
-        std::thread::sleep(Duration::from_millis(rng.gen_range(100..900)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(100..900)));
         if let Some(status) = child.try_wait().unwrap() {
             assert_eq!(
                 status.code(),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::{drover, status_json, write};
 
 /// Products a and b (b after a); per product a short sleep then a noop; per site a final noop.
@@ -145,7 +145,7 @@ fn sigkill_at_random_moments_then_resume_redoes_no_finished_step() {
         };
         first = false;
         if kills < 12 {
-            std::thread::sleep(Duration::from_millis(rng.gen_range(150..500)));
+            std::thread::sleep(Duration::from_millis(rng.random_range(150..500)));
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();

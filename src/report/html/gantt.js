@@ -17,13 +17,15 @@
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ESCAPES[c]);
   const two = (n) => (n < 10 ? "0" : "") + n;
 
-  // A time from the start, for axis labels and hover text.
+  // A time from the start, for axis labels and hover text: drover's one duration style, as
+  // `report::human_ms` writes it (850ms, 12.3s, 10s, 4m 05s, 2h 07m, 1d 16h).
   function fmt(ms) {
-    if (ms < 1000) return ms + " ms";
-    if (ms < 60000) return +(ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
+    if (ms < 1000) return ms + "ms";
+    if (ms < 60000) return (ms % 1000 ? (ms / 1000).toFixed(1) : ms / 1000) + "s";
     const s = Math.floor(ms / 1000);
     if (s < 3600) return Math.floor(s / 60) + "m " + two(s % 60) + "s";
-    return Math.floor(s / 3600) + "h " + two(Math.floor(s / 60) % 60) + "m";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + two(Math.floor(s / 60) % 60) + "m";
+    return Math.floor(s / 86400) + "d " + two(Math.floor(s / 3600) % 24) + "h";
   }
 
   // Round tick intervals (ms); the first that keeps labels minGap pixels apart is used.

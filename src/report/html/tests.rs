@@ -131,7 +131,7 @@ fn sites_show_restore_times_and_a_dash_when_not_restored() {
     assert!(page.contains(
         "<td class=\"num\">—</td><td class=\"error\">site-2/up blocked by shard/s1/get</td>"
     ));
-    assert!(page.contains("<td>restored</td><td class=\"num\">12.3 s</td>"));
+    assert!(page.contains("<td>restored</td><td class=\"num\">12.3s</td>"));
     assert!(page.contains("<h2>Failures (0)</h2>\n<p>No step failed.</p>"));
 }
 
