@@ -60,8 +60,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// The whole story on embedded defaults: build a SaaS platform, back it up, delete its sites
-    /// as the 2022 script did, restore them with drover, verify every site. Stages: init,
-    /// incident, verify.
+    /// as the 2022 script did (in April 2022 a vendor's maintenance script, run in the wrong mode
+    /// with the wrong IDs, deleted 883 customer sites), restore them with drover, verify every
+    /// site. Stages: init, incident, verify.
     Demo(demo::DemoArgs),
     /// Expand a workflow and a restore request into a reviewable plan: validate everything,
     /// rank steps by critical path, bound the restore time and print the plan hash.

@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::{Done, Failure, Format};
 use crate::backup::download::{self, FetchOptions, Target};
 use crate::backup::{self, SnapshotEntry};
-use crate::diag::{Location, Problem, ProblemKind};
 
 #[derive(Subcommand, Debug)]
 pub enum BackupsCommand {
@@ -171,14 +170,8 @@ async fn fetch(args: FetchArgs) -> Result<Done, Failure> {
 }
 
 fn input(what: &str, message: String) -> Failure {
-    Failure::Input(vec![Problem::new(
-        Location::file(what),
-        "--source",
-        ProblemKind::Invalid {
-            message,
-            fix: "check the source: s3://bucket/prefix, file:///path or a directory".into(),
-        },
-    )])
+    let fix = "check the source: s3://bucket/prefix, file:///path or a directory";
+    super::refuse(std::path::Path::new(what), "--source", message, fix)
 }
 
 fn parse_concurrency(text: &str) -> Result<usize, String> {

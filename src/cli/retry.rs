@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Done, Failure};
-use crate::diag::{Location, Problem, ProblemKind};
 use crate::ledger::SessionMode;
 use crate::ledger::lock::Holder;
 use crate::ledger::sqlite::SqliteLedger;
@@ -100,30 +99,24 @@ pub fn skip(args: SkipArgs) -> Result<Done, Failure> {
             .ok_or_else(|| unknown(&args.state, "step", &args.step))?;
         let state = stored.steps[i as usize].state;
         if state != StepState::Failed {
-            let kind = ProblemKind::Invalid {
-                message: format!(
+            return Err(super::refuse(
+                &args.state,
+                "--step",
+                format!(
                     "step {} is {}; only a failed step can be skipped",
                     args.step,
                     state.as_str()
                 ),
-                fix: "check the step with `drover status`".into(),
-            };
-            return Err(Failure::Input(vec![Problem::new(
-                Location::file(&args.state.display().to_string()),
-                "--step",
-                kind,
-            )]));
+                "check the step with `drover status`",
+            ));
         }
         if args.reason.trim().is_empty() {
-            let kind = ProblemKind::Invalid {
-                message: "the reason is empty".into(),
-                fix: "say why skipping this step is safe; it is kept in the ledger".into(),
-            };
-            return Err(Failure::Input(vec![Problem::new(
-                Location::file("--reason"),
+            return Err(super::refuse(
+                std::path::Path::new("--reason"),
                 "--reason",
-                kind,
-            )]));
+                "the reason is empty".into(),
+                "say why skipping this step is safe; it is kept in the ledger",
+            ));
         }
         let at = now_ms();
         let mut ops = vec![Op::Skip {
@@ -218,16 +211,13 @@ fn with_failed_ancestors(stored: &Stored, steps: &[StepIdx]) -> Vec<StepIdx> {
 }
 
 fn unknown(state: &std::path::Path, what: &'static str, name: &str) -> Failure {
-    let kind = ProblemKind::Invalid {
-        message: format!("this run has no {what} '{name}'"),
-        fix: format!(
+    super::refuse(
+        state,
+        &format!("--{what}"),
+        format!("this run has no {what} '{name}'"),
+        &format!(
             "check the {what} ID with `drover status --state {}`",
             state.display()
         ),
-    };
-    Failure::Input(vec![Problem::new(
-        Location::file(&state.display().to_string()),
-        format!("--{what}"),
-        kind,
-    )])
+    )
 }

@@ -9,7 +9,6 @@ use clap::{Args, ValueEnum};
 
 use super::progress::{LogFormat, Renderer};
 use super::{Done, Failure};
-use crate::diag::{Location, Problem, ProblemKind};
 use crate::ledger::SessionMode;
 use crate::ledger::lock::Holder;
 use crate::ledger::sqlite::SqliteLedger;
@@ -549,22 +548,13 @@ pub(crate) fn check_blast_radius(plan: &Plan, max_sites: usize) -> Result<(), Fa
     if plan.sites.len() <= max_sites {
         return Ok(());
     }
-    let kind = ProblemKind::Invalid {
-        message: format!(
-            "the request restores {} sites, more than --max-sites {max_sites}",
-            plan.sites.len()
-        ),
-        fix: format!(
-            "check the site list; if {} sites is right, pass --max-sites {}",
-            plan.sites.len(),
-            plan.sites.len()
-        ),
-    };
-    Err(Failure::Input(vec![Problem::new(
-        Location::file("--max-sites"),
+    let n = plan.sites.len();
+    Err(super::refuse(
+        Path::new("--max-sites"),
         "blast radius",
-        kind,
-    )]))
+        format!("the request restores {n} sites, more than --max-sites {max_sites}"),
+        &format!("check the site list; if {n} sites is right, pass --max-sites {n}"),
+    ))
 }
 
 /// Shows what will be restored; asks on a terminal, refuses off one unless `--yes`.
@@ -585,14 +575,7 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), Failure> {
     let refuse = |message: &str| {
         let fix = "review the plan (drover plan --out plan.json) and run it with \
                    --plan plan.json --confirm <hash>, or pass --yes";
-        Failure::Input(vec![Problem::new(
-            Location::file("--yes"),
-            "confirmation",
-            ProblemKind::Invalid {
-                message: message.into(),
-                fix: fix.into(),
-            },
-        )])
+        super::refuse(Path::new("--yes"), "confirmation", message.into(), fix)
     };
     if !std::io::stdin().is_terminal() {
         return Err(refuse(
