@@ -343,9 +343,28 @@ pub(crate) fn warn_secrets(check: &crate::preflight::SecretCheck) {
     for place in &check.literal {
         eprintln!(
             "warning: {place} holds a literal credential; it is stored in the plan and the \
-             ledger. Write it as {{env:NAME}} (or env:NAME) and export NAME: docs/security.md"
+             ledger. Write it as {{env:NAME}} and export NAME: docs/security.md"
         );
     }
+}
+
+/// Refuses a secret reference in a param whose kind would send it as text (exit 2).
+pub(crate) fn refuse_unresolved_secrets(
+    check: &crate::preflight::SecretCheck,
+    workflow: &std::path::Path,
+) -> Result<(), Failure> {
+    let Some(place) = check.unresolved.first() else {
+        return Ok(());
+    };
+    Err(refuse(
+        workflow,
+        place,
+        "holds a {env:NAME} secret reference, but this kind of step does not resolve secrets \
+         there: it would receive the reference as text"
+            .into(),
+        "reference secrets only in http url and header.*, notify webhook and header.*, or exec \
+         env.* (pass a secret to a command through env.NAME)",
+    ))
 }
 
 /// `name=N,name=N` as used by `--pools`.

@@ -237,28 +237,41 @@ const GROUP_SHOWN: usize = 10;
 /// Groups problems of the same shape (file, entry and message with the site ID taken out, fix),
 /// in the order their first member appears.
 pub fn grouped(problems: &[Problem]) -> Vec<ProblemGroup<'_>> {
-    let mut groups: Vec<(String, ProblemGroup<'_>)> = Vec::new();
+    let mut groups: Vec<ProblemGroup<'_>> = Vec::new();
+    let mut by_shape: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for p in problems {
-        let (shape, site) = shape_of(p);
-        match groups.iter_mut().find(|(s, _)| *s == shape) {
-            Some((_, g)) if site.is_some() => {
-                g.members.push(p);
-                g.sites.extend(site);
+        let Some((shape, site)) = shape_of(p) else {
+            groups.push(ProblemGroup {
+                members: vec![p],
+                sites: Vec::new(),
+            });
+            continue;
+        };
+        match by_shape.get(&shape) {
+            Some(&g) => {
+                groups[g].members.push(p);
+                groups[g].sites.push(site);
             }
-            _ => groups.push((
-                shape,
-                ProblemGroup {
+            None => {
+                by_shape.insert(shape, groups.len());
+                groups.push(ProblemGroup {
                     members: vec![p],
-                    sites: site.into_iter().collect(),
-                },
-            )),
+                    sites: vec![site],
+                });
+            }
         }
     }
-    groups.into_iter().map(|(_, g)| g).collect()
+    groups
 }
 
-/// A problem's text with the site ID it names replaced, and that ID.
-fn shape_of(p: &Problem) -> (String, Option<String>) {
+/// A problem's text with the site ID its entry names replaced, and that ID; `None` for a
+/// problem whose entry names no site.
+fn shape_of(p: &Problem) -> Option<(String, String)> {
+    let start = p.entry.find("site-")?;
+    let end = p.entry[start..]
+        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        .map_or(p.entry.len(), |n| start + n);
+    let site = &p.entry[start..end];
     let text = format!(
         "{}\u{0}{}\u{0}{}\u{0}{}",
         p.at.file,
@@ -266,14 +279,7 @@ fn shape_of(p: &Problem) -> (String, Option<String>) {
         p.kind,
         p.kind.fix()
     );
-    let Some(start) = text.find("site-") else {
-        return (text, None);
-    };
-    let end = text[start..]
-        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-        .map_or(text.len(), |n| start + n);
-    let site = text[start..end].to_owned();
-    (text.replace(&site, "<site>"), Some(site))
+    Some((text.replace(site, "<site>"), site.to_owned()))
 }
 
 impl fmt::Display for ProblemGroup<'_> {
@@ -350,6 +356,18 @@ mod tests {
         );
         assert!(text.contains("fix: remove it from the request"), "{text}");
         assert_eq!(groups[1].to_string(), problems[300].to_string());
+        // A site named only in the file's path does not make problems alike.
+        let at = Location::file("/srv/site-restore/req.toml");
+        let kind = |m: &str| ProblemKind::Invalid {
+            message: m.into(),
+            fix: "f".into(),
+        };
+        let odd = [
+            Problem::new(at.clone(), "a", kind("one")),
+            Problem::new(at.clone(), "b", kind("two")),
+            Problem::new(at, "c", kind("three")),
+        ];
+        assert_eq!(grouped(&odd).len(), 3);
         // Two alike are still shown one by one.
         let two = grouped(&problems[..2]);
         assert_eq!(two.len(), 1);

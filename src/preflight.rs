@@ -267,6 +267,8 @@ pub struct SecretCheck {
     pub literal: Vec<String>,
     /// Variables referenced and not set, with the first param that needs each.
     pub missing: Vec<(String, String)>,
+    /// Params holding a reference that their kind does not resolve (it would be sent as text).
+    pub unresolved: Vec<String>,
 }
 
 /// Checks every distinct param of the plan (once per template and key) for secrets.
@@ -279,6 +281,12 @@ pub fn secrets(plan: &Plan, is_set: impl Fn(&str) -> bool) -> SecretCheck {
         for (key, value) in &step.params {
             let place = format!("step template '{template}' param '{key}'");
             let refs = crate::workflow::params::secret_refs(value);
+            if !refs.is_empty()
+                && !crate::steps::resolves_secrets(plan.kind(step), key)
+                && seen.insert(format!("unresolved {place}"))
+            {
+                check.unresolved.push(place.clone());
+            }
             for name in &refs {
                 if !is_set(name) {
                     missing

@@ -97,9 +97,13 @@ fn pairs(text: &str) -> String {
     let mut rest = text;
     while let Some(eq) = rest.find('=') {
         let (head, tail) = rest.split_at(eq);
+        // Where the name before `=` starts: after the last character that cannot be part of one
+        // (by its full width: the text may be any UTF-8).
         let name_start = head
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let name = head[name_start..].to_ascii_lowercase();
         out.push_str(head);
         out.push('=');
@@ -150,6 +154,11 @@ mod tests {
             "token=*** password=*** user=bob",
         );
         check("a == b, x=1", "a == b, x=1");
+        // Any UTF-8 around an `=` (a webhook's answer, a command's output).
+        check(
+            "Größe=0 naïve=1 é=2 passé_token=x",
+            "Größe=0 naïve=1 é=2 passé_token=***",
+        );
     }
 
     #[test]

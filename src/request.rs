@@ -89,6 +89,7 @@ impl Request {
             }
         }
         check_duplicates(&sites, &mut problems);
+        check_no_secret_references(&sites, &mut problems);
         if sites.is_empty() && problems.is_empty() {
             problems.push(Problem::new(
                 source.whole(),
@@ -260,6 +261,30 @@ fn attr_text(value: &toml::Value) -> Option<String> {
         toml::Value::Float(f) => Some(f.to_string()),
         toml::Value::Boolean(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+/// A site's attribute values are data, often from a list someone else made: one that reads as a
+/// secret reference (`{env:NAME}`) would, once templated into an http or exec param, make drover
+/// send that environment variable wherever the workflow sends the param.
+fn check_no_secret_references(sites: &[Site], problems: &mut Vec<Problem>) {
+    for site in sites {
+        for (key, value) in &site.attrs {
+            if value.contains("{env:") {
+                problems.push(Problem::new(
+                    site.at.clone(),
+                    format!("site {} attrs.{key}", site.id),
+                    ProblemKind::Invalid {
+                        message: "the value contains '{env:', which drover reads as a secret \
+                                  reference; a site's data may not name secrets"
+                            .into(),
+                        fix: "remove it from the site list; secrets belong in the workflow's \
+                              params as {env:NAME}"
+                            .into(),
+                    },
+                ));
+            }
+        }
     }
 }
 

@@ -34,6 +34,31 @@ use crate::status::{SiteState, count_sites, count_steps, site_states};
 use crate::steps::{Registry, StepContext, StepError, StepKind, StepOutput};
 pub use journal::Journal;
 
+/// How long a step whose timeout fired may take to wind down (stop its command, roll back its
+/// transaction) after it is cancelled, before it is abandoned.
+const WIND_DOWN: Duration = Duration::from_secs(10);
+
+/// Runs a step under its timeout. When the timeout fires the step is cancelled and given
+/// [`WIND_DOWN`] to stop, so that its next attempt does not start while it is still at work.
+async fn run_with_timeout(
+    kind: Arc<dyn StepKind>,
+    ctx: StepContext,
+    timeout: Duration,
+) -> Result<StepOutput, StepError> {
+    let cancel = ctx.cancel.clone();
+    let run = kind.run(ctx);
+    tokio::pin!(run);
+    if let Ok(result) = tokio::time::timeout(timeout, &mut run).await {
+        return result;
+    }
+    cancel.cancel();
+    let _ = tokio::time::timeout(WIND_DOWN, run).await;
+    Err(StepError::Retryable(format!(
+        "timed out after {}",
+        humantime::format_duration(timeout)
+    )))
+}
+
 /// How to run a plan.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -452,13 +477,7 @@ impl<'a> Scheduler<'a> {
                     ended: now_ms(),
                 };
             }
-            let result = match tokio::time::timeout(timeout, kind.run(ctx)).await {
-                Ok(r) => r,
-                Err(_) => Err(StepError::Retryable(format!(
-                    "timed out after {}",
-                    humantime::format_duration(timeout)
-                ))),
-            };
+            let result = run_with_timeout(kind, ctx, timeout).await;
             Finished {
                 idx,
                 result,

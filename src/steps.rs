@@ -165,6 +165,17 @@ impl Registry {
     }
 }
 
+/// Whether kind `kind` resolves `{env:NAME}` secret references in its param `param` (see
+/// `steps::secret`): where the value goes to another system as a credential would.
+pub fn resolves_secrets(kind: &str, param: &str) -> bool {
+    match kind {
+        "http" => param == "url" || param.starts_with("header."),
+        "notify" => param == "webhook" || param.starts_with("header."),
+        "exec" => param.starts_with("env."),
+        _ => false,
+    }
+}
+
 /// For tests and drills: when the step has a `record` param, appends a line
 /// `<idempotency key> <attempt>` to that file, so a test can see exactly which steps executed
 /// and how often.

@@ -218,16 +218,31 @@ impl BackupStore for S3Store {
 
 const NO_CREDENTIALS: &str = "no AWS credentials were found";
 
+/// The credentials chain found no credentials at all (a set-up problem no retry can fix), as
+/// opposed to a provider that timed out or was throttled (worth another attempt).
+fn no_credentials(text: &str) -> bool {
+    text.contains("no credentials found in chain")
+        || text.contains("credential provider was not enabled")
+        || text.contains("no providers in chain")
+}
+
 /// What an operator must set when the error is about drover's S3 set-up rather than the store:
 /// credentials, the endpoint, the region.
 fn setup_problem<E: ProvideErrorMetadata>(err: &SdkError<E>, raw: &str) -> Option<&'static str> {
     let text = raw.to_ascii_lowercase();
     if let SdkError::DispatchFailure(_) = err {
-        if text.contains("credentials") || text.contains("imds") {
+        if no_credentials(&text) {
             return Some(
                 "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
                  (or AWS_PROFILE) in drover's environment, and AWS_ENDPOINT_URL and AWS_REGION \
                  for a store that is not AWS S3",
+            );
+        }
+        if text.contains("credentials") || text.contains("imds") {
+            return Some(
+                "loading AWS credentials failed (retried): check the credential provider drover \
+                 uses (AWS_PROFILE, the instance metadata service) or set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY",
             );
         }
         if [

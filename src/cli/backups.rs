@@ -84,15 +84,11 @@ async fn list(args: ListArgs) -> Result<Done, Failure> {
         .await
         .map_err(anyhow::Error::new)?;
     match args.format {
-        Format::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(&ListDoc {
-                format: "drover-backups/1",
-                source: &args.source,
-                snapshots: &snapshots
-            })
-            .map_err(anyhow::Error::from)?
-        ),
+        Format::Json => super::print_json(&ListDoc {
+            format: "drover-backups/1",
+            source: &args.source,
+            snapshots: &snapshots,
+        })?,
         Format::Text => {
             outln!(
                 "{:<32} {:<18} {:>8} {:>14}  complete",
@@ -162,7 +158,8 @@ async fn fetch(args: FetchArgs) -> Result<Done, Failure> {
         report.downloaded_bytes as f64 / (1 << 20) as f64 / secs.max(1e-9),
         crate::report::human(Duration::from_secs(report.rpo_s))
     );
-    outln!(
+    // JSON as serde writes it (escaping is JSON's own).
+    println!(
         "{}",
         serde_json::to_string(&report).map_err(anyhow::Error::from)?
     );

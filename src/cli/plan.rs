@@ -68,6 +68,7 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
     }
     let secrets = crate::preflight::secrets(&plan, |name| std::env::var_os(name).is_some());
     super::warn_secrets(&secrets);
+    super::refuse_unresolved_secrets(&secrets, &args.workflow)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {

@@ -634,6 +634,7 @@ fn check_secrets(plan: &Plan, workflow: &Path, warn: bool) -> Result<(), Failure
     if warn {
         super::warn_secrets(&check);
     }
+    super::refuse_unresolved_secrets(&check, workflow)?;
     let Some((name, place)) = check.missing.first() else {
         return Ok(());
     };

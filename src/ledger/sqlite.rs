@@ -500,10 +500,12 @@ fn identify(path: &Path) -> Result<(), LedgerError> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
         return Err(incompatible("it is empty".into()));
     }
-    // Read-write without create, but nothing is written: only the header and schema are read.
+    // Read-only: another program's database (a hot journal, a WAL) is left exactly as it is.
     let flags =
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql_err(path))?;
     let version: i64 = match conn.pragma_query_value(None, "user_version", |r| r.get(0)) {
         Ok(v) => v,
         Err(rusqlite::Error::SqliteFailure(e, _))

@@ -61,7 +61,13 @@ impl PlatformError {
             PlatformError::Sqlite {
                 source: rusqlite::Error::SqliteFailure(e, _),
                 ..
-            } => matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked),
+            } => matches!(
+                e.code,
+                // Interrupted: the step's timeout or Ctrl-C stopped it (`Platform::stop_flag`).
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::OperationInterrupted
+            ),
             PlatformError::Io { .. } => true,
             _ => false,
         }

@@ -45,7 +45,7 @@ impl Platform {
         let shard = record.shard(product)?;
         let path = self.shard_path(shard);
         let conn = self.shard(shard)?;
-        integrity(&conn, &path).into_result(|r| fail(format!("shard {shard}: {r}")))?;
+        integrity(&conn, &path)?.into_result(|r| fail(format!("shard {shard}: {r}")))?;
         attach(&conn, &path, snapshot.as_ref(), schema.tables)?;
         let compared = compare(&conn, &path, site, product);
         conn.execute("DETACH DATABASE snap", []).db(&path)?;
@@ -135,15 +135,16 @@ impl Platform {
     }
 }
 
-fn integrity(conn: &Connection, path: &Path) -> Comparison {
-    let verdict: Result<String, _> = conn
+/// SQLite's verdict on the shard. Only a verdict counts as a difference: a check that could not
+/// run (busy, or stopped by a timeout or Ctrl-C) is an error, never a reason to quarantine.
+fn integrity(conn: &Connection, path: &Path) -> Result<Comparison, PlatformError> {
+    let verdict: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .db(path);
-    match verdict {
-        Ok(v) if v == "ok" => Comparison::Matches,
-        Ok(v) => Comparison::Differs(format!("integrity check: {v}")),
-        Err(e) => Comparison::Differs(format!("integrity check could not run: {e}")),
-    }
+        .db(path)?;
+    Ok(match verdict.as_str() {
+        "ok" => Comparison::Matches,
+        _ => Comparison::Differs(format!("integrity check: {verdict}")),
+    })
 }
 
 /// The outcome of one check of restored data: it matches, or what differs.

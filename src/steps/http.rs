@@ -8,7 +8,7 @@
 //! and connection failures are retryable; any other status is permanent.
 //!
 //! Credentials belong in the environment, not the workflow: `url` and `header.NAME` may use
-//! `{env:NAME}` (or be `env:NAME` whole), resolved only now. Errors name the URL as the
+//! `{env:NAME}`, resolved only now. Errors name the URL as the
 //! workflow wrote it, with any literal password or token redacted, and hide resolved secrets.
 
 use async_trait::async_trait;

@@ -10,9 +10,10 @@ use super::{StepContext, StepError};
 use crate::platform::{Platform, PlatformError};
 
 /// Runs synchronous platform work (SQLite, files) on a blocking thread and waits for it beside
-/// the run's cancellation. When the run is cancelled, or this future is dropped because the
-/// step's `timeout` fired, the work is told to stop: a wait for a busy shard or a long query
-/// ends at its next check and its transaction rolls back, so a retry starts clean.
+/// the step's cancellation (Ctrl-C, or its `timeout`: the scheduler cancels the step and waits
+/// for it to wind down). Then the work is told to stop — a wait for a busy shard or a long query
+/// ends at its next check and its transaction rolls back — and is awaited, so no attempt is
+/// still at work when the next one starts.
 pub(crate) async fn on_platform<T, F>(ctx: &StepContext, work: F) -> Result<T, StepError>
 where
     T: Send + 'static,
@@ -21,15 +22,22 @@ where
     let mut platform = open(ctx)?;
     let stop = StopOnDrop(platform.stop_flag());
     let owned = ctx.clone();
-    let handle = tokio::task::spawn_blocking(move || work(platform, owned));
-    let result = tokio::select! {
-        joined = handle => joined.map_err(|e| {
-            StepError::Retryable(format!("{}: the platform work ended abnormally: {e}", ctx.step_id))
-        })?,
-        () = ctx.cancel.cancelled() => Err(StepError::Retryable("cancelled".into())),
+    let mut handle = tokio::task::spawn_blocking(move || work(platform, owned));
+    let ended = |e: tokio::task::JoinError| {
+        StepError::Retryable(format!(
+            "{}: the platform work ended abnormally: {e}",
+            ctx.step_id
+        ))
     };
-    drop(stop);
-    result
+    tokio::select! {
+        joined = &mut handle => joined.map_err(ended)?,
+        () = ctx.cancel.cancelled() => {
+            stop.0.store(true, Ordering::Relaxed);
+            // It stops within one poll of SQLite's busy wait or query; its result is dropped.
+            let _ = handle.await;
+            Err(StepError::Retryable("cancelled".into()))
+        }
+    }
 }
 
 /// Sets the stop flag when dropped: on every way out of [`on_platform`], including a timeout.

@@ -1,6 +1,5 @@
 //! Secrets by reference, resolved only when a step runs: a param value may name an
-//! environment variable (`{env:HOOK_TOKEN}` anywhere in it, or the whole value
-//! `env:HOOK_URL`) instead of holding a credential. The plan, the ledger and every output keep
+//! environment variable (`{env:HOOK_TOKEN}` anywhere in it) instead of holding a credential. The plan, the ledger and every output keep
 //! the reference; the resolved value lives only in the step's memory, and [`Resolved::hide`]
 //! puts the reference back into any text (an error, a response) that quotes it.
 
@@ -21,7 +20,6 @@ impl Resolved {
         if names.is_empty() {
             return Ok(value.to_owned());
         }
-        let whole = value.strip_prefix("env:").is_some_and(|n| names == [n]);
         let mut out = value.to_owned();
         for name in names {
             let secret = std::env::var(name).map_err(|_| {
@@ -29,11 +27,7 @@ impl Resolved {
                     "the secret {{env:{name}}} is not set: export {name} in drover's environment"
                 ))
             })?;
-            out = if whole {
-                secret.clone()
-            } else {
-                out.replace(&format!("{{env:{name}}}"), &secret)
-            };
+            out = out.replace(&format!("{{env:{name}}}"), &secret);
             if !secret.is_empty() {
                 self.values.push((name.to_owned(), secret));
             }
@@ -65,7 +59,7 @@ mod tests {
             r.resolve("Bearer {env:PATH}").unwrap(),
             format!("Bearer {path}")
         );
-        assert_eq!(r.resolve("env:PATH").unwrap(), path);
+        assert_eq!(r.resolve("{env:PATH}").unwrap(), path);
         assert_eq!(r.resolve("plain").unwrap(), "plain");
         assert_eq!(
             r.hide(&format!("401: bad token {path}")),

@@ -1,8 +1,8 @@
 //! Parameter templates: `"{site}/attachments/{shard}"` split into literal text and variables,
 //! filled in per step instance by the planner. `{env:NAME}` is a secret by reference: the
 //! planner leaves it as it is (so only the reference reaches the plan and the ledger) and the
-//! step resolves it from its environment when it runs (`steps::secret`). A whole value
-//! `env:NAME` means the same.
+//! step resolves it from its environment when it runs (`steps::secret`), in the params that
+//! kind resolves (`steps::resolves_secrets`).
 
 use std::fmt::Write;
 
@@ -121,14 +121,8 @@ impl ParamTemplate {
     }
 }
 
-/// The environment variables a rendered param value refers to: `{env:NAME}` anywhere, or the
-/// whole value `env:NAME`.
+/// The environment variables a rendered param value refers to: `{env:NAME}`.
 pub fn secret_refs(value: &str) -> Vec<&str> {
-    if let Some(name) = value.strip_prefix("env:")
-        && is_env_name(name)
-    {
-        return vec![name];
-    }
     let mut out = Vec::new();
     let mut rest = value;
     while let Some(i) = rest.find("{env:") {
@@ -190,7 +184,7 @@ mod tests {
         check("Bearer {env:HOOK_TOKEN}", Ok("Bearer {env:HOOK_TOKEN}"));
         check("{env:1BAD}", Err("parse error"));
         assert_eq!(secret_refs("Bearer {env:HOOK_TOKEN}"), ["HOOK_TOKEN"]);
-        assert_eq!(secret_refs("env:HOOK_URL"), ["HOOK_URL"]);
+        assert!(secret_refs("env:staging").is_empty(), "an ordinary value");
         assert_eq!(secret_refs("{env:A}/{env:B_2}"), ["A", "B_2"]);
         assert!(secret_refs("https://h/x").is_empty());
     }

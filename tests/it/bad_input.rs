@@ -588,3 +588,51 @@ fn a_file_of_the_wrong_kind_is_named() {
         "the file was not changed"
     );
 }
+
+/// Secrets are referenced only where a step kind resolves them, and never from a site's data.
+#[test]
+fn secret_references_only_where_resolved_and_never_in_site_data() {
+    // A site attribute naming a secret: templated into a webhook it would send the variable.
+    let req = REQUEST.replacen("size_gb = 2,", "size_gb = 2, owner = \"{env:HOME}\",", 1);
+    has(
+        &refused(WORKFLOW, &req),
+        &["attrs.owner", "secret reference"],
+    );
+    // A reference in a param the kind does not resolve would reach the step as text.
+    let wf = format!(
+        "{WORKFLOW}\n[steps.hook]\nscope = \"site\"\nkind = \"exec\"\nafter = [\"validate\"]\n\
+         params = {{ command = \"true\", args = \"--token {{env:HOME}}\" }}\nestimate = \"1s\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let w = write(dir.path(), "wf.toml", &wf);
+    let r = write(dir.path(), "req.toml", REQUEST);
+    let out = drover()
+        .args(["plan", "--offline", "-w"])
+        .arg(&w)
+        .arg("-r")
+        .arg(&r)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("does not resolve secrets there"),
+        "{stderr}"
+    );
+    // An ordinary value that starts with "env:" is just text.
+    let wf = wf.replace("--token {env:HOME}", "env:staging");
+    std::fs::write(&w, wf).unwrap();
+    let out = drover()
+        .args(["plan", "--offline", "-w"])
+        .arg(&w)
+        .arg("-r")
+        .arg(&r)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
