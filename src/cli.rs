@@ -389,3 +389,24 @@ pub(crate) fn parse_pools(s: &str) -> Result<std::collections::BTreeMap<String, 
     }
     Ok(pools)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The help of `run` states the default parallelism in words (clap cannot format a
+    /// constant into a doc comment); this keeps those words the scheduler's one value.
+    #[test]
+    fn the_help_states_the_default_parallelism_the_scheduler_uses() {
+        let mut cli = super::Cli::command();
+        for command in ["run", "resume"] {
+            let help = cli
+                .find_subcommand_mut(command)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            let default = format!("[default: {},", crate::dispatch::DEFAULT_MAX_PARALLEL);
+            assert!(help.contains(&default), "{command}: {help}");
+        }
+    }
+}

@@ -589,6 +589,16 @@ fn a_file_of_the_wrong_kind_is_named() {
     );
 }
 
+fn plan_offline(workflow: &Path, request: &Path) -> std::process::Output {
+    drover()
+        .args(["plan", "--offline", "-w"])
+        .arg(workflow)
+        .arg("-r")
+        .arg(request)
+        .output()
+        .unwrap()
+}
+
 /// Secrets are referenced only where a step kind resolves them, and never from a site's data.
 #[test]
 fn secret_references_only_where_resolved_and_never_in_site_data() {
@@ -606,13 +616,7 @@ fn secret_references_only_where_resolved_and_never_in_site_data() {
     let dir = tempfile::tempdir().unwrap();
     let w = write(dir.path(), "wf.toml", &wf);
     let r = write(dir.path(), "req.toml", REQUEST);
-    let out = drover()
-        .args(["plan", "--offline", "-w"])
-        .arg(&w)
-        .arg("-r")
-        .arg(&r)
-        .output()
-        .unwrap();
+    let out = plan_offline(&w, &r);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -622,13 +626,7 @@ fn secret_references_only_where_resolved_and_never_in_site_data() {
     // An ordinary value that starts with "env:" is just text.
     let wf = wf.replace("--token {env:HOME}", "env:staging");
     std::fs::write(&w, wf).unwrap();
-    let out = drover()
-        .args(["plan", "--offline", "-w"])
-        .arg(&w)
-        .arg("-r")
-        .arg(&r)
-        .output()
-        .unwrap();
+    let out = plan_offline(&w, &r);
     assert_eq!(
         out.status.code(),
         Some(0),

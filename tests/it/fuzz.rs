@@ -197,6 +197,16 @@ fn request_with_csv() -> String {
     )
 }
 
+/// Case `i`: the workflow, the request or the site list mutated in turn, the others intact.
+fn one_mutated(i: usize, workflow: &str, request: &str, rng: &mut impl Rng) -> [Vec<u8>; 3] {
+    let intact = |s: &str| s.as_bytes().to_vec();
+    match i % 3 {
+        0 => [mutate(workflow, rng), intact(request), intact(CSV)],
+        1 => [intact(WORKFLOW), mutate(request, rng), intact(CSV)],
+        _ => [intact(WORKFLOW), intact(request), mutate(CSV, rng)],
+    }
+}
+
 #[test]
 fn workflows_requests_and_site_lists_never_panic() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed());
@@ -205,23 +215,7 @@ fn workflows_requests_and_site_lists_never_panic() {
     let n = cases();
     for i in 0..n {
         let wf = &workflows[i % workflows.len()];
-        let (w, r, c) = match i % 3 {
-            0 => (
-                mutate(wf, &mut rng),
-                request.clone().into_bytes(),
-                CSV.as_bytes().to_vec(),
-            ),
-            1 => (
-                WORKFLOW.as_bytes().to_vec(),
-                mutate(&request, &mut rng),
-                CSV.as_bytes().to_vec(),
-            ),
-            _ => (
-                WORKFLOW.as_bytes().to_vec(),
-                request.clone().into_bytes(),
-                mutate(CSV, &mut rng),
-            ),
-        };
+        let [w, r, c] = one_mutated(i, wf, &request, &mut rng);
         let input = [&w[..], b"\n----\n", &r[..], b"\n----\n", &c[..]].concat();
         check("plan", &input, || plan_and_simulate(&w, &r, &c));
     }
@@ -342,23 +336,7 @@ fn the_binary_exits_0_or_2_on_mutated_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let request = request_with_csv();
     for i in 0..(cases() / 40).max(100) {
-        let (w, r, c) = match i % 3 {
-            0 => (
-                mutate(WORKFLOW, &mut rng),
-                request.clone().into_bytes(),
-                CSV.as_bytes().to_vec(),
-            ),
-            1 => (
-                WORKFLOW.as_bytes().to_vec(),
-                mutate(&request, &mut rng),
-                CSV.as_bytes().to_vec(),
-            ),
-            _ => (
-                WORKFLOW.as_bytes().to_vec(),
-                request.clone().into_bytes(),
-                mutate(CSV, &mut rng),
-            ),
-        };
+        let [w, r, c] = one_mutated(i, WORKFLOW, &request, &mut rng);
         let wf = support::write(dir.path(), "wf.toml", &w);
         let req = support::write(dir.path(), "req.toml", &r);
         support::write(dir.path(), "sites.csv", &c);
