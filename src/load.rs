@@ -57,25 +57,44 @@ pub fn request(path: &Path) -> Result<Request, Vec<Problem>> {
 
 type Files = RefCell<std::collections::BTreeMap<String, String>>;
 
-/// Reads an input file that should be of kind `expected`; a drover file of another kind is
-/// refused by name ("this is a restore request; pass it with -r").
+/// Reads an input file that should be of kind `expected`. What kind of file it is instead is
+/// only worked out once it failed to read or parse (see [`named_kind`]): the sniff parses the
+/// whole file, which a 50 MB request should not pay for twice.
 fn read(path: &Path, files: &Files, expected: FileKind) -> Result<Source, Problem> {
     let bytes = Source::read_bytes(path, crate::source::MAX_INPUT_BYTES)?;
-    let found = crate::sniff::kind_of(&bytes);
-    if found != expected && found != FileKind::Other {
-        return Err(Problem::new(
+    if bytes.starts_with(crate::sniff::SQLITE_MAGIC) {
+        return Err(named_kind(path, &bytes, expected).expect("a SQLite file is a known kind"));
+    }
+    remember(
+        Source::from_bytes(path.display().to_string(), bytes)?,
+        files,
+    )
+}
+
+/// A file that did not parse as `expected` but is another kind of drover file, named for what
+/// it is ("this is a restore request; pass it with -r"); `None` if it is not one.
+fn named_kind(path: &Path, bytes: &[u8], expected: FileKind) -> Option<Problem> {
+    let found = crate::sniff::kind_of(bytes);
+    (found != expected && found != FileKind::Other).then(|| {
+        Problem::new(
             Location::file(&path.display().to_string()),
             "",
             ProblemKind::Invalid {
                 message: format!("this is {}, not {}", found.describe(), expected.describe()),
                 fix: format!("{}; did you swap the files?", found.usage()),
             },
-        ));
-    }
-    remember(
-        Source::from_bytes(path.display().to_string(), bytes)?,
-        files,
-    )
+        )
+    })
+}
+
+/// Parse problems, or the one problem that says the file is another kind of drover file.
+fn or_named(
+    path: &Path,
+    source: &Source,
+    expected: FileKind,
+    problems: Vec<Problem>,
+) -> Vec<Problem> {
+    named_kind(path, source.text.as_bytes(), expected).map_or(problems, |p| vec![p])
 }
 
 fn read_limited(path: &Path, files: &Files, limit: u64) -> Result<Source, Problem> {
@@ -93,6 +112,7 @@ fn remember(source: Source, files: &Files) -> Result<Source, Problem> {
 fn workflow_with(path: &Path, files: &Files) -> Result<Workflow, Vec<Problem>> {
     let source = read(path, files, FileKind::Workflow).map_err(|p| vec![p])?;
     Workflow::parse(&source, crate::steps::KNOWN_KINDS)
+        .map_err(|p| or_named(path, &source, FileKind::Workflow, p))
 }
 
 fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
@@ -105,7 +125,8 @@ fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
             crate::source::MAX_SITE_LIST_BYTES,
         )
     };
-    let mut request = Request::parse(&source, site_list)?;
+    let mut request = Request::parse(&source, site_list)
+        .map_err(|p| or_named(path, &source, FileKind::Request, p))?;
     request.backups = request.backups.map(|b| absolute_source(&b, &dir));
     request.target = request.target.map(|t| absolute_source(&t, &dir));
     Ok(request)

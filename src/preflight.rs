@@ -271,20 +271,22 @@ pub struct SecretCheck {
     pub unresolved: Vec<String>,
 }
 
-/// Checks every distinct param of the plan (once per template and key) for secrets.
+/// Checks the params of each step template for secrets, on its first instance: references come
+/// only from the workflow's text (a site's data may not hold one), so every instance of a
+/// template has the same, and a plan of millions of steps is checked in a few thousand params.
 pub fn secrets(plan: &Plan, is_set: impl Fn(&str) -> bool) -> SecretCheck {
     let mut check = SecretCheck::default();
-    let mut seen = std::collections::HashSet::new();
     let mut missing = std::collections::BTreeMap::new();
-    for step in &plan.steps {
+    let mut first = vec![None; plan.templates.len()];
+    for (i, step) in plan.steps.iter().enumerate() {
+        first[step.template as usize].get_or_insert(i);
+    }
+    for step in first.into_iter().flatten().map(|i| &plan.steps[i]) {
         let template = &plan.templates[step.template as usize].name;
         for (key, value) in &step.params {
             let place = format!("step template '{template}' param '{key}'");
             let refs = crate::workflow::params::secret_refs(value);
-            if !refs.is_empty()
-                && !crate::steps::resolves_secrets(plan.kind(step), key)
-                && seen.insert(format!("unresolved {place}"))
-            {
+            if !refs.is_empty() && !crate::steps::resolves_secrets(plan.kind(step), key) {
                 check.unresolved.push(place.clone());
             }
             for name in &refs {
@@ -302,7 +304,7 @@ pub fn secrets(plan: &Plan, is_set: impl Fn(&str) -> bool) -> SecretCheck {
             });
             let literal =
                 crate::redact::has_credentials(value) || (sensitive_header && refs.is_empty());
-            if literal && seen.insert(place.clone()) {
+            if literal {
                 check.literal.push(place);
             }
         }

@@ -48,7 +48,8 @@ impl FileKind {
     }
 }
 
-const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+/// The first bytes of every SQLite database file.
+pub const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
 /// Recognises a file by its first bytes and, for text, its top-level keys.
 pub fn kind_of(bytes: &[u8]) -> FileKind {

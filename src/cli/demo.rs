@@ -161,7 +161,7 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
     };
     let verdict = verify(&dir, Format::Text)?;
     report(&dir)?;
-    errln!("total {}", super::shared::human(started.elapsed()));
+    errln!("total {}", crate::report::human(started.elapsed()));
     errln!(
         "look closer: drover status --state {0}/ledger.db, drover report --state {0}/ledger.db --html report.html",
         dir.display()
@@ -478,7 +478,7 @@ fn report(dir: &Path) -> Result<(), Failure> {
             .copied()
             .unwrap_or(0)
     };
-    let h = |secs: i64| super::shared::human(Duration::from_secs(secs.max(0) as u64));
+    let h = |secs: i64| crate::report::human(Duration::from_secs(secs.max(0) as u64));
     let line: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
     errln!("platform: {}", line.join(", "));
     if !rto.is_empty() {

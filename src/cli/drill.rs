@@ -302,13 +302,13 @@ fn rehearse(
 }
 
 fn print_result(m: &drill::Measured, target: Duration, verdict: &Result<(), drill::DrillFailure>) {
-    let h = |d: Option<Duration>| d.map_or("-".into(), super::shared::human);
+    let h = |d: Option<Duration>| d.map_or("-".into(), crate::report::human);
     errln!(
         "drill: {} of {} sites restored; batch RTO {} (target {}); per site p50 {}, p95 {}, max {}",
         m.restored,
         m.sites,
         h(m.batch),
-        super::shared::human(target),
+        crate::report::human(target),
         h(m.p50),
         h(m.p95),
         h(m.max.as_ref().map(|x| x.0)),
@@ -358,7 +358,7 @@ fn print_trend(out: &mut impl Write, records: &[DrillRecord]) -> std::io::Result
     // The values come from a file a person may have edited: anything odd prints as "-".
     let h = |s: Option<f64>| {
         s.and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .map_or("-".into(), super::shared::human)
+            .map_or("-".into(), crate::report::human)
     };
     writeln!(
         out,

@@ -149,7 +149,7 @@ fn learn(history: &[PathBuf]) -> Result<DurationModel, Failure> {
 // like the output it prints.
 fn print_text(d: &EstimateDoc) {
     let h = |s: f64| {
-        super::shared::human(Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
+        crate::report::human(Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
     };
     outln!(
         "estimate for plan {} ({} sites, {} steps), policy {}, model: {}",

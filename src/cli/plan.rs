@@ -8,9 +8,10 @@ use clap::Args;
 
 use super::Failure;
 use super::Format;
-use super::shared::{Preflight, human, load, plan_inputs, preflight};
+use super::shared::{Preflight, load, plan_inputs, preflight};
 use crate::plan::doc::{PlanDoc, Summary};
 use crate::plan::{self, Plan, PlanOptions};
+use crate::report::human;
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {

@@ -160,8 +160,8 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
     if let Some((p50, max, site)) = checked.backups.as_ref().and_then(|c| c.rpo_summary(&plan)) {
         errln!(
             "backups: every unit has a snapshot in its window; RPO p50 {}, max {} ({site})",
-            super::shared::human(p50),
-            super::shared::human(max)
+            crate::report::human(p50),
+            crate::report::human(max)
         );
     }
     let mut ledger = if continuing {
@@ -354,7 +354,7 @@ fn print_summary(summary: &RunSummary, state: &Path, mode: SessionMode) {
         .collect();
     errln!("sites: {}", sites.join(", "));
     errln!("steps: {}", steps.join(", "));
-    errln!("elapsed: {}", super::shared::human(summary.elapsed));
+    errln!("elapsed: {}", crate::report::human(summary.elapsed));
     if let Some(reason) = &summary.stopped {
         errln!("stopped: {reason}");
     }

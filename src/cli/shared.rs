@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 
@@ -67,11 +66,6 @@ pub(crate) fn preflight(
         return Err(Failure::Input(problems));
     }
     Ok(Preflight { backups, registry })
-}
-
-/// A duration in drover's one style (`4m 05s`, `2h 07m`): see [`crate::report::human_ms`].
-pub(crate) fn human(d: Duration) -> String {
-    crate::report::human(d)
 }
 
 /// Runs the backup check (listings only), refusing with exit 2 when a unit has no usable snapshot.

@@ -71,7 +71,7 @@ fn print_text(doc: &StatusDoc) {
     if let Some(eta) = doc.eta_s {
         outln!(
             "  time left      {} (simulated from the recorded state)",
-            super::shared::human(std::time::Duration::from_secs_f64(eta))
+            crate::report::human(std::time::Duration::from_secs_f64(eta))
         );
     }
     if !doc.failures.is_empty() {

@@ -342,8 +342,8 @@ pub fn timeline(plan: &Plan, forecast: &Forecast) -> crate::report::timeline::Ti
         ),
         subtitle: format!(
             "simulated makespan {}, lower bound {}, policy {}, model: {}",
-            human(schedule.makespan),
-            human(plan.lower_bound),
+            crate::report::human(schedule.makespan),
+            crate::report::human(plan.lower_bound),
             doc.policy,
             doc.model
         ),
@@ -361,8 +361,4 @@ pub fn timeline(plan: &Plan, forecast: &Forecast) -> crate::report::timeline::Ti
         sites,
         failures: Vec::new(),
     }
-}
-
-fn human(d: Duration) -> String {
-    crate::report::human(d)
 }
