@@ -79,7 +79,10 @@ fn main() {
         let ratio = |policy| {
             let mut o = SimOptions::for_plan(&plan);
             o.policy = policy;
-            sim::simulate(&plan, &o, &durations).makespan.as_secs_f64() / lb
+            sim::simulate(&plan, &o, &sim::model::Durations::fixed(&durations))
+                .makespan
+                .as_secs_f64()
+                / lb
         };
         println!(
             "{:<46} {:>11.0}s {:>8.3} {:>8.3} {:>8.3} {:>8.3}",

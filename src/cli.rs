@@ -247,11 +247,9 @@ pub(crate) enum Format {
     Json,
 }
 
-/// Parses the command line, runs the command and returns its exit code.
-pub fn main() -> ExitCode {
-    quiet_on_broken_pipe();
-    let cli = Cli::parse();
-    let result = match cli.command {
+/// Runs one command (also how `drover demo` runs its stages).
+pub(crate) fn execute(command: Command) -> Result<Done, Failure> {
+    match command {
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args).map(|()| Done::Ok),
         Command::Run(args) => run::run(args),
@@ -267,7 +265,13 @@ pub fn main() -> ExitCode {
         Command::Drills(args) => drill::drills(args),
         Command::Backups(cmd) => backups::run(cmd),
         Command::Generate(cmd) => generate::run(cmd).map(|()| Done::Ok),
-    };
+    }
+}
+
+/// Parses the command line, runs the command and returns its exit code.
+pub fn main() -> ExitCode {
+    quiet_on_broken_pipe();
+    let result = execute(Cli::parse().command);
     match result {
         Ok(Done::Ok) => ExitCode::SUCCESS,
         Ok(Done::Unfinished) => ExitCode::from(3),

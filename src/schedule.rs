@@ -86,6 +86,8 @@ pub struct RunOptions {
     /// For practice and game days: every attempt of a step whose ID starts with one of these
     /// fails (retryably) in this session, before its kind runs, so it never acts on anything.
     pub inject_failures: Vec<String>,
+    /// Durations learned from earlier runs or drills (`--history`), the live ETA's starting point.
+    pub model: Arc<crate::sim::model::DurationModel>,
 }
 
 pub use crate::dispatch::DEFAULT_MAX_PARALLEL;
@@ -106,6 +108,7 @@ impl RunOptions {
             canary: Vec::new(),
             failure_budget: None,
             inject_failures: Vec::new(),
+            model: Arc::default(),
         }
     }
 }
@@ -224,6 +227,8 @@ struct Scheduler<'a> {
     rng: ChaCha8Rng,
     started: Instant,
     eta: eta::Tracker,
+    /// The last time-left estimate and when it was made.
+    eta_at: Option<(Duration, Instant)>,
     /// Canary sites still to restore before the others are released.
     canary_left: Vec<u32>,
     /// Why the fan-out was stopped.
@@ -283,7 +288,8 @@ impl<'a> Scheduler<'a> {
             started: Instant::now(),
             canary_left: Vec::new(),
             stopped: None,
-            eta: eta::Tracker::new(&plan, records),
+            eta: eta::Tracker::new(&plan, Arc::clone(&opts.model), records),
+            eta_at: None,
             opts,
             core,
         };
@@ -396,6 +402,10 @@ impl<'a> Scheduler<'a> {
             }
             self.flush()?;
             if self.is_finished(draining) {
+                if !draining {
+                    // Nothing left that this run will start.
+                    self.eta_at = Some((Duration::ZERO, Instant::now()));
+                }
                 self.emit_progress();
                 return Ok(draining);
             }
@@ -424,7 +434,7 @@ impl<'a> Scheduler<'a> {
                 _ = heartbeat.tick() => self.pending_ops.push(Op::Heartbeat { at: now_ms() }),
                 _ = reestimate.tick() => {
                     let retrying: Vec<StepIdx> = self.timers.iter().map(|Reverse((_, i))| *i).collect();
-                    self.core.counts.eta = self.eta.estimate(&self.core, &retrying);
+                    self.eta_at = self.eta.estimate(&self.core, &retrying).map(|e| (e, Instant::now()));
                 }
                 _ = progress.tick() => self.emit_progress(),
             }
@@ -459,7 +469,7 @@ impl<'a> Scheduler<'a> {
             attempt,
             at: now_ms(),
         });
-        self.eta.started(idx);
+        self.eta.started(idx, &self.core.counts);
         let ctx = self.context(idx, attempt);
         let kind = Arc::clone(&self.kinds[step.template as usize]);
         let timeout = step.timeout;
@@ -702,6 +712,10 @@ impl<'a> Scheduler<'a> {
 
     fn emit_progress(&mut self) {
         self.core.counts.elapsed = self.started.elapsed();
+        // The last estimate, counted down since it was made.
+        self.core.counts.eta = self
+            .eta_at
+            .map(|(eta, at)| eta.saturating_sub(at.elapsed()));
         self.events
             .emit(&RunEvent::Progress(self.core.counts.clone()));
     }

@@ -2,9 +2,11 @@
 //! virtual time by an event queue — no sleeping, no IO — to forecast how long a restore takes.
 //! Deterministic for the same durations.
 //!
-//! - `model`: how long each step takes (workflow estimates, or learned from previous ledgers).
+//! - `model`: how long each step takes (workflow estimates, or learned from previous ledgers);
+//! - `forecast`: the `drover-estimate/1` document; `live`: the time left in a run under way.
 
 pub mod forecast;
+pub mod live;
 pub mod model;
 
 use std::cmp::Reverse;
@@ -16,6 +18,7 @@ use crate::dispatch::Core;
 use crate::dispatch::policy::{Policy, Priorities};
 use crate::ledger::StepState;
 use crate::plan::{Owner, Plan, StepIdx};
+use model::Durations;
 
 /// Pools and limits for a simulation.
 #[derive(Clone, Debug)]
@@ -61,11 +64,82 @@ impl Schedule {
     }
 }
 
-/// Simulates a whole plan from the start.
-pub fn simulate(plan: &Arc<Plan>, opts: &SimOptions, durations: &[u64]) -> Schedule {
+/// Simulates a whole plan from the start with `durations` (which may depend on how many steps
+/// run when each starts).
+pub fn simulate(plan: &Arc<Plan>, opts: &SimOptions, durations: &Durations) -> Schedule {
     let mut core = new_core(plan, opts);
     core.restore(&vec![StepState::Pending; plan.steps.len()]);
     run(core, durations, &[], &[])
+}
+
+/// What no schedule can beat, for given durations: the heaviest dependency chain, and each
+/// pool's work ÷ its capacity.
+#[derive(Clone, Debug)]
+pub struct Bounds {
+    pub critical_path: Vec<StepIdx>,
+    pub critical_path_ms: u64,
+    /// Per pool.
+    pub pool_ms: Vec<u64>,
+}
+
+impl Bounds {
+    /// The bounds for the durations `schedule` gave its steps (a step's duration depends on how
+    /// busy the machine was when it started), so they never exceed its makespan.
+    pub fn of(plan: &Plan, schedule: &Schedule, capacity: &[u32]) -> Bounds {
+        let durations: Vec<u64> = schedule
+            .start_ms
+            .iter()
+            .zip(&schedule.end_ms)
+            .map(|(&s, &e)| {
+                if s == u64::MAX || e == u64::MAX {
+                    0
+                } else {
+                    e - s
+                }
+            })
+            .collect();
+        Bounds::new(plan, &durations, capacity)
+    }
+
+    pub fn new(plan: &Plan, durations: &[u64], capacity: &[u32]) -> Bounds {
+        let succ = plan.successors();
+        let order = crate::plan::rank::topological_order(plan, &succ);
+        let ranks = crate::plan::rank::longest_to_sink(plan, &succ, &order, |i| durations[i]);
+        let critical_path = crate::plan::rank::heaviest_path(&ranks, &succ);
+        let mut demand = vec![0.0f64; plan.pools.len()];
+        for (step, &d) in plan.steps.iter().zip(durations) {
+            for &(pool, units) in &step.uses {
+                demand[pool as usize] += units as f64 * d as f64;
+            }
+        }
+        let pool_ms = demand
+            .iter()
+            .enumerate()
+            .map(|(p, &w)| (w / capacity[p].max(1) as f64) as u64)
+            .collect();
+        Bounds {
+            critical_path_ms: critical_path.first().map_or(0, |&i| ranks[i as usize]),
+            critical_path,
+            pool_ms,
+        }
+    }
+
+    pub fn lower_bound_ms(&self) -> u64 {
+        self.pool_ms
+            .iter()
+            .copied()
+            .fold(self.critical_path_ms, u64::max)
+    }
+
+    /// The pool whose work bounds the restore more than anything else, if one does.
+    pub fn binding_pool(&self) -> Option<usize> {
+        let (p, &ms) = self
+            .pool_ms
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, ms)| (**ms, std::cmp::Reverse(*i)))?;
+        (ms > self.critical_path_ms).then_some(p)
+    }
 }
 
 /// A fresh scheduling core for a plan, as `drover run` would build it.
@@ -83,10 +157,10 @@ pub(crate) fn new_core(plan: &Arc<Plan>, opts: &SimOptions) -> Core {
 
 /// Continues a core's schedule in virtual time: `running` steps (already marked running in the
 /// core) end after their remaining milliseconds; `retrying` steps are queued again at once; every
-/// other step takes `durations[step]`.
+/// other step takes its duration with the number of steps running once it has started.
 pub(crate) fn run(
     mut core: Core,
-    durations: &[u64],
+    durations: &Durations,
     running: &[(StepIdx, u64)],
     retrying: &[StepIdx],
 ) -> Schedule {
@@ -94,14 +168,12 @@ pub(crate) fn run(
     let n = plan.steps.len();
     let mut start_ms = vec![u64::MAX; n];
     let mut end_ms = vec![u64::MAX; n];
-    let mut pool_busy = vec![0.0; plan.pools.len()];
     let mut events: BinaryHeap<Reverse<(u64, StepIdx)>> = running
         .iter()
         .map(|&(idx, rem)| Reverse((rem, idx)))
         .collect();
-    for &(idx, rem) in running {
+    for &(idx, _) in running {
         start_ms[idx as usize] = 0;
-        charge(&plan, idx, rem, &mut pool_busy);
     }
     for &idx in retrying {
         core.requeue(idx);
@@ -109,9 +181,8 @@ pub(crate) fn run(
     let mut now = 0u64;
     loop {
         while let Some(idx) = core.start_next() {
-            let d = durations[idx as usize];
+            let d = durations.at(idx, &core.counts);
             start_ms[idx as usize] = now;
-            charge(&plan, idx, d, &mut pool_busy);
             events.push(Reverse((now.saturating_add(d), idx)));
         }
         let Some(Reverse((t, idx))) = events.pop() else {
@@ -122,8 +193,15 @@ pub(crate) fn run(
         core.succeeded(idx);
         end_ms[idx as usize] = now;
     }
+    let mut pool_busy = vec![0.0; plan.pools.len()];
     let mut site_done_ms = vec![0u64; plan.sites.len()];
     for (i, step) in plan.steps.iter().enumerate() {
+        if start_ms[i] != u64::MAX && end_ms[i] != u64::MAX {
+            let held = (end_ms[i] - start_ms[i]) as f64;
+            for &(pool, units) in &step.uses {
+                pool_busy[pool as usize] += units as f64 * held;
+            }
+        }
         if let Owner::Site { site, .. } = step.owner {
             let s = &mut site_done_ms[site as usize];
             *s = if end_ms[i] == u64::MAX || *s == u64::MAX {
@@ -140,63 +218,6 @@ pub(crate) fn run(
         pool_busy,
         site_done_ms,
     }
-}
-
-fn charge(plan: &Plan, idx: StepIdx, ms: u64, pool_busy: &mut [f64]) {
-    for &(pool, units) in &plan.steps[idx as usize].uses {
-        pool_busy[pool as usize] += units as f64 * ms as f64;
-    }
-}
-
-/// Time left for a run recorded in `records` (running steps still running), simulated with
-/// durations corrected by how long its finished steps really took against their estimates.
-pub fn eta(
-    plan: &Arc<Plan>,
-    records: &[crate::ledger::StepRecord],
-    opts: &SimOptions,
-    now_ms: i64,
-) -> Duration {
-    use std::collections::HashMap;
-    let group = |i: usize| {
-        let s = &plan.steps[i];
-        let product = match s.owner {
-            Owner::Site { product, .. } => product,
-            Owner::Shared { product, .. } => Some(product),
-        };
-        (s.template, product)
-    };
-    let mut seen: HashMap<(u16, Option<u16>), (f64, f64)> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        if let (StepState::Succeeded, Some(s), Some(e)) = (r.state, r.started_at, r.ended_at) {
-            let g = seen.entry(group(i)).or_default();
-            g.0 += (e - s).max(0) as f64;
-            g.1 += model::expected_ms(plan, i as StepIdx) as f64;
-        }
-    }
-    let durations: Vec<u64> = (0..plan.steps.len())
-        .map(|i| {
-            let ratio = seen
-                .get(&group(i))
-                .filter(|g| g.1 > 0.0)
-                .map_or(1.0, |g| g.0 / g.1);
-            (model::expected_ms(plan, i as StepIdx) as f64 * ratio) as u64
-        })
-        .collect();
-    let states: Vec<StepState> = records.iter().map(|r| r.state).collect();
-    let mut core = new_core(plan, opts);
-    core.restore_live(&states);
-    let running: Vec<(StepIdx, u64)> = records
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.state == StepState::Running)
-        .map(|(i, r)| {
-            (
-                i as StepIdx,
-                durations[i].saturating_sub(r.started_at.map_or(0, |s| (now_ms - s).max(0) as u64)),
-            )
-        })
-        .collect();
-    run(core, &durations, &running, &[]).makespan
 }
 
 /// A percentile (0..=100) of values, by nearest rank.
@@ -255,7 +276,7 @@ estimate = "5s"
             .iter()
             .map(|s| crate::limits::millis(s.estimate))
             .collect();
-        let s = simulate(&p, &SimOptions::for_plan(&p), &durations);
+        let s = simulate(&p, &SimOptions::for_plan(&p), &Durations::fixed(&durations));
         // Six 10s steps on 2 slots (30s), then the last 5s site step.
         assert_eq!(s.makespan, Duration::from_secs(35));
         assert!((s.utilization(&[2])[0] - 60.0 / 70.0).abs() < 1e-9);

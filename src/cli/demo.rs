@@ -130,17 +130,26 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
     let started = std::time::Instant::now();
     errln!("demo in {}", dir.display());
     init(&dir, &o.build)?;
+    let workflow = dir.join("workflow.toml");
+    let drills = calibrate(dir.as_path(), &workflow, &dir.join("request.toml"))?;
     incident(&dir, &o.incident)?;
     let request = dir.join("request.toml");
     let deleted = std::fs::read_to_string(&request)
         .context("reading the request")?
         .matches("[[sites]]")
         .count();
-    let (max_sites, workflow, state) = (
-        deleted.max(1).to_string(),
-        dir.join("workflow.toml"),
-        dir.join("ledger.db"),
-    );
+    let (max_sites, state) = (deleted.max(1).to_string(), dir.join("ledger.db"));
+    let forecast = [
+        "drover",
+        "estimate",
+        "-w",
+        path(&workflow),
+        "-r",
+        path(&request),
+        "--history",
+        path(&drills),
+    ];
+    command(&forecast)?;
     let argv = [
         "drover",
         "run",
@@ -153,12 +162,10 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
         path(&request),
         "--state",
         path(&state),
+        "--history",
+        path(&drills),
     ];
-    let cli = super::Cli::try_parse_from(argv).map_err(anyhow::Error::new)?;
-    let run_done = match cli.command {
-        super::Command::Run(args) => super::run::run(args)?,
-        _ => unreachable!("built as a run command"),
-    };
+    let run_done = command(&argv)?;
     let verdict = verify(&dir, Format::Text)?;
     report(&dir)?;
     errln!("total {}", crate::report::human(started.elapsed()));
@@ -176,6 +183,67 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
     } else {
         Done::Unfinished
     })
+}
+
+/// Runs a drover command line in this process.
+fn command(argv: &[&str]) -> Result<Done, Failure> {
+    let cli = super::Cli::try_parse_from(argv).map_err(anyhow::Error::new)?;
+    super::execute(cli.command)
+}
+
+/// Sites in the calibration drill: 5 % of the platform, within these bounds.
+const CALIBRATION_SITES: (usize, usize) = (10, 40);
+
+/// Measures how long steps take here, on the demo's data: before the incident, as a team would,
+/// a DR drill restores a sample of the sites on a copy of the live platform. The workflow's
+/// estimates describe production data (gigabytes per site) while the demo's sites hold a few
+/// hundred kilobytes, so the forecast and the run's ETA start from this drill instead
+/// (`--history <dir>/drills.jsonl`), as an operator's would start from their last exercise.
+/// Returns the drill history.
+fn calibrate(dir: &Path, workflow: &Path, request: &Path) -> Result<PathBuf, Failure> {
+    let text = std::fs::read_to_string(request).context("reading the request")?;
+    let mut table: toml::Table = text.parse().context("parsing the request")?;
+    let Some(toml::Value::Array(sites)) = table.get_mut("sites") else {
+        return Err(anyhow::anyhow!("the demo's request lists no sites").into());
+    };
+    let n = (sites.len() / 20)
+        .clamp(CALIBRATION_SITES.0, CALIBRATION_SITES.1)
+        .min(sites.len());
+    let stride = (sites.len() / n.max(1)).max(1);
+    *sites = sites.iter().step_by(stride).take(n).cloned().collect();
+    let sample = dir.join("calibration-request.toml");
+    std::fs::write(
+        &sample,
+        toml::to_string(&table).context("writing the sample")?,
+    )
+    .context("writing calibration-request.toml")?;
+    let (state, drills, work) = (
+        dir.join("calibration.db"),
+        dir.join("drills.jsonl"),
+        dir.join("calibration"),
+    );
+    std::fs::create_dir_all(&work).context("creating the calibration directory")?;
+    errln!(
+        "calibration: a DR drill of {n} sites on a copy of the live platform, to learn how long steps take here"
+    );
+    let argv = [
+        "drover",
+        "drill",
+        "-w",
+        path(workflow),
+        "-r",
+        path(&sample),
+        "--target-rto",
+        "1h",
+        "--state",
+        path(&state),
+        "--history",
+        path(&drills),
+        "--work-dir",
+        path(&work),
+    ];
+    command(&argv)?;
+    Ok(drills)
 }
 
 /// Every site of the platform, in ID order.

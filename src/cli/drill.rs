@@ -268,7 +268,12 @@ fn rehearse(
     )?;
     let snapshot = std::mem::take(&mut inputs.snapshot);
     let mut ledger = create_ledger(&args.state, &plan, snapshot, &args.exec)?;
-    let done = execute(&mut ledger, crate::ledger::SessionMode::Drill, &args.exec)?;
+    let done = execute(
+        &mut ledger,
+        crate::ledger::SessionMode::Drill,
+        &args.exec,
+        Default::default(),
+    )?;
     let stored = ledger.load()?;
     let timeline = Timeline::from_run(&stored.plan, &stored.steps, LaneMode::Site);
     let per_site: Vec<(String, Option<Duration>)> = timeline

@@ -11,13 +11,10 @@ use clap::Args;
 
 use super::{Done, Failure, Format};
 use crate::diag::{Location, Problem, ProblemKind};
-use crate::ledger::Ledger;
-use crate::ledger::sqlite::SqliteLedger;
-use crate::plan::{self, Plan, PlanOptions};
+use crate::plan::{self, PlanOptions};
 use crate::schedule::Policy;
 use crate::sim::SimOptions;
 use crate::sim::forecast::{self, EstimateDoc, ForecastError, ForecastOptions, Sweep};
-use crate::sim::model::DurationModel;
 
 #[derive(Args, Debug)]
 pub struct EstimateArgs {
@@ -27,8 +24,10 @@ pub struct EstimateArgs {
     /// Restore request (TOML).
     #[arg(long, short)]
     request: PathBuf,
-    /// Learn step durations from previous runs' ledgers (repeatable) instead of the workflow's
-    /// estimates: fitted per step kind and product against the estimate (size), with p50 and p90.
+    /// Learn step durations from earlier runs instead of the workflow's estimates (repeatable):
+    /// a ledger of a run or a drill, or a drill history (drills.jsonl: every drill's ledger).
+    /// Fitted per step kind and product against the estimate (size), and how many units of each
+    /// pool really run at full speed. The forecast says which evidence it used and how old it is.
     #[arg(long)]
     history: Vec<PathBuf>,
     /// Pool capacity overrides, e.g. `db=8,s3=32`.
@@ -98,7 +97,7 @@ pub fn run(args: EstimateArgs) -> Result<Done, Failure> {
             pool_capacity: args.pools.clone().unwrap_or_default(),
         },
     )?);
-    let model = learn(&args.history)?;
+    let model = super::shared::learn_history(&args.history)?;
     let mut opts = SimOptions::for_plan(&plan);
     opts.max_parallel = args.max_parallel as usize;
     opts.policy = args.policy;
@@ -107,6 +106,7 @@ pub fn run(args: EstimateArgs) -> Result<Done, Failure> {
         seed: args.seed,
         target_rto: args.target_rto,
         sweep: args.sweep.clone(),
+        now_ms: crate::ledger::now_ms(),
     };
     let forecast = forecast::forecast(&plan, &opts, &model, &fo).map_err(|e| match e {
         ForecastError::UnknownPool { pool, known } => Failure::Input(vec![Problem::new(
@@ -133,18 +133,6 @@ pub fn run(args: EstimateArgs) -> Result<Done, Failure> {
     Ok(Done::Ok)
 }
 
-fn learn(history: &[PathBuf]) -> Result<DurationModel, Failure> {
-    let mut loaded = Vec::new();
-    for path in history {
-        loaded.push(SqliteLedger::open(path)?.load()?);
-    }
-    let pairs: Vec<(&Plan, &[crate::ledger::StepRecord])> = loaded
-        .iter()
-        .map(|s| (&s.plan, s.steps.as_slice()))
-        .collect();
-    Ok(DurationModel::learn(&pairs))
-}
-
 // Over 80 lines on purpose: a renderer, one block per line of the forecast, read top to bottom
 // like the output it prints.
 fn print_text(d: &EstimateDoc) {
@@ -159,6 +147,17 @@ fn print_text(d: &EstimateDoc) {
         d.policy,
         d.model
     );
+    for e in &d.evidence {
+        outln!(
+            "  learned from   {} {}: {} steps{}",
+            e.kind,
+            e.source,
+            e.steps,
+            e.age_s
+                .map(|a| format!(", ended {} ago", h(a)))
+                .unwrap_or_default()
+        );
+    }
     outln!(
         "  makespan       {}{}",
         h(d.makespan_s),
@@ -190,21 +189,31 @@ fn print_text(d: &EstimateDoc) {
         .map(|(s, t)| format!("{s} {}", h(*t)))
         .collect();
     outln!("  latest sites   {}", latest.join(", "));
-    outln!("  pools          capacity, utilization");
-    for p in &d.pools {
+    if d.trials > 1 {
+        let mut ranges: Vec<&(String, f64, f64)> = d.site_ranges.iter().collect();
+        ranges.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let widest: Vec<String> = ranges
+            .iter()
+            .take(5)
+            .map(|(s, p50, p90)| format!("{s} {}–{}", h(*p50), h(*p90)))
+            .collect();
         outln!(
-            "    {:<12} {:>5}  {:>5.1}%",
-            p.name,
-            p.capacity,
-            p.utilization * 100.0
+            "  site ranges    p50–p90 of each site over {} trials (all of them in --format json); latest: {}",
+            d.trials,
+            widest.join(", ")
         );
     }
-    match &d.bottleneck {
-        Some(b) => outln!("  bottleneck     pool {b}"),
-        None => outln!(
-            "  bottleneck     none above 80% use: the dependency chain (critical path) bounds the restore"
-        ),
+    outln!("  pools          capacity, utilization, least time for the pool alone");
+    for p in &d.pools {
+        outln!(
+            "    {:<12} {:>5}  {:>5.1}%  {}",
+            p.name,
+            p.capacity,
+            p.utilization * 100.0,
+            h(p.bound_s)
+        );
     }
+    outln!("  bottleneck     {}", bottleneck_text(d, h));
     outln!(
         "  critical path  {}: {} … {}",
         h(d.critical_path.length_s),
@@ -219,9 +228,19 @@ fn print_text(d: &EstimateDoc) {
         );
     }
     if let Some(s) = &d.sweep {
-        outln!("  sweep of pool {}:", s.pool);
-        for (c, m) in &s.points {
-            outln!("    {:>5}  {}", c, h(*m));
+        outln!(
+            "  sweep of pool {}: capacity, makespan, what bounds it",
+            s.pool
+        );
+        for ((c, m), b) in s.points.iter().zip(&s.binding) {
+            outln!("    {:>5}  {:<10} {b}", c, h(*m));
+        }
+        if let Some((c, other)) = &s.capped_from {
+            outln!(
+                "  from {} = {c} on, {other} bounds the restore: more {} gains little",
+                s.pool,
+                s.pool
+            );
         }
         match (s.smallest_meeting_target, d.target_rto_s) {
             (Some(c), Some(t)) => outln!("  smallest {} capacity meeting {}: {c}", s.pool, h(t)),
@@ -229,4 +248,33 @@ fn print_text(d: &EstimateDoc) {
             _ => {}
         }
     }
+}
+
+/// What bounds the restore, in words, with what would relieve it.
+fn bottleneck_text(d: &EstimateDoc, h: impl Fn(f64) -> String) -> String {
+    let b = &d.bottleneck_detail;
+    let Some(pool) = &b.pool else {
+        return format!(
+            "the dependency chain: the critical path ({}) is longer than any pool's work needs",
+            h(b.bound_s)
+        );
+    };
+    let mut text = format!("pool {pool}: its work needs {} at least", h(b.bound_s));
+    let next = b.next.as_deref().unwrap_or("-");
+    if let (Some(c), Some(m)) = (b.relieved_at, b.makespan_relieved_s) {
+        if m < 0.95 * d.makespan_s {
+            text.push_str(&format!(
+                "; {pool} = {c} would cut that to {} (where {next} binds): forecast {} instead of {}",
+                h(b.next_bound_s),
+                h(m),
+                h(d.makespan_s)
+            ));
+        } else {
+            text.push_str(&format!(
+                "; yet {pool} = {c} would not help (forecast {}): its steps would only slow each other down",
+                h(m)
+            ));
+        }
+    }
+    text
 }

@@ -16,6 +16,7 @@ use crate::ledger::{Ledger, LedgerError, NewRun, RunInfo, now_ms};
 use crate::plan::doc::{PlanDoc, PlanInputs};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::schedule::{self, Control, Journal, Policy, RunOptions, RunSummary};
+use crate::sim::model::DurationModel;
 use crate::sniff::FileKind;
 use crate::steps::Registry;
 
@@ -52,6 +53,11 @@ pub struct RunArgs {
     state: PathBuf,
     #[command(flatten)]
     exec: ExecArgs,
+    /// Start the ETA from durations learned from earlier runs or drills (repeatable), as
+    /// `drover estimate --history`: a ledger, or a drill history (drills.jsonl). Without it, the
+    /// ETA starts from the workflow's estimates and corrects itself as steps finish.
+    #[arg(long)]
+    history: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +67,11 @@ pub struct ResumeArgs {
     state: PathBuf,
     #[command(flatten)]
     exec: ExecArgs,
+    /// Start the ETA from durations learned from earlier runs or drills (repeatable), as
+    /// `drover estimate --history`: a ledger, or a drill history (drills.jsonl). Without it, the
+    /// ETA starts from the workflow's estimates and corrects itself as steps finish.
+    #[arg(long)]
+    history: Vec<PathBuf>,
 }
 
 /// Options shared by `run` and `resume`.
@@ -116,6 +127,8 @@ enum LogFormatArg {
 pub const DEFAULT_MAX_SITES: usize = 100;
 
 pub fn run(args: RunArgs) -> Result<Done, Failure> {
+    // Read before any ledger is opened here: a bad --history is refused before anything runs.
+    let model = super::shared::learn_history(&args.history)?;
     let (inputs, plan, workflow) = match &args.plan {
         Some(path) => reviewed(path, args.confirm.as_deref().unwrap_or(""))?,
         None => {
@@ -184,7 +197,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         create_ledger(&args.state, &plan, inputs.snapshot, &args.exec)?
     };
     drop(plan);
-    execute(&mut ledger, SessionMode::Run, &args.exec)
+    execute(&mut ledger, SessionMode::Run, &args.exec, model)
 }
 
 /// A new ledger holding `plan`, the input files it came from, and the run's settings.
@@ -219,8 +232,9 @@ pub(crate) fn create_ledger(
 }
 
 pub fn resume(args: ResumeArgs) -> Result<Done, Failure> {
+    let model = super::shared::learn_history(&args.history)?;
     let mut ledger = SqliteLedger::open(&args.state)?;
-    execute(&mut ledger, SessionMode::Resume, &args.exec)
+    execute(&mut ledger, SessionMode::Resume, &args.exec, model)
 }
 
 /// Takes the lock, runs the stored plan from its recorded state, releases the lock.
@@ -228,10 +242,11 @@ pub(crate) fn execute(
     ledger: &mut SqliteLedger,
     mode: SessionMode,
     exec: &ExecArgs,
+    model: DurationModel,
 ) -> Result<Done, Failure> {
     let me = Holder::current();
     ledger.acquire(&me)?;
-    let result = execute_held(ledger, mode, exec, &me);
+    let result = execute_held(ledger, mode, exec, model, &me);
     if let Err(e) = ledger.release() {
         errln!("warning: could not release the ledger lock: {e}");
     }
@@ -242,6 +257,7 @@ fn execute_held(
     ledger: &mut SqliteLedger,
     mode: SessionMode,
     exec: &ExecArgs,
+    model: DurationModel,
     me: &Holder,
 ) -> Result<Done, Failure> {
     let stored = ledger.load()?;
@@ -272,6 +288,15 @@ fn execute_held(
     opts.failure_budget = exec.failure_budget.map(|b| b.of(sites));
     opts.inject_failures = injected_failures(&plan, &exec.inject_failure)?;
     opts.seed = now_ms() as u64;
+    opts.model = Arc::new(model);
+    for e in opts.model.evidence() {
+        errln!(
+            "eta: starts from the durations of {} steps of the {} in {}",
+            e.steps,
+            e.kind,
+            e.source
+        );
+    }
     let writer = SqliteLedger::open(ledger.path())?;
     let journal = Journal::threaded(Box::new(writer) as Box<dyn Ledger>);
     let format = match exec.log_format {

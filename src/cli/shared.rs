@@ -120,3 +120,73 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .context("starting the async runtime")?)
 }
+
+/// Learns step durations from `--history`: ledgers of runs or drills, or a drill history
+/// (`drills.jsonl`), whose every drill's ledger still on disk is used. Prints which evidence.
+pub(crate) fn learn_history(
+    paths: &[std::path::PathBuf],
+) -> Result<crate::sim::model::DurationModel, Failure> {
+    use crate::ledger::Ledger;
+    use crate::sim::model::{DurationModel, History};
+    let mut ledgers: Vec<(String, std::path::PathBuf)> = Vec::new();
+    // Every path is classified before any ledger is opened: reading a file that this process
+    // also holds open through SQLite would release SQLite's locks on it.
+    for path in paths {
+        let drills = match crate::drill::read(path) {
+            Ok(drills) => drills,
+            Err(crate::drill::HistoryError::OtherKind(crate::sniff::FileKind::Sqlite)) => {
+                ledgers.push((path.display().to_string(), path.clone()));
+                continue;
+            }
+            Err(e) => {
+                return Err(super::refuse(
+                    path,
+                    "--history",
+                    format!("neither a ledger nor a drill history: {e}"),
+                    "give a ledger (--state of a run or drill) or a drill history (drills.jsonl)",
+                ));
+            }
+        };
+        for d in drills {
+            let ledger = std::path::PathBuf::from(&d.state);
+            if ledger.exists() {
+                ledgers.push((format!("{} (drill of {})", d.state, d.at), ledger));
+            } else {
+                errln!(
+                    "warning: {}: the ledger of the drill of {} ({}) is gone; it is not used",
+                    path.display(),
+                    d.at,
+                    d.state
+                );
+            }
+        }
+    }
+    if ledgers.is_empty() && !paths.is_empty() {
+        return Err(super::refuse(
+            &paths[0],
+            "--history",
+            "no ledger to learn from: every drill's ledger is gone".into(),
+            "keep drill ledgers (--state) where the history says, or give run ledgers",
+        ));
+    }
+    let mut loaded = Vec::new();
+    for (source, path) in &ledgers {
+        let ledger = crate::ledger::sqlite::SqliteLedger::open(path)?;
+        let drill = ledger.sessions()?.iter().any(|s| s.mode == "drill");
+        loaded.push((
+            source.clone(),
+            if drill { "drill" } else { "run" },
+            ledger.load()?,
+        ));
+    }
+    let history: Vec<History<'_>> = loaded
+        .iter()
+        .map(|(source, kind, stored)| History {
+            source: source.clone(),
+            kind,
+            plan: &stored.plan,
+            records: &stored.steps,
+        })
+        .collect();
+    Ok(DurationModel::learn(&history))
+}

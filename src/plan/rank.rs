@@ -5,17 +5,13 @@ use super::{Plan, StepIdx};
 
 pub(super) fn rank(plan: &mut Plan, order: &[StepIdx]) {
     let succ = successors(plan);
-    for &i in order.iter().rev() {
-        let i = i as usize;
-        let tail = succ
-            .of(i)
-            .iter()
-            .map(|&s| plan.steps[s as usize].rank)
-            .max()
-            .unwrap_or_default();
-        plan.steps[i].rank = plan.steps[i].estimate.saturating_add(tail);
+    let ranks = longest_to_sink(plan, &succ, order, |i| {
+        crate::limits::millis(plan.steps[i].estimate)
+    });
+    for (step, r) in plan.steps.iter_mut().zip(&ranks) {
+        step.rank = std::time::Duration::from_millis(*r);
     }
-    plan.critical_path = critical_path(plan, &succ);
+    plan.critical_path = heaviest_path(&ranks, &succ);
     let pool_bound = plan
         .pools
         .iter()
@@ -25,19 +21,60 @@ pub(super) fn rank(plan: &mut Plan, order: &[StepIdx]) {
     plan.lower_bound = plan.critical_path_length().max(pool_bound);
 }
 
+/// Per step, the heaviest path from it to a sink (itself included), by `weight` in ms;
+/// `order` is topological.
+pub(crate) fn longest_to_sink(
+    plan: &Plan,
+    succ: &Successors,
+    order: &[StepIdx],
+    weight: impl Fn(usize) -> u64,
+) -> Vec<u64> {
+    let mut ranks = vec![0u64; plan.steps.len()];
+    for &i in order.iter().rev() {
+        let i = i as usize;
+        let tail = succ
+            .of(i)
+            .iter()
+            .map(|&s| ranks[s as usize])
+            .max()
+            .unwrap_or_default();
+        ranks[i] = weight(i).saturating_add(tail);
+    }
+    ranks
+}
+
 /// From the highest-ranked step, follow the highest-ranked successor to a sink.
 /// Ties go to the lower index, so the path is deterministic.
-fn critical_path(plan: &Plan, succ: &Successors) -> Vec<StepIdx> {
+pub(crate) fn heaviest_path(ranks: &[u64], succ: &Successors) -> Vec<StepIdx> {
     let best = |candidates: &mut dyn Iterator<Item = StepIdx>| {
-        candidates.max_by_key(|&i| (plan.steps[i as usize].rank, std::cmp::Reverse(i)))
+        candidates.max_by_key(|&i| (ranks[i as usize], std::cmp::Reverse(i)))
     };
     let mut path = Vec::new();
-    let mut cur = best(&mut (0..plan.steps.len() as StepIdx));
+    let mut cur = best(&mut (0..ranks.len() as StepIdx));
     while let Some(i) = cur {
         path.push(i);
         cur = best(&mut succ.of(i as usize).iter().copied());
     }
     path
+}
+
+/// A topological order of the steps (dependencies first), by Kahn's algorithm.
+pub(crate) fn topological_order(plan: &Plan, succ: &Successors) -> Vec<StepIdx> {
+    let mut waiting: Vec<usize> = plan.steps.iter().map(|s| s.deps.len()).collect();
+    let mut order: Vec<StepIdx> = (0..plan.steps.len() as StepIdx)
+        .filter(|&i| waiting[i as usize] == 0)
+        .collect();
+    let mut k = 0;
+    while k < order.len() {
+        for &s in succ.of(order[k] as usize) {
+            waiting[s as usize] -= 1;
+            if waiting[s as usize] == 0 {
+                order.push(s);
+            }
+        }
+        k += 1;
+    }
+    order
 }
 
 /// Successor lists in compressed form: `targets[offsets[i]..offsets[i + 1]]`.

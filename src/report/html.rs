@@ -9,7 +9,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::human_ms;
-use super::timeline::{Bar, FailureRow, SiteRow, Timeline};
+use super::timeline::{Bar, FailureRow, ForecastView, SiteRow, Timeline};
 
 const STYLE: &str = include_str!("html/report.css");
 const SCRIPT: &str = include_str!("html/gantt.js");
@@ -52,8 +52,17 @@ pub fn html(t: &Timeline) -> String {
         escape(&t.subtitle),
     );
     chart_section(&mut page, t);
-    failures_section(&mut page, &t.failures);
-    sites_section(&mut page, &t.sites);
+    match &t.forecast {
+        // A forecast has no outcomes to report: how busy each pool is, and each site's range.
+        Some(f) => {
+            pool_use_section(&mut page, f, t.span_ms);
+            ranges_section(&mut page, f);
+        }
+        None => {
+            failures_section(&mut page, &t.failures);
+            sites_section(&mut page, &t.sites);
+        }
+    }
     let _ = write!(
         page,
         "<script type=\"application/json\" id=\"drover-data\">{}</script>\n\
@@ -126,6 +135,13 @@ fn legend(t: &Timeline) -> String {
                 .then(|| swatch("#8c8c8c", "(no product)")),
         )
         .collect();
+    if t.forecast.is_some() {
+        return format!(
+            "<div class=\"legend\">\n<span class=\"group products\"><b>Products</b> {products}</span>\n\
+             <span class=\"group\"><span class=\"item\"><i class=\"swatch critical\"></i>critical \
+             path</span></span>\n</div>\n"
+        );
+    }
     let present: Vec<&str> = t.bars.iter().map(|b| b.outcome.as_str()).collect();
     let outcomes: String = OUTCOME_COLOURS
         .iter()
@@ -168,6 +184,93 @@ fn failures_section(page: &mut String, failures: &[FailureRow]) {
         );
     }
     page.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+/// Columns of a pool-use chart.
+const USE_COLUMNS: usize = 400;
+
+/// Each pool's share of its capacity in use over the forecast, as a small area chart (drawn
+/// here, so it needs no script).
+fn pool_use_section(page: &mut String, f: &ForecastView, span_ms: u64) {
+    page.push_str(
+        "<section id=\"pool-use\">\n<h2>Pool use <span class=\"hint\">units in use ÷ capacity \
+         over the forecast; a pool near 100 % for long is what bounds the restore</span></h2>\n",
+    );
+    let span = span_ms.max(1) as f64;
+    for pool in &f.pools {
+        let cap = pool.capacity.max(1) as f64;
+        // Mean use in each column, from the step function.
+        let mut cols = vec![0.0f64; USE_COLUMNS];
+        for (k, &(t, units)) in pool.steps.iter().enumerate() {
+            let end = pool.steps.get(k + 1).map_or(span_ms, |n| n.0) as f64;
+            let (a, b) = (
+                t as f64 / span * USE_COLUMNS as f64,
+                end / span * USE_COLUMNS as f64,
+            );
+            let mut x = a;
+            while x < b {
+                let col = (x as usize).min(USE_COLUMNS - 1);
+                let next = ((col + 1) as f64).min(b);
+                cols[col] += (next - x) * units as f64 / cap;
+                x = next;
+            }
+        }
+        let mean = cols.iter().sum::<f64>() / USE_COLUMNS as f64;
+        let points: String = cols
+            .iter()
+            .enumerate()
+            .map(|(i, u)| format!(" {},{:.1}", i, 40.0 - 40.0 * u.min(1.0)))
+            .collect();
+        let _ = writeln!(
+            page,
+            "<figure class=\"pool-use\"><figcaption>{} ({} units): {:.0} % in use on average\
+             </figcaption><svg viewBox=\"0 0 {USE_COLUMNS} 40\" preserveAspectRatio=\"none\" \
+             role=\"img\" aria-label=\"use of pool {}\"><polygon points=\"0,40{points} {},40\" \
+             fill=\"#4e79a7\" fill-opacity=\"0.6\"/></svg></figure>",
+            escape(&pool.name),
+            pool.capacity,
+            mean * 100.0,
+            escape(&pool.name),
+            USE_COLUMNS - 1
+        );
+    }
+    page.push_str("</section>\n");
+}
+
+/// Each site's forecast restore time as a range, slowest first.
+fn ranges_section(page: &mut String, f: &ForecastView) {
+    let over = if f.trials > 1 {
+        format!("p50 and p90 over {} trials", f.trials)
+    } else {
+        "one simulation: run `drover estimate --trials 100` for ranges".to_owned()
+    };
+    let _ = write!(
+        page,
+        "<section>\n<h2>Forecast restore time per site <span class=\"hint\">from the start of \
+         the restore; {over}; slowest first</span></h2>\n<table id=\"ranges\">\n<thead><tr>\
+         <th>site</th><th>tier</th><th>p50</th><th>p90</th></tr></thead>\n<tbody>\n"
+    );
+    for r in f.ranges.iter().take(MAX_SITE_ROWS) {
+        let _ = writeln!(
+            page,
+            "<tr><td class=\"id\">{}</td><td>{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td></tr>",
+            escape(&r.site),
+            escape(&r.tier),
+            human_ms(r.p50_ms),
+            human_ms(r.p90_ms),
+        );
+    }
+    page.push_str("</tbody>\n</table>\n");
+    if f.ranges.len() > MAX_SITE_ROWS {
+        let _ = writeln!(
+            page,
+            "<p class=\"note\">… and {} more sites; <code>drover estimate --format json</code> \
+             lists every one.</p>",
+            f.ranges.len() - MAX_SITE_ROWS
+        );
+    }
+    page.push_str("</section>\n");
 }
 
 /// "none", or a count that opens to the list of blocked steps.

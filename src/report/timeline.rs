@@ -130,6 +130,37 @@ pub struct Timeline {
     /// Every site, slowest first: those not restored, then by restore time.
     pub sites: Vec<SiteRow>,
     pub failures: Vec<FailureRow>,
+    /// For a forecast (`drover estimate --html`): pool use over time and per-site ranges,
+    /// drawn instead of the run's outcomes and failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastView>,
+}
+
+/// What a forecast shows that a run does not.
+#[derive(Clone, Debug, Serialize)]
+pub struct ForecastView {
+    pub pools: Vec<PoolUse>,
+    /// Slowest p90 first.
+    pub ranges: Vec<SiteRange>,
+    pub trials: u32,
+}
+
+/// One pool's units in use over the simulated time.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolUse {
+    pub name: String,
+    pub capacity: u32,
+    /// `(ms, units in use from then)`, in time order.
+    pub steps: Vec<(u64, u32)>,
+}
+
+/// A site's forecast restore time, p50 and p90 over the trials.
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteRange {
+    pub site: String,
+    pub tier: String,
+    pub p50_ms: u64,
+    pub p90_ms: u64,
 }
 
 /// One step's time in its lane.
@@ -195,6 +226,7 @@ impl Timeline {
             critical: critical.iter().map(|&i| plan.steps[i].id.clone()).collect(),
             sites: site_rows(plan, steps, &sites, &clock),
             failures: failure_rows(plan, steps),
+            forecast: None,
         }
     }
 }

@@ -10,9 +10,11 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use super::model::DurationModel;
-use super::{Schedule, SimOptions, percentile};
+use super::model::Durations;
+use super::{Bounds, Schedule, SimOptions, percentile};
 use crate::dispatch::policy::Policy;
 use crate::plan::Plan;
+use crate::report::timeline::PoolUse;
 
 /// Try every capacity `lo..=hi` of one pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub struct ForecastOptions {
     pub seed: u64,
     pub target_rto: Option<Duration>,
     pub sweep: Option<Sweep>,
+    /// Now, ms since the epoch: how old the evidence is.
+    pub now_ms: i64,
 }
 
 /// Why a forecast cannot be made.
@@ -43,6 +47,7 @@ pub enum ForecastError {
 pub struct Forecast {
     pub doc: EstimateDoc,
     pub schedule: Schedule,
+    pub bounds: Bounds,
 }
 
 /// Simulates `plan` with `model`'s durations under `opts`.
@@ -52,15 +57,33 @@ pub fn forecast(
     model: &DurationModel,
     fo: &ForecastOptions,
 ) -> Result<Forecast, ForecastError> {
-    let durations = model.p50_all(plan);
+    let durations = model.durations(plan);
     let schedule = super::simulate(plan, opts, &durations);
-    let makespans = trials(plan, opts, model, fo.trials, fo.seed);
+    let bounds = Bounds::of(plan, &schedule, &opts.capacity);
+    let trials = trials(plan, opts, model, fo.trials, fo.seed);
     let sweep = match &fo.sweep {
         Some(s) => Some(run_sweep(plan, opts, &durations, s, fo.target_rto)?),
         None => None,
     };
-    let doc = document(plan, opts, model, &schedule, &makespans, fo, sweep);
-    Ok(Forecast { doc, schedule })
+    let relief = relief(plan, opts, &durations, &bounds);
+    let doc = document(
+        plan,
+        opts,
+        model,
+        &Evaluated {
+            schedule: &schedule,
+            bounds: &bounds,
+            trials: &trials,
+            relief,
+        },
+        fo,
+        sweep,
+    );
+    Ok(Forecast {
+        doc,
+        schedule,
+        bounds,
+    })
 }
 
 pub const ESTIMATE_FORMAT: &str = "drover-estimate/1";
@@ -74,6 +97,10 @@ pub struct EstimateDoc {
     pub policy: Policy,
     pub max_parallel: usize,
     pub model: String,
+    /// The ledgers the durations were learned from (empty: the workflow's estimates).
+    pub evidence: Vec<EvidenceDoc>,
+    /// Each (kind, product) group's fit, when learned from history.
+    pub fits: Vec<FitDoc>,
     pub makespan_s: f64,
     pub trials: u32,
     pub makespan_p50_s: f64,
@@ -82,11 +109,39 @@ pub struct EstimateDoc {
     pub critical_path: CriticalPathDoc,
     pub pools: Vec<PoolDoc>,
     pub bottleneck: Option<String>,
+    pub bottleneck_detail: BottleneckDoc,
     pub site_restore_s: SiteTimes,
     pub latest_sites: Vec<(String, f64)>,
+    /// Per site, `[site, p50_s, p90_s]` over the trials, in site order.
+    pub site_ranges: Vec<(String, f64, f64)>,
     pub target_rto_s: Option<f64>,
     pub meets_target: Option<bool>,
     pub sweep: Option<SweepDoc>,
+}
+
+#[derive(Serialize)]
+pub struct EvidenceDoc {
+    pub source: String,
+    pub kind: &'static str,
+    pub steps: usize,
+    pub ended_at: Option<String>,
+    pub age_s: Option<f64>,
+}
+
+/// mean duration = (intercept + slope × expected) × (base + Σ per_unit[p] × units of p in use).
+#[derive(Serialize)]
+pub struct FitDoc {
+    pub kind: String,
+    pub product: Option<String>,
+    pub samples: usize,
+    pub intercept_ms: f64,
+    /// ms per ms of the workflow's estimate.
+    pub slope: f64,
+    /// ms per expected ms of the shared unit the step works in (its shard).
+    pub shared_slope: f64,
+    pub load_base: f64,
+    /// Per pool (and `(no pool)`): how much each unit in use when the step starts adds.
+    pub load_per_unit: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]
@@ -101,6 +156,26 @@ pub struct PoolDoc {
     pub name: String,
     pub capacity: u32,
     pub utilization: f64,
+    /// Its work ÷ its capacity: the least time the pool alone needs.
+    pub bound_s: f64,
+}
+
+/// What bounds the restore and what would relieve it.
+#[derive(Serialize)]
+pub struct BottleneckDoc {
+    /// `pool` or `chain` (the critical path).
+    pub kind: &'static str,
+    pub pool: Option<String>,
+    pub bound_s: f64,
+    /// The capacity of the binding pool that would bring its bound down to the next
+    /// constraint, if its steps took as long as here (null when a chain binds).
+    pub relieved_at: Option<u32>,
+    /// The forecast makespan with that capacity: steps slow down on a busier machine, so it
+    /// may gain less than the bound says, or nothing.
+    pub makespan_relieved_s: Option<f64>,
+    /// The next constraint: a pool's name, or `critical path`.
+    pub next: Option<String>,
+    pub next_bound_s: f64,
 }
 
 #[derive(Serialize)]
@@ -114,44 +189,56 @@ pub struct SiteTimes {
 pub struct SweepDoc {
     pub pool: String,
     pub points: Vec<(u32, f64)>,
+    /// Per point, what bounds the restore at that capacity (a pool's name, or `critical path`).
+    pub binding: Vec<String>,
+    /// The smallest capacity from which another constraint caps the gain, and that constraint.
+    pub capped_from: Option<(u32, String)>,
     pub smallest_meeting_target: Option<u32>,
 }
 
-/// Makespans (ms) of `n` noisy trials, sorted; one trial is the p50 model itself.
+/// One trial: its makespan and each site's restore time, ms.
+struct Trial {
+    makespan: u64,
+    sites: Vec<u64>,
+}
+
+/// Per-site values are kept for at most this many (trials × sites); beyond it, the first trials.
+const SITE_SAMPLES: usize = 20_000_000;
+
+/// `n` noisy trials (one: the mean model itself).
 fn trials(
     plan: &Arc<Plan>,
     opts: &SimOptions,
     model: &DurationModel,
     n: u32,
     seed: u64,
-) -> Vec<u64> {
+) -> Vec<Trial> {
+    let keep_sites = (SITE_SAMPLES / plan.sites.len().max(1)).max(1);
+    let trial = |t: u64, durations: &Durations| {
+        let s = super::simulate(plan, opts, durations);
+        Trial {
+            makespan: s.makespan.as_millis().try_into().unwrap_or(u64::MAX),
+            sites: if (t as usize) < keep_sites {
+                s.site_done_ms
+            } else {
+                Vec::new()
+            },
+        }
+    };
     if n <= 1 {
-        return vec![
-            super::simulate(plan, opts, &model.p50_all(plan))
-                .makespan
-                .as_millis() as u64,
-        ];
+        return vec![trial(0, &model.durations(plan))];
     }
-    let mut out: Vec<u64> = parallel((0..n as u64).collect(), |t| {
+    parallel((0..n as u64).collect(), |t| {
         let mut rng =
             rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(t));
-        let d: Vec<u64> = (0..plan.steps.len() as u32)
-            .map(|i| model.sample_ms(plan, i, &mut rng))
-            .collect();
-        super::simulate(plan, opts, &d)
-            .makespan
-            .as_millis()
-            .try_into()
-            .unwrap_or(u64::MAX)
-    });
-    out.sort_unstable();
-    out
+        trial(t, &model.sample(plan, &mut rng))
+    })
 }
 
 fn run_sweep(
     plan: &Arc<Plan>,
     opts: &SimOptions,
-    durations: &[u64],
+    durations: &Durations,
     sweep: &Sweep,
     target: Option<Duration>,
 ) -> Result<SweepDoc, ForecastError> {
@@ -171,23 +258,31 @@ fn run_sweep(
         .max()
         .unwrap_or(0);
     let lo = sweep.lo.max(needs);
-    let points: Vec<(u32, f64)> = parallel((lo..=sweep.hi).collect(), |c| {
+    let results: Vec<(u32, f64, String)> = parallel((lo..=sweep.hi).collect(), |c| {
         let mut o = opts.clone();
         o.capacity[pool] = c;
-        (
-            c,
-            super::simulate(plan, &o, durations).makespan.as_secs_f64(),
-        )
+        let schedule = super::simulate(plan, &o, durations);
+        let binding = match Bounds::of(plan, &schedule, &o.capacity).binding_pool() {
+            Some(p) => plan.pools[p].name.clone(),
+            None => "critical path".to_owned(),
+        };
+        (c, schedule.makespan.as_secs_f64(), binding)
     });
     let smallest = target.and_then(|t| {
-        points
+        results
             .iter()
-            .find(|(_, m)| *m <= t.as_secs_f64())
-            .map(|(c, _)| *c)
+            .find(|(_, m, _)| *m <= t.as_secs_f64())
+            .map(|(c, _, _)| *c)
     });
+    let capped_from = results
+        .iter()
+        .find(|(_, _, b)| *b != sweep.pool)
+        .map(|(c, _, b)| (*c, b.clone()));
     Ok(SweepDoc {
         pool: sweep.pool.clone(),
-        points,
+        points: results.iter().map(|(c, m, _)| (*c, *m)).collect(),
+        binding: results.into_iter().map(|(_, _, b)| b).collect(),
+        capped_from,
         smallest_meeting_target: smallest,
     })
 }
@@ -210,15 +305,24 @@ fn parallel<T: Send + Sync + Copy, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + 
     })
 }
 
+/// The forecast's simulations and bounds, for the document.
+struct Evaluated<'a> {
+    schedule: &'a Schedule,
+    bounds: &'a Bounds,
+    trials: &'a [Trial],
+    /// The binding pool's relieving capacity and the makespan with it.
+    relief: Option<(u32, f64)>,
+}
+
 fn document(
     plan: &Plan,
     opts: &SimOptions,
     model: &DurationModel,
-    schedule: &Schedule,
-    makespans: &[u64],
+    ev: &Evaluated<'_>,
     fo: &ForecastOptions,
     sweep: Option<SweepDoc>,
 ) -> EstimateDoc {
+    let (schedule, bounds) = (ev.schedule, ev.bounds);
     let util = schedule.utilization(&opts.capacity);
     let mut done: Vec<(u64, usize)> = schedule
         .site_done_ms
@@ -230,14 +334,10 @@ fn document(
     done.sort_unstable();
     let times: Vec<u64> = done.iter().map(|d| d.0).collect();
     let secs = |ms: u64| ms as f64 / 1000.0;
-    let bottleneck = util
-        .iter()
-        .enumerate()
-        .filter(|(_, u)| **u >= 0.8)
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| plan.pools[i].name.clone());
+    let mut makespans: Vec<u64> = ev.trials.iter().map(|t| t.makespan).collect();
+    makespans.sort_unstable();
     let makespan = schedule.makespan.as_secs_f64();
-    let cp = &plan.critical_path;
+    let cp = &bounds.critical_path;
     EstimateDoc {
         format: ESTIMATE_FORMAT,
         plan_hash: plan.hash.clone(),
@@ -248,30 +348,71 @@ fn document(
         model: if model.is_empty() {
             "workflow estimates".into()
         } else {
-            format!("history ({} groups fitted)", model.fits().count())
+            format!(
+                "history ({} groups fitted from {} ledgers)",
+                model.fits().count(),
+                model.evidence().len()
+            )
+        },
+        evidence: model
+            .evidence()
+            .iter()
+            .map(|e| EvidenceDoc {
+                source: e.source.clone(),
+                kind: e.kind,
+                steps: e.steps,
+                ended_at: e.ended_at_ms.map(crate::ledger::format_ms),
+                age_s: e
+                    .ended_at_ms
+                    .map(|t| (fo.now_ms - t).max(0) as f64 / 1000.0),
+            })
+            .collect(),
+        fits: {
+            let mut fits: Vec<FitDoc> = model
+                .fits()
+                .map(|((kind, product), f)| FitDoc {
+                    kind: kind.clone(),
+                    product: product.clone(),
+                    samples: f.samples,
+                    intercept_ms: f.intercept,
+                    slope: f.slope,
+                    shared_slope: f.shared_slope,
+                    load_base: f.load[0],
+                    load_per_unit: model
+                        .coordinates()
+                        .iter()
+                        .zip(&f.load[1..])
+                        .filter(|(_, d)| **d > 0.0)
+                        .map(|(c, d)| (c.clone(), *d))
+                        .collect(),
+                })
+                .collect();
+            fits.sort_by(|a, b| (&a.kind, &a.product).cmp(&(&b.kind, &b.product)));
+            fits
         },
         makespan_s: makespan,
         trials: fo.trials.max(1),
-        makespan_p50_s: secs(percentile(makespans, 50.0)),
-        makespan_p90_s: secs(percentile(makespans, 90.0)),
-        lower_bound_s: plan.lower_bound.as_secs_f64(),
+        makespan_p50_s: secs(percentile(&makespans, 50.0)),
+        makespan_p90_s: secs(percentile(&makespans, 90.0)),
+        lower_bound_s: secs(bounds.lower_bound_ms()),
         critical_path: CriticalPathDoc {
-            length_s: plan.critical_path_length().as_secs_f64(),
+            length_s: secs(bounds.critical_path_ms),
             first: cp.first().map(|&i| plan.steps[i as usize].id.clone()),
             last: cp.last().map(|&i| plan.steps[i as usize].id.clone()),
         },
         pools: plan
             .pools
             .iter()
-            .zip(&opts.capacity)
-            .zip(&util)
-            .map(|((p, &c), &u)| PoolDoc {
+            .enumerate()
+            .map(|(i, p)| PoolDoc {
                 name: p.name.clone(),
-                capacity: c,
-                utilization: u,
+                capacity: opts.capacity[i],
+                utilization: util[i],
+                bound_s: secs(bounds.pool_ms[i]),
             })
             .collect(),
-        bottleneck,
+        bottleneck: bounds.binding_pool().map(|p| plan.pools[p].name.clone()),
+        bottleneck_detail: bottleneck(plan, bounds, ev.relief),
         site_restore_s: SiteTimes {
             p50: secs(percentile(&times, 50.0)),
             p95: secs(percentile(&times, 95.0)),
@@ -283,20 +424,105 @@ fn document(
             .take(5)
             .map(|&(t, i)| (plan.sites[i].id.to_string(), secs(t)))
             .collect(),
+        site_ranges: site_ranges(plan, ev.trials),
         target_rto_s: fo.target_rto.map(|t| t.as_secs_f64()),
         meets_target: fo.target_rto.map(|t| makespan <= t.as_secs_f64()),
         sweep,
     }
 }
 
+/// The capacity of the binding pool that would hand the bound to the next constraint, and the
+/// forecast makespan with it.
+fn relief(
+    plan: &Arc<Plan>,
+    opts: &SimOptions,
+    durations: &Durations,
+    bounds: &Bounds,
+) -> Option<(u32, f64)> {
+    let p = bounds.binding_pool()?;
+    let next_ms = next_constraint(plan, bounds, p).1;
+    // The pool's work is its bound × its capacity.
+    let work_ms = bounds.pool_ms[p] as f64 * opts.capacity[p] as f64;
+    let needed = ((work_ms / next_ms.max(1) as f64).ceil() as u32)
+        .clamp(opts.capacity[p] + 1, crate::limits::MAX_CAPACITY);
+    let mut o = opts.clone();
+    o.capacity[p] = needed;
+    Some((
+        needed,
+        super::simulate(plan, &o, durations).makespan.as_secs_f64(),
+    ))
+}
+
+/// The largest bound but pool `p`'s: another pool's, or the critical path's.
+fn next_constraint(plan: &Plan, b: &Bounds, p: usize) -> (String, u64) {
+    b.pool_ms
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != p)
+        .map(|(i, &ms)| (plan.pools[i].name.clone(), ms))
+        .chain(std::iter::once((
+            "critical path".to_owned(),
+            b.critical_path_ms,
+        )))
+        .max_by_key(|(_, ms)| *ms)
+        .expect("the critical path is always there")
+}
+
+/// What binds, and what more of it would give.
+fn bottleneck(plan: &Plan, b: &Bounds, relief: Option<(u32, f64)>) -> BottleneckDoc {
+    let secs = |ms: u64| ms as f64 / 1000.0;
+    let Some(p) = b.binding_pool() else {
+        return BottleneckDoc {
+            kind: "chain",
+            pool: None,
+            bound_s: secs(b.critical_path_ms),
+            relieved_at: None,
+            makespan_relieved_s: None,
+            next: None,
+            next_bound_s: 0.0,
+        };
+    };
+    let (next, next_ms) = next_constraint(plan, b, p);
+    BottleneckDoc {
+        kind: "pool",
+        pool: Some(plan.pools[p].name.clone()),
+        bound_s: secs(b.pool_ms[p]),
+        relieved_at: relief.map(|r| r.0),
+        makespan_relieved_s: relief.map(|r| r.1),
+        next: Some(next),
+        next_bound_s: secs(next_ms),
+    }
+}
+
+/// Per site, p50 and p90 of its restore time over the trials that kept per-site times.
+fn site_ranges(plan: &Plan, trials: &[Trial]) -> Vec<(String, f64, f64)> {
+    let kept: Vec<&Trial> = trials.iter().filter(|t| !t.sites.is_empty()).collect();
+    let mut values = Vec::with_capacity(kept.len());
+    plan.sites
+        .iter()
+        .enumerate()
+        .map(|(s, site)| {
+            values.clear();
+            values.extend(kept.iter().map(|t| t.sites[s]));
+            values.sort_unstable();
+            (
+                site.id.to_string(),
+                percentile(&values, 50.0) as f64 / 1000.0,
+                percentile(&values, 90.0) as f64 / 1000.0,
+            )
+        })
+        .collect()
+}
+
 /// The simulated schedule as a timeline, drawn like a real run.
 pub fn timeline(plan: &Plan, forecast: &Forecast) -> crate::report::timeline::Timeline {
     let (schedule, doc) = (&forecast.schedule, &forecast.doc);
     use crate::report::LaneMode;
-    use crate::report::timeline::{Bar, Lanes, SiteRow, Timeline};
+    use crate::report::timeline::{Bar, ForecastView, Lanes, SiteRange, SiteRow, Timeline};
     let mode = LaneMode::auto(plan);
     let lanes = Lanes::new(plan, mode);
-    let critical: std::collections::HashSet<u32> = plan.critical_path.iter().copied().collect();
+    let critical: std::collections::HashSet<u32> =
+        forecast.bounds.critical_path.iter().copied().collect();
     let bars = plan
         .steps
         .iter()
@@ -343,7 +569,7 @@ pub fn timeline(plan: &Plan, forecast: &Forecast) -> crate::report::timeline::Ti
         subtitle: format!(
             "simulated makespan {}, lower bound {}, policy {}, model: {}",
             crate::report::human(schedule.makespan),
-            crate::report::human(plan.lower_bound),
+            crate::report::human(Duration::from_millis(forecast.bounds.lower_bound_ms())),
             doc.policy,
             doc.model
         ),
@@ -353,12 +579,70 @@ pub fn timeline(plan: &Plan, forecast: &Forecast) -> crate::report::timeline::Ti
         bars,
         span_ms: schedule.makespan.as_millis().try_into().unwrap_or(u64::MAX),
         origin: None,
-        critical: plan
+        critical: forecast
+            .bounds
             .critical_path
             .iter()
             .map(|&i| plan.steps[i as usize].id.clone())
             .collect(),
         sites,
         failures: Vec::new(),
+        forecast: Some(ForecastView {
+            pools: pool_use(plan, schedule, &doc.pools),
+            ranges: {
+                let mut r: Vec<SiteRange> = doc
+                    .site_ranges
+                    .iter()
+                    .zip(&plan.sites)
+                    .map(|((site, p50, p90), s)| SiteRange {
+                        site: site.clone(),
+                        tier: plan.tiers[s.tier].clone(),
+                        p50_ms: (p50 * 1000.0) as u64,
+                        p90_ms: (p90 * 1000.0) as u64,
+                    })
+                    .collect();
+                r.sort_by_key(|s| std::cmp::Reverse(s.p90_ms));
+                r
+            },
+            trials: doc.trials,
+        }),
     }
+}
+
+/// Each pool's units in use over the simulated schedule.
+fn pool_use(plan: &Plan, schedule: &Schedule, pools: &[PoolDoc]) -> Vec<PoolUse> {
+    pools
+        .iter()
+        .enumerate()
+        .map(|(p, doc)| {
+            let mut changes: Vec<(u64, i64)> = Vec::new();
+            for (i, step) in plan.steps.iter().enumerate() {
+                let (s, e) = (schedule.start_ms[i], schedule.end_ms[i]);
+                if s == u64::MAX || e == u64::MAX {
+                    continue;
+                }
+                for &(pool, units) in &step.uses {
+                    if pool as usize == p {
+                        changes.push((s, units as i64));
+                        changes.push((e, -(units as i64)));
+                    }
+                }
+            }
+            changes.sort_unstable();
+            let mut steps: Vec<(u64, u32)> = Vec::new();
+            let mut level = 0i64;
+            for (t, d) in changes {
+                level += d;
+                match steps.last_mut() {
+                    Some(last) if last.0 == t => last.1 = level.max(0) as u32,
+                    _ => steps.push((t, level.max(0) as u32)),
+                }
+            }
+            PoolUse {
+                name: doc.name.clone(),
+                capacity: doc.capacity,
+                steps,
+            }
+        })
+        .collect()
 }

@@ -1,96 +1,642 @@
 //! How long steps take. By default, the workflow's estimates (for `sleep` steps, the sleep they
-//! will actually do). With history — previous ledgers — each (step kind, product) group is fitted
-//! as `actual = a + b × expected`, with the spread of actual ÷ fitted giving p50, p90 and the
-//! noise for Monte Carlo trials.
+//! will actually do). With history — ledgers of earlier runs or drills — each (step kind,
+//! product) group is fitted on two things a step's duration depends on:
+//!
+//! - **its size**: `a + b × expected`, the step's estimate standing for its size (the estimate
+//!   is linear in the size attribute, so this is linear in the size with an intercept of the
+//!   machine's own); a group without spread in size gets its mean;
+//! - **what runs beside it**: steps share the CPU, the disk and the network. On the reference
+//!   platform a validation took 1.9× as long beside eight restores as beside none, while 32
+//!   fetches beside it cost nothing. So the ratio of each step's duration to its size line is
+//!   fitted as `c + Σ d_p × n_p`: `n_p` the units of pool `p` in use when it started (and the
+//!   steps holding no pool), recovered from the ledger's start and end times, `d_p ≥ 0`. The
+//!   simulator applies it at each step's start, so a forecast at other capacities, or the phase
+//!   of a run when the restores have finished and validations have the machine to themselves,
+//!   speeds or slows steps as they did.
+//!
+//! Least squares keeps each group's total: a pool-bound restore takes Σ work ÷ capacity, so the
+//! forecast uses the mean, not the median (skewed durations made a median-based forecast 6–12 %
+//! short). A group with too little history borrows its kind's fit; a kind with none, the ratio
+//! of everything learned to its estimates. Trials draw from the group's own recorded ratios to
+//! the fit (its real spread and skew). docs/estimate.md has the measurements.
 
 use std::collections::HashMap;
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 
+use crate::events::Progress;
 use crate::ledger::{StepRecord, StepState};
 use crate::plan::{Owner, Plan, StepIdx};
 
-/// Log-normal noise (σ of ln) when no history says otherwise.
+/// Log-normal noise (σ of ln) for a group without history.
 pub const DEFAULT_SIGMA: f64 = 0.15;
 
+/// A group's own fit is used from this many steps on; before, its kind's.
+const MIN_SAMPLES: usize = 3;
+
+/// Steps per coefficient of a load line.
+const MIN_PER_COEFFICIENT: usize = 20;
+
+/// Recorded ratios kept per group for trials.
+const KEPT_RATIOS: usize = 256;
+
 /// (step kind, product)
-type Group = (String, Option<String>);
+pub type Group = (String, Option<String>);
+
+/// The load coordinate of the steps holding no pool.
+pub const NO_POOL: &str = "(no pool)";
+
+/// One finished step: expected ms, actual ms, and what ran when it started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    pub expected: f64,
+    /// Expected ms of the shared unit the step works in (`shared_ms`), 0 if none.
+    pub shared: f64,
+    pub actual: f64,
+    /// Per load coordinate (`DurationModel::coordinates`): units in use when it started.
+    pub load: Vec<f32>,
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct DurationModel {
+    /// Load coordinates: pool names, and `NO_POOL`.
+    coordinates: Vec<String>,
+    points: HashMap<Group, Vec<Point>>,
     groups: HashMap<Group, Fit>,
+    /// Per step kind, over every product: for a group without history of its own.
+    kinds: HashMap<String, Fit>,
+    /// Σ actual ÷ Σ expected over everything: for a kind without history.
+    overall: Option<f64>,
+    evidence: Vec<Evidence>,
 }
 
-/// One group's fit.
+/// One group's fit: mean duration = (a + b × expected) × (c + Σ d_p × n_p).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Fit {
     pub samples: usize,
     /// ms
     pub intercept: f64,
     pub slope: f64,
-    /// actual ÷ fitted
-    pub p50: f64,
-    pub p90: f64,
-    pub sigma: f64,
+    /// ms per expected ms of the step's shared unit (its shard: integrity checks and neighbour
+    /// digests cost what the whole shard holds, not the site).
+    pub shared_slope: f64,
+    /// The largest shared unit seen: never extrapolated beyond (a drill of a few sites sees
+    /// small sums for shards that hold many more tenants).
+    pub shared_max: f64,
+    /// `[c, d per load coordinate…]`.
+    pub load: Vec<f64>,
+    /// Actual ÷ fitted of the recorded steps, sorted (a sample of at most `KEPT_RATIOS`).
+    #[serde(skip)]
+    pub ratios: Vec<f64>,
 }
 
+/// One ledger that a model learned from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Evidence {
+    /// Where it came from (the ledger's path, as given).
+    pub source: String,
+    /// `run` or `drill`.
+    pub kind: &'static str,
+    /// Succeeded steps with their times.
+    pub steps: usize,
+    /// When its last step ended, ms since the epoch.
+    pub ended_at_ms: Option<i64>,
+}
+
+/// A ledger to learn from.
+pub struct History<'a> {
+    pub source: String,
+    pub kind: &'static str,
+    pub plan: &'a Plan,
+    pub records: &'a [StepRecord],
+}
+
+/// Step durations for a simulation of one plan: step `i` takes `size_ms[i]` × its load line's
+/// factor for what runs when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct Durations {
+    size_ms: Vec<f64>,
+    line: Vec<u32>,
+    /// `[c, d per plan pool…, d for steps holding no pool]`; line 0 is the constant 1.
+    lines: Vec<Vec<f64>>,
+}
+
+impl Durations {
+    /// Durations that do not depend on what runs beside them.
+    pub fn fixed(ms: &[u64]) -> Durations {
+        Durations {
+            size_ms: ms.iter().map(|&m| m as f64).collect(),
+            line: vec![0; ms.len()],
+            lines: vec![vec![1.0]],
+        }
+    }
+
+    /// Step `idx`'s duration when it starts with `now` running (itself included).
+    pub fn at(&self, idx: StepIdx, now: &Progress) -> u64 {
+        let i = idx as usize;
+        let l = &self.lines[self.line[i] as usize];
+        let mut factor = l[0];
+        let mut pooled = 0usize;
+        for (p, &units) in now.pools_in_use.iter().enumerate() {
+            factor += l.get(1 + p).copied().unwrap_or(0.0) * units as f64;
+            pooled += units as usize;
+        }
+        let free = now.running.saturating_sub(pooled);
+        factor += l.get(1 + now.pools_in_use.len()).copied().unwrap_or(0.0) * free as f64;
+        (self.size_ms[i] * factor.max(MIN_FACTOR)) as u64
+    }
+}
+
+/// The load factor never falls below this (a fitted line is not trusted to zero).
+const MIN_FACTOR: f64 = 0.05;
+
 impl DurationModel {
-    /// Learns from finished steps of previous runs.
-    pub fn learn(history: &[(&Plan, &[StepRecord])]) -> DurationModel {
-        let mut points: HashMap<Group, Vec<(f64, f64)>> = HashMap::new();
-        for (plan, records) in history {
-            for (i, r) in records.iter().enumerate() {
-                let (Some(start), Some(end)) = (r.started_at, r.ended_at) else {
-                    continue;
-                };
-                if r.state != StepState::Succeeded || end < start {
-                    continue;
-                }
-                let expected = expected_ms(plan, i as StepIdx) as f64;
-                points
-                    .entry(group(plan, i as StepIdx))
-                    .or_default()
-                    .push((expected, (end - start) as f64));
+    /// Learns from finished steps of earlier runs or drills.
+    pub fn learn(history: &[History<'_>]) -> DurationModel {
+        let mut model = DurationModel::default();
+        for h in history {
+            model.add_coordinates(h.plan);
+            let points = model.points_from(h.plan, h.records);
+            model.evidence.push(Evidence {
+                source: h.source.clone(),
+                kind: h.kind,
+                steps: points.values().map(Vec::len).sum(),
+                ended_at_ms: h
+                    .records
+                    .iter()
+                    .filter(|r| r.state == StepState::Succeeded)
+                    .filter_map(|r| r.ended_at)
+                    .max(),
+            });
+            for (g, pts) in points {
+                model.points.entry(g).or_default().extend(pts);
             }
         }
-        DurationModel {
-            groups: points.into_iter().map(|(k, pts)| (k, fit(&pts))).collect(),
+        model.fitted()
+    }
+
+    /// Adds the load coordinates of `plan`'s pools (and of steps holding none).
+    fn add_coordinates(&mut self, plan: &Plan) {
+        for p in &plan.pools {
+            if !self.coordinates.contains(&p.name) {
+                self.coordinates.push(p.name.clone());
+            }
         }
+        if !self.coordinates.iter().any(|c| c == NO_POOL) {
+            self.coordinates.push(NO_POOL.to_owned());
+        }
+    }
+
+    /// This model, able to take points of `plan` (its pools are load coordinates).
+    pub fn for_plan(&self, plan: &Plan) -> DurationModel {
+        let mut m = self.clone();
+        m.add_coordinates(plan);
+        m
+    }
+
+    /// The succeeded steps of `records` (of `plan`, whose pools must be coordinates) as points.
+    pub fn points_from(&self, plan: &Plan, records: &[StepRecord]) -> HashMap<Group, Vec<Point>> {
+        let loads = loads_at_starts(plan, records);
+        let shared = shared_ms(plan);
+        let mut out: HashMap<Group, Vec<Point>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            let (Some(start), Some(end)) = (r.started_at, r.ended_at) else {
+                continue;
+            };
+            if r.state != StepState::Succeeded || end < start {
+                continue;
+            }
+            out.entry(group(plan, i as StepIdx))
+                .or_default()
+                .push(self.point(
+                    plan,
+                    i as StepIdx,
+                    shared[i],
+                    (end - start) as f64,
+                    &loads[i],
+                ));
+        }
+        out
+    }
+
+    /// What runs at a moment of a run of `plan` (`Progress` of its core), as load per plan pool
+    /// then the steps holding no pool.
+    pub fn load_now(now: &Progress) -> Vec<f32> {
+        let pooled: u32 = now.pools_in_use.iter().sum();
+        now.pools_in_use
+            .iter()
+            .map(|&u| u as f32)
+            .chain(std::iter::once(
+                now.running.saturating_sub(pooled as usize) as f32
+            ))
+            .collect()
+    }
+
+    /// A finished step of `plan` that took `actual_ms`, with `load` (per plan pool, then the
+    /// steps holding none) when it started.
+    pub fn point(
+        &self,
+        plan: &Plan,
+        idx: StepIdx,
+        shared: f64,
+        actual_ms: f64,
+        load: &[f32],
+    ) -> Point {
+        let mut l = vec![0.0f32; self.coordinates.len()];
+        for (p, &units) in load.iter().enumerate() {
+            let name = plan.pools.get(p).map_or(NO_POOL, |pool| pool.name.as_str());
+            if let Some(c) = self.coordinates.iter().position(|c| c == name) {
+                l[c] += units;
+            }
+        }
+        Point {
+            expected: expected_ms(plan, idx) as f64,
+            shared,
+            actual: actual_ms,
+            load: l,
+        }
+    }
+
+    /// This model with more evidence: steps of a run under way (made by `point` on a model
+    /// from `for_plan`). How `drover run` corrects its ETA as steps finish: one fit over the
+    /// history and the run's own steps.
+    pub fn with(&self, extra: &HashMap<Group, Vec<Point>>) -> DurationModel {
+        let mut points = self.points.clone();
+        for (g, pts) in extra {
+            points.entry(g.clone()).or_default().extend_from_slice(pts);
+        }
+        DurationModel {
+            coordinates: self.coordinates.clone(),
+            points,
+            evidence: self.evidence.clone(),
+            ..DurationModel::default()
+        }
+        .fitted()
+    }
+
+    /// Fits every group, every kind, and the overall ratio from `points`.
+    fn fitted(mut self) -> DurationModel {
+        let n = self.coordinates.len();
+        for pts in self.points.values_mut() {
+            for p in pts {
+                p.load.resize(n, 0.0);
+            }
+        }
+        let mut by_kind: HashMap<String, Vec<Point>> = HashMap::new();
+        let (mut actual, mut expected) = (0.0, 0.0);
+        for ((kind, _), pts) in &self.points {
+            by_kind
+                .entry(kind.clone())
+                .or_default()
+                .extend_from_slice(pts);
+            for p in pts {
+                expected += p.expected;
+                actual += p.actual;
+            }
+        }
+        // A kind's steps slow down alike beside the same work, whatever their product: one load
+        // line per kind, and a size line per group under it.
+        self.groups.clear();
+        self.kinds.clear();
+        for (kind, pts) in &by_kind {
+            let groups: Vec<(&Group, &Vec<Point>)> =
+                self.points.iter().filter(|(g, _)| g.0 == *kind).collect();
+            let (kind_fit, group_fits) = fit_kind(&groups, pts, n);
+            self.kinds.insert(kind.clone(), kind_fit);
+            self.groups.extend(group_fits);
+        }
+        self.overall = (expected > 0.0).then(|| actual / expected);
+        self
+    }
+
+    /// The group of step `idx` of `plan`.
+    pub fn group_of(plan: &Plan, idx: StepIdx) -> Group {
+        group(plan, idx)
     }
 
     pub fn fits(&self) -> impl Iterator<Item = (&Group, &Fit)> {
         self.groups.iter()
     }
 
+    /// The load coordinates a fit's `load[1..]` refer to.
+    pub fn coordinates(&self) -> &[String] {
+        &self.coordinates
+    }
+
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
 
-    /// Typical (p50) duration of a step, in ms.
-    pub fn p50_ms(&self, plan: &Plan, idx: StepIdx) -> u64 {
-        let expected = expected_ms(plan, idx) as f64;
-        match self.groups.get(&group(plan, idx)) {
-            Some(f) => ((f.intercept + f.slope * expected).max(0.0) * f.p50) as u64,
-            None => expected as u64,
+    /// The ledgers learned from.
+    pub fn evidence(&self) -> &[Evidence] {
+        &self.evidence
+    }
+
+    /// The fit for a step: its group's, else its kind's over other products.
+    fn fit_of(&self, plan: &Plan, idx: StepIdx) -> Option<&Fit> {
+        let g = group(plan, idx);
+        self.groups
+            .get(&g)
+            .filter(|f| f.samples >= MIN_SAMPLES)
+            .or_else(|| self.kinds.get(&g.0))
+    }
+
+    /// Every step's mean duration, for a simulation: by its group's fit, else its kind's, else
+    /// the workflow's estimate scaled by how everything learned compares with its estimates.
+    pub fn durations(&self, plan: &Plan) -> Durations {
+        self.durations_with(plan, |_, _| 1.0)
+    }
+
+    /// Random durations around the mean: a recorded ratio of the step's group, or log-normal
+    /// noise with the same mean for a group without history. For Monte Carlo trials.
+    pub fn sample(&self, plan: &Plan, rng: &mut impl Rng) -> Durations {
+        self.durations_with(plan, |fit, _| match fit {
+            Some(f) if !f.ratios.is_empty() => f.ratios[rng.random_range(0..f.ratios.len())],
+            _ => {
+                let z = crate::generate::normal(rng);
+                (DEFAULT_SIGMA * z - DEFAULT_SIGMA * DEFAULT_SIGMA / 2.0).exp()
+            }
+        })
+    }
+
+    fn durations_with(
+        &self,
+        plan: &Plan,
+        mut noise: impl FnMut(Option<&Fit>, StepIdx) -> f64,
+    ) -> Durations {
+        // Each fit's load line, in plan pool order (then the steps holding no pool).
+        let mut lines: Vec<Vec<f64>> = vec![vec![1.0]];
+        let mut line_of: HashMap<*const Fit, u32> = HashMap::new();
+        let coordinate = |name: &str| self.coordinates.iter().position(|c| c == name);
+        let columns: Vec<Option<usize>> = plan
+            .pools
+            .iter()
+            .map(|p| coordinate(&p.name))
+            .chain(std::iter::once(coordinate(NO_POOL)))
+            .collect();
+        let n = plan.steps.len();
+        let shared = shared_ms(plan);
+        let mut out = Durations {
+            size_ms: Vec::with_capacity(n),
+            line: Vec::with_capacity(n),
+            lines: Vec::new(),
+        };
+        for i in 0..n as StepIdx {
+            let expected = expected_ms(plan, i) as f64;
+            let fit = self.fit_of(plan, i);
+            let (size, line) = match fit {
+                Some(f) => {
+                    let line =
+                        *line_of.entry(f as *const Fit).or_insert_with(|| {
+                            let mut l = vec![f.load[0]];
+                            l.extend(columns.iter().map(|c| {
+                                c.and_then(|c| f.load.get(1 + c)).copied().unwrap_or(0.0)
+                            }));
+                            lines.push(l);
+                            (lines.len() - 1) as u32
+                        });
+                    (f.size(expected, shared[i as usize]), line)
+                }
+                None => (expected * self.overall.unwrap_or(1.0), 0),
+            };
+            out.size_ms.push(size * noise(fit, i));
+            out.line.push(line);
+        }
+        out.lines = lines;
+        out
+    }
+}
+
+impl Fit {
+    /// The size part: mean duration at load factor 1.
+    fn size(&self, expected: f64, shared: f64) -> f64 {
+        let shared = shared.min(self.shared_max);
+        (self.intercept + self.slope * expected + self.shared_slope * shared).max(1.0)
+    }
+
+    fn factor(&self, load: &[f32]) -> f64 {
+        let f = self.load[0]
+            + load
+                .iter()
+                .zip(&self.load[1..])
+                .map(|(&n, d)| n as f64 * d)
+                .sum::<f64>();
+        f.max(MIN_FACTOR)
+    }
+
+    fn at(&self, p: &Point) -> f64 {
+        self.size(p.expected, p.shared) * self.factor(&p.load)
+    }
+}
+
+/// For each record, the units of each of `plan`'s pools in use when it started (itself
+/// included), then the steps holding no pool.
+fn loads_at_starts(plan: &Plan, records: &[StepRecord]) -> Vec<Vec<f32>> {
+    let pools = plan.pools.len();
+    // (time, +1 start / -1 end, step)
+    let mut changes: Vec<(i64, i8, usize)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        if let (Some(s), Some(e)) = (r.started_at, r.ended_at) {
+            changes.push((s, 1, i));
+            changes.push((e, -1, i));
         }
     }
-
-    /// A random duration around the p50 (log-normal), for Monte Carlo trials.
-    pub fn sample_ms(&self, plan: &Plan, idx: StepIdx, rng: &mut impl Rng) -> u64 {
-        let sigma = self
-            .groups
-            .get(&group(plan, idx))
-            .map_or(DEFAULT_SIGMA, |f| f.sigma);
-        let z = crate::generate::normal(rng);
-        (self.p50_ms(plan, idx) as f64 * (sigma * z).exp()) as u64
+    // Ends before starts at the same instant: a step that ended as another started was not
+    // running beside it.
+    changes.sort_unstable();
+    let mut level = vec![0f32; pools + 1];
+    let mut out = vec![Vec::new(); records.len()];
+    for &(_, d, i) in &changes {
+        let uses = &plan.steps[i].uses;
+        if uses.is_empty() {
+            level[pools] += d as f32;
+        }
+        for &(p, units) in uses {
+            level[p as usize] += d as f32 * units as f32;
+        }
+        if d > 0 {
+            out[i] = level.clone();
+        }
     }
+    out
+}
 
-    /// Every step's p50 duration.
-    pub fn p50_all(&self, plan: &Plan) -> Vec<u64> {
-        (0..plan.steps.len() as StepIdx)
-            .map(|i| self.p50_ms(plan, i))
-            .collect()
+/// `duration = (a + b × expected) × (c + Σ d_p × n_p)` for one kind's `groups` (`all`: their
+/// points together): by turns, each group's size line by least squares under the kind's load
+/// line, and the kind's load line (non-negative coefficients) on the ratios to the size lines.
+/// Returns the kind's own fit (one size line over every product, for a group without history)
+/// and each group's.
+fn fit_kind(
+    groups: &[(&Group, &Vec<Point>)],
+    all: &[Point],
+    coordinates: usize,
+) -> (Fit, Vec<(Group, Fit)>) {
+    // A load line needs many steps per coefficient, or it fits the noise of the first few.
+    let load_fitted = all.len() >= MIN_PER_COEFFICIENT * (coordinates + 1);
+    let mut load = vec![0.0; coordinates + 1];
+    load[0] = 1.0;
+    let factor = |load: &[f64], p: &Point| {
+        let f = load[0]
+            + p.load
+                .iter()
+                .zip(&load[1..])
+                .map(|(&n, d)| n as f64 * d)
+                .sum::<f64>();
+        f.max(MIN_FACTOR)
+    };
+    // Each group's size line: its own size, and the shared unit's (its shard's).
+    let size_line = |pts: &[Point], load: &[f64]| {
+        let rows: Vec<(Vec<f64>, f64)> = pts
+            .iter()
+            .map(|p| (vec![1.0, p.expected, p.shared], p.actual / factor(load, p)))
+            .collect();
+        let abc = nonnegative_least_squares(&rows, &[false, true, true]);
+        (abc[0], abc[1], abc[2])
+    };
+    let mut lines: Vec<(f64, f64, f64)> = vec![(1.0, 0.0, 0.0); groups.len()];
+    for _ in 0..4 {
+        for (line, (_, pts)) in lines.iter_mut().zip(groups) {
+            *line = size_line(pts, &load);
+        }
+        let rows: Vec<(Vec<f64>, f64)> = lines
+            .iter()
+            .zip(groups)
+            .flat_map(|(&(a, b, c), (_, pts))| {
+                pts.iter().map(move |p| {
+                    let mut x = Vec::with_capacity(coordinates + 1);
+                    x.push(1.0);
+                    x.extend(p.load.iter().map(|&n| n as f64));
+                    (x, p.actual / (a + b * p.expected + c * p.shared).max(1.0))
+                })
+            })
+            .collect();
+        if load_fitted {
+            let mut constrained = vec![true; coordinates + 1];
+            constrained[0] = false;
+            load = nonnegative_least_squares(&rows, &constrained);
+        } else {
+            load[0] = rows.iter().map(|r| r.1).sum::<f64>() / rows.len().max(1) as f64;
+        }
     }
+    let kind = finish(all, size_line(all, &load), &load);
+    let fits = groups
+        .iter()
+        .zip(lines)
+        .map(|((g, pts), line)| ((*g).clone(), finish(pts, line, &load)))
+        .collect();
+    (kind, fits)
+}
+
+/// A fit from its lines, with the recorded ratios to it for trials.
+fn finish(
+    points: &[Point],
+    (intercept, slope, shared_slope): (f64, f64, f64),
+    load: &[f64],
+) -> Fit {
+    let mut f = Fit {
+        samples: points.len(),
+        intercept,
+        slope,
+        shared_slope,
+        shared_max: points.iter().map(|p| p.shared).fold(0.0, f64::max),
+        load: load.to_vec(),
+        ratios: Vec::new(),
+    };
+    let mut ratios: Vec<f64> = points
+        .iter()
+        .map(|p| p.actual / f.at(p).max(1.0))
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    if ratios.len() > KEPT_RATIOS {
+        // Evenly spaced quantiles keep the distribution's shape.
+        let step = ratios.len() as f64 / KEPT_RATIOS as f64;
+        ratios = (0..KEPT_RATIOS)
+            .map(|k| ratios[((k as f64 + 0.5) * step) as usize])
+            .collect();
+    }
+    // Drawing these keeps the mean only if they average 1.
+    let mean = ratios.iter().sum::<f64>() / ratios.len().max(1) as f64;
+    if mean > 0.0 {
+        ratios.iter_mut().for_each(|r| *r /= mean);
+    }
+    f.ratios = ratios;
+    f
+}
+
+/// Least squares `y ≈ Σ c_k × x_k`, the coefficients marked `constrained` kept ≥ 0 (a variable
+/// whose coefficient would be negative is dropped and the rest refitted). A variable without
+/// spread, or too few rows, leaves the mean in the first (unconstrained intercept) coefficient.
+fn nonnegative_least_squares(rows: &[(Vec<f64>, f64)], constrained: &[bool]) -> Vec<f64> {
+    let k = constrained.len();
+    let mut active: Vec<usize> = (0..k).collect();
+    let mut out = vec![0.0; k];
+    if rows.len() < 3 {
+        out[0] = rows.iter().map(|r| r.1).sum::<f64>() / rows.len().max(1) as f64;
+        return out;
+    }
+    loop {
+        let Some(c) = solve_normal(rows, &active) else {
+            // Singular: drop the last variable (never the intercept) and try again.
+            if active.len() <= 1 {
+                out[0] = rows.iter().map(|r| r.1).sum::<f64>() / rows.len() as f64;
+                return out;
+            }
+            active.pop();
+            continue;
+        };
+        let negative: Vec<usize> = active
+            .iter()
+            .zip(&c)
+            .filter(|(v, c)| constrained[**v] && **c < 0.0)
+            .map(|(v, _)| *v)
+            .collect();
+        if negative.is_empty() {
+            out.iter_mut().for_each(|o| *o = 0.0);
+            for (v, c) in active.iter().zip(c) {
+                out[*v] = c;
+            }
+            return out;
+        }
+        active.retain(|v| !negative.contains(v));
+    }
+}
+
+/// Solves the normal equations of `rows` over the variables `vars`, by Gaussian elimination with
+/// partial pivoting; `None` when they are (nearly) singular.
+fn solve_normal(rows: &[(Vec<f64>, f64)], vars: &[usize]) -> Option<Vec<f64>> {
+    let k = vars.len();
+    let mut a = vec![vec![0.0; k + 1]; k];
+    for (x, y) in rows {
+        for (i, &vi) in vars.iter().enumerate() {
+            let xi = x.get(vi).copied().unwrap_or(0.0);
+            for (j, &vj) in vars.iter().enumerate() {
+                a[i][j] += xi * x.get(vj).copied().unwrap_or(0.0);
+            }
+            a[i][k] += xi * y;
+        }
+    }
+    let scale = a
+        .iter()
+        .map(|r| r[..k].iter().fold(0.0f64, |m, v| m.max(v.abs())))
+        .fold(0.0, f64::max);
+    for col in 0..k {
+        let pivot = (col..k).max_by(|&r, &s| a[r][col].abs().total_cmp(&a[s][col].abs()))?;
+        if a[pivot][col].abs() <= 1e-9 * scale.max(1e-300) {
+            return None;
+        }
+        a.swap(col, pivot);
+        let pivot_row = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != col {
+                let m = row[col] / pivot_row[col];
+                for (x, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                    *x -= m * p;
+                }
+            }
+        }
+    }
+    Some((0..k).map(|i| a[i][k] / a[i][i]).collect())
 }
 
 /// What a step is expected to take before any history: its estimate, or for `sleep` steps the
@@ -114,6 +660,30 @@ pub fn expected_ms(plan: &Plan, idx: StepIdx) -> u64 {
     (base as f64 * scale) as u64
 }
 
+/// Per step, the expected ms of the shared unit it works in: of the shared step it depends on,
+/// directly or through its site's earlier steps (a shard's snapshot fetch, whose estimate scales
+/// with everything the shard holds); 0 for shared steps themselves and steps of no shared unit.
+pub fn shared_ms(plan: &Plan) -> Vec<f64> {
+    let succ = plan.successors();
+    let order = crate::plan::rank::topological_order(plan, &succ);
+    let mut out = vec![0.0f64; plan.steps.len()];
+    for &i in &order {
+        let step = &plan.steps[i as usize];
+        if matches!(step.owner, Owner::Shared { .. }) {
+            continue;
+        }
+        out[i as usize] = step
+            .deps
+            .iter()
+            .map(|&d| match plan.steps[d as usize].owner {
+                Owner::Shared { .. } => expected_ms(plan, d) as f64,
+                Owner::Site { .. } => out[d as usize],
+            })
+            .fold(0.0, f64::max);
+    }
+    out
+}
+
 fn group(plan: &Plan, idx: StepIdx) -> Group {
     let step = &plan.steps[idx as usize];
     let product = match step.owner {
@@ -126,70 +696,61 @@ fn group(plan: &Plan, idx: StepIdx) -> Group {
     )
 }
 
-/// Least squares `actual = a + b × expected`, falling back to a pure ratio for few points or no
-/// spread in `expected`; then the distribution of actual ÷ fitted.
-fn fit(points: &[(f64, f64)]) -> Fit {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let (intercept, slope) = if points.len() >= 3 && sxx > 0.0 && sxy / sxx > 0.0 {
-        let b = sxy / sxx;
-        (my - b * mx, b)
-    } else if mx > 0.0 {
-        (0.0, my / mx)
-    } else {
-        (my, 0.0)
-    };
-    let mut ratios: Vec<f64> = points
-        .iter()
-        .map(|(x, y)| y / (intercept + slope * x).max(1.0))
-        .filter(|r| r.is_finite() && *r > 0.0)
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        if ratios.is_empty() {
-            1.0
-        } else {
-            ratios[((p * ratios.len() as f64).ceil() as usize).clamp(1, ratios.len()) - 1]
-        }
-    };
-    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
-    let mean = logs.iter().sum::<f64>() / logs.len().max(1) as f64;
-    let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / logs.len().max(1) as f64;
-    Fit {
-        samples: points.len(),
-        intercept,
-        slope,
-        p50: q(0.5),
-        p90: q(0.9),
-        sigma: var.sqrt().max(0.01),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn linear_history_is_recovered() {
-        let pts: Vec<(f64, f64)> = (1..=20)
-            .map(|x| (x as f64 * 1000.0, 500.0 + 2.0 * x as f64 * 1000.0))
-            .collect();
-        let f = fit(&pts);
-        assert!(
-            (f.slope - 2.0).abs() < 1e-9 && (f.intercept - 500.0).abs() < 1e-6,
-            "{f:?}"
-        );
-        assert!((f.p50 - 1.0).abs() < 1e-9);
+    fn point(expected: f64, actual: f64, load: &[f32]) -> Point {
+        Point {
+            expected,
+            shared: 0.0,
+            actual,
+            load: load.to_vec(),
+        }
     }
 
     #[test]
-    fn few_points_fall_back_to_a_ratio() {
-        let f = fit(&[(1000.0, 3000.0), (2000.0, 6000.0)]);
-        assert_eq!((f.intercept, f.slope), (0.0, 3.0));
+    fn size_and_what_runs_beside_are_recovered() {
+        // 50 ms + 2 ms per expected second; each unit of the first pool in use adds an eighth,
+        // the second pool's units add nothing.
+        let pts: Vec<Point> = (1..=60)
+            .map(|i| {
+                let x = (i % 10) as f64 * 1000.0;
+                let (a, b) = ((i % 3) as f32 * 4.0, (i % 5) as f32 * 8.0);
+                let factor = 1.0 + 0.125 * a as f64;
+                point(x, (50.0 + 0.002 * x) * factor, &[a, b])
+            })
+            .collect();
+        let g: Group = ("k".into(), None);
+        let f = fit_kind(&[(&g, &pts)], &pts, 2).0;
+        let at = |x: f64, a: f32, b: f32| f.at(&point(x, 0.0, &[a, b]));
+        assert!((at(5000.0, 0.0, 0.0) - 60.0).abs() < 0.5, "{f:?}");
+        assert!((at(5000.0, 8.0, 0.0) - 120.0).abs() < 1.0, "{f:?}");
+        assert!((at(5000.0, 8.0, 32.0) - 120.0).abs() < 1.0, "{f:?}");
+    }
+
+    #[test]
+    fn skewed_durations_are_forecast_at_their_mean_not_their_median() {
+        // Nine steps take 100 ms and one 1,100 ms: ten of them take 2,000 ms of a pool's time.
+        let pts: Vec<Point> = (0..10)
+            .map(|i| point(1000.0, if i == 9 { 1100.0 } else { 100.0 }, &[4.0]))
+            .collect();
+        let g: Group = ("k".into(), None);
+        let f = fit_kind(&[(&g, &pts)], &pts, 1).0;
+        assert!(
+            (f.at(&point(1000.0, 0.0, &[4.0])) - 200.0).abs() < 1e-6,
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_coefficient_that_would_be_negative_is_dropped() {
+        // y falls as x grows: no negative slope, the mean instead.
+        let rows: Vec<(Vec<f64>, f64)> = (0..10)
+            .map(|i| (vec![1.0, i as f64], 100.0 - i as f64))
+            .collect();
+        let c = nonnegative_least_squares(&rows, &[false, true]);
+        assert_eq!(c[1], 0.0);
+        assert!((c[0] - 95.5).abs() < 1e-9, "{c:?}");
     }
 }

@@ -194,5 +194,5 @@ fn eta_of(stored: &Stored, now: i64) -> Option<f64> {
         }
     }
     opts.max_parallel = stored.info.max_parallel.max(1);
-    Some(crate::sim::eta(&plan, &stored.steps, &opts, now).as_secs_f64())
+    Some(crate::sim::live::eta(&plan, &stored.steps, &opts, now).as_secs_f64())
 }

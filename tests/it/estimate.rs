@@ -156,10 +156,166 @@ fn history_replaces_estimates_with_what_steps_really_took() {
         "{}",
         learned["model"]
     );
+    let makespan = learned["makespan_s"].as_f64().unwrap();
+    assert!(makespan < 5.0, "learned: {makespan}");
+    // Bounds come from the same model, not from the workflow's 10 s guesses.
+    let bound = learned["lower_bound_s"].as_f64().unwrap();
     assert!(
-        learned["makespan_s"].as_f64().unwrap() < 5.0,
-        "learned: {}",
-        learned["makespan_s"]
+        bound <= makespan && learned["critical_path"]["length_s"].as_f64().unwrap() <= makespan,
+        "lower bound {bound} and critical path against makespan {makespan}"
+    );
+    let evidence = &learned["evidence"][0];
+    assert_eq!(evidence["kind"], "run");
+    assert_eq!(evidence["steps"], 16);
+    assert!(evidence["age_s"].as_f64().unwrap() < 600.0, "{evidence}");
+}
+
+#[test]
+fn the_binding_pool_is_named_with_what_would_relieve_it() {
+    // The 883-site demo request: with db=16 no pool is 80 % busy, yet cpu bounds the restore.
+    let dir = tempfile::tempdir().unwrap();
+    drover()
+        .current_dir(dir.path())
+        .args([
+            "generate", "request", "--sites", "883", "--seed", "1", "--out", "r.toml",
+        ])
+        .assert()
+        .success();
+    let wf = support::shipped_workflow();
+    let wf = wf.to_str().unwrap();
+    let doc = estimate(dir.path(), &["-w", wf, "-r", "r.toml", "--pools", "db=16"]);
+    assert_eq!(doc["bottleneck"], "cpu", "{}", doc["bottleneck_detail"]);
+    let detail = &doc["bottleneck_detail"];
+    assert_eq!(detail["next"], "db");
+    assert!(detail["relieved_at"].as_u64().unwrap() > 4, "{detail}");
+    let sweep = estimate(
+        dir.path(),
+        &[
+            "-w",
+            wf,
+            "-r",
+            "r.toml",
+            "--sweep",
+            "db=8..64",
+            "--target-rto",
+            "2h",
+        ],
+    );
+    let capped = &sweep["sweep"]["capped_from"];
+    assert_eq!(
+        capped[1], "cpu",
+        "more db stops helping once cpu binds: {capped}"
+    );
+    assert!(sweep["sweep"]["smallest_meeting_target"].is_null());
+    // In words too.
+    let out = drover()
+        .current_dir(dir.path())
+        .args([
+            "estimate",
+            "-w",
+            wf,
+            "-r",
+            "r.toml",
+            "--sweep",
+            "db=8..64",
+            "--target-rto",
+            "2h",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bottleneck     pool db") && text.contains("on, cpu bounds the restore"),
+        "{text}"
+    );
+}
+
+#[test]
+fn trials_give_each_site_a_range() {
+    let dir = tempfile::tempdir().unwrap();
+    eight_sites(dir.path());
+    let doc = estimate(
+        dir.path(),
+        &[
+            "-w", "wf.toml", "-r", "r.toml", "--trials", "40", "--seed", "2",
+        ],
+    );
+    let ranges = doc["site_ranges"].as_array().unwrap();
+    assert_eq!(ranges.len(), 8, "{ranges:?}");
+    for r in ranges {
+        let (p50, p90) = (r[1].as_f64().unwrap(), r[2].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 < p90, "{r}");
+    }
+    // The site restored last is last in every trial's order only on average: its p90 is the
+    // largest.
+    let max_p90 = ranges
+        .iter()
+        .map(|r| r[2].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(max_p90 >= doc["makespan_p50_s"].as_f64().unwrap() * 0.9);
+}
+
+#[test]
+fn a_drill_history_calibrates_the_forecast() {
+    let dir = tempfile::tempdir().unwrap();
+    support::demo(dir.path(), "init", 12, &[]);
+    let d = dir.path();
+    drover()
+        .current_dir(d)
+        .args([
+            "drill",
+            "-w",
+            "workflow.toml",
+            "-r",
+            "request.toml",
+            "--target-rto",
+            "1h",
+            "--state",
+            "drill.db",
+            "--history",
+            "drills.jsonl",
+        ])
+        .assert()
+        .success();
+    let doc = estimate(
+        d,
+        &[
+            "-w",
+            "workflow.toml",
+            "-r",
+            "request.toml",
+            "--history",
+            "drills.jsonl",
+        ],
+    );
+    let evidence = &doc["evidence"][0];
+    assert_eq!(evidence["kind"], "drill", "{evidence}");
+    assert!(evidence["source"].as_str().unwrap().contains("drill.db"));
+    // Learned from a restore of these very sites: seconds, not the workflow's hours.
+    assert!(
+        doc["makespan_s"].as_f64().unwrap() < 120.0,
+        "{}",
+        doc["makespan_s"]
+    );
+    // A drill whose ledger is gone is said, and with nothing left to learn from, refused.
+    std::fs::remove_file(d.join("drill.db")).unwrap();
+    let out = drover()
+        .current_dir(d)
+        .args([
+            "estimate",
+            "-w",
+            "workflow.toml",
+            "-r",
+            "request.toml",
+            "--history",
+            "drills.jsonl",
+        ])
+        .output()
+        .unwrap();
+    let err = support::exited(&out, 2);
+    assert!(
+        err.contains("is gone") && err.contains("no ledger to learn from"),
+        "{err}"
     );
 }
 
@@ -284,6 +440,10 @@ fn estimate_draws_the_forecast_like_a_run() {
         page.contains("drover-data") && page.contains("Forecast: 8 sites, 16 steps"),
         "a report page for the forecast"
     );
+    // A forecast view: how busy each pool is and each site's range; no outcomes or failures.
+    assert!(page.contains("Pool use") && page.contains("use of pool db"));
+    assert!(page.contains("Forecast restore time per site") && page.contains("site-8"));
+    assert!(!page.contains("<h2>Failures") && !page.contains("value=\"outcome\""));
     for external in ["src=\"http", "href=\"http", "url(http", "@import"] {
         assert!(
             !page.contains(external),

@@ -166,12 +166,13 @@ fn plan_and_simulate(workflow: &[u8], request: &[u8], csv: &[u8]) {
     let inputs = drover::plan::doc::PlanInputs::default();
     let _ = serde_json::to_string(&drover::plan::doc::PlanDoc::new(&plan, &inputs));
     let opts = drover::sim::SimOptions::for_plan(&plan);
-    let durations: Vec<u64> = plan
-        .steps
-        .iter()
-        .map(|s| drover::limits::millis(s.estimate))
-        .collect();
-    let _ = drover::sim::simulate(&plan, &opts, &durations);
+    // The whole forecast: simulation, bounds, bottleneck, a few noisy trials.
+    let fo = drover::sim::forecast::ForecastOptions {
+        trials: 3,
+        ..Default::default()
+    };
+    let model = drover::sim::model::DurationModel::default();
+    let _ = drover::sim::forecast::forecast(&plan, &opts, &model, &fo);
 }
 
 /// The corpus: the test fixtures and the shipped workflows.

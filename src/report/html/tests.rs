@@ -32,6 +32,7 @@ fn timeline(bars: Vec<Bar>) -> Timeline {
         critical: vec![],
         sites: vec![],
         failures: vec![],
+        forecast: None,
     }
 }
 
