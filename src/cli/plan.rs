@@ -208,7 +208,8 @@ fn print_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "  lower bound    {} (no schedule can finish sooner with these pools)",
+        "  lower bound    {} (no schedule can finish sooner with these pools, if steps take \
+         the workflow's estimates; `drover estimate --history` forecasts from measured durations)",
         human(plan.lower_bound)
     )?;
     writeln!(out, "  total work     {}", human(plan.total_work()))?;

@@ -132,12 +132,17 @@ pub(crate) fn learn_history(
     // Every path is classified before any ledger is opened: reading a file that this process
     // also holds open through SQLite would release SQLite's locks on it.
     for path in paths {
+        // A ledger by its first bytes (a ledger may be far larger than a drill history).
+        let mut head = Vec::new();
+        if let Ok(f) = std::fs::File::open(path) {
+            let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, 16), &mut head);
+        }
+        if head.starts_with(crate::sniff::SQLITE_MAGIC) {
+            ledgers.push((path.display().to_string(), path.clone()));
+            continue;
+        }
         let drills = match crate::drill::read(path) {
             Ok(drills) => drills,
-            Err(crate::drill::HistoryError::OtherKind(crate::sniff::FileKind::Sqlite)) => {
-                ledgers.push((path.display().to_string(), path.clone()));
-                continue;
-            }
             Err(e) => {
                 return Err(super::refuse(
                     path,
