@@ -8,6 +8,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+#[path = "common/ledger.rs"]
+mod ledger;
+use ledger::measured_makespan_s as measured;
+
 /// One measured restore at a time: the tests of a binary run in parallel.
 static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -86,19 +90,6 @@ fn forecast(dir: &Path, history: &Path) -> f64 {
     doc["makespan_s"].as_f64().unwrap()
 }
 
-/// Start of the first step to end of the last, from the ledger.
-fn measured(state: &Path) -> f64 {
-    let conn = rusqlite::Connection::open(state).unwrap();
-    let (start, end): (i64, i64) = conn
-        .query_row(
-            "SELECT MIN(started_at), MAX(ended_at) FROM steps",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    (end - start) as f64 / 1000.0
-}
-
 fn off(forecast: f64, measured: f64) -> f64 {
     (forecast - measured).abs() / measured
 }
@@ -152,8 +143,10 @@ fn forecasts_learned_from_one_restore_hold_for_another_platform() {
         }
         let left = end - at;
         eprintln!("at {at:.1} s ({done} of {total} steps): eta {eta:.1} s, {left:.1} s left");
+        // Within 25 %, or half a second in the last moments (one validation takes up to that
+        // here: no estimate of what is left can be finer than a step).
         assert!(
-            (eta - left).abs() <= 0.25 * left,
+            (eta - left).abs() <= (0.25 * left).max(0.5),
             "at {at:.1} s the ETA said {eta:.1} s; {left:.1} s remained"
         );
         checked += 1;
