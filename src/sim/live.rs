@@ -30,8 +30,10 @@ impl Calibration {
     /// what it learned).
     pub fn new(plan: &Plan, model: Arc<DurationModel>, records: &[StepRecord]) -> Calibration {
         let prior = model.for_plan(plan);
+        let mut seen = prior.points_from(plan, records);
+        seen.values_mut().for_each(super::model::thin);
         Calibration {
-            seen: prior.points_from(plan, records),
+            seen,
             shared: super::model::shared_ms(plan),
             prior: Arc::new(prior),
         }
@@ -43,10 +45,14 @@ impl Calibration {
         let point = self
             .prior
             .point(plan, idx, self.shared[idx as usize], actual_ms, load);
-        self.seen
+        let seen = self
+            .seen
             .entry(DurationModel::group_of(plan, idx))
-            .or_default()
-            .push(point);
+            .or_default();
+        seen.push(point);
+        if seen.len() >= 2 * super::model::MAX_FIT_POINTS {
+            super::model::thin(seen);
+        }
     }
 
     /// The model refitted with this run's evidence.

@@ -37,6 +37,10 @@ const MIN_SAMPLES: usize = 3;
 /// Steps per coefficient of a load line.
 const MIN_PER_COEFFICIENT: usize = 20;
 
+/// Points a group keeps for its fit: evenly thinned beyond this, so that refitting a large run's
+/// ETA every few seconds stays cheap.
+pub(crate) const MAX_FIT_POINTS: usize = 4096;
+
 /// Recorded ratios kept per group for trials.
 const KEPT_RATIOS: usize = 256;
 
@@ -61,7 +65,10 @@ pub struct Point {
 pub struct DurationModel {
     /// Load coordinates: pool names, and `NO_POOL`.
     coordinates: Vec<String>,
+    /// Per group, at most `MAX_FIT_POINTS` points, evenly thinned.
     points: HashMap<Group, Vec<Point>>,
+    /// Per group, how many steps the points stand for.
+    counts: HashMap<Group, usize>,
     groups: HashMap<Group, Fit>,
     /// Per step kind, over every product: for a group without history of its own.
     kinds: HashMap<String, Fit>,
@@ -168,11 +175,19 @@ impl DurationModel {
                     .filter_map(|r| r.ended_at)
                     .max(),
             });
-            for (g, pts) in points {
-                model.points.entry(g).or_default().extend(pts);
-            }
+            model.add(points);
         }
         model.fitted()
+    }
+
+    /// Adds points, thinning each group to `MAX_FIT_POINTS`.
+    fn add(&mut self, points: HashMap<Group, Vec<Point>>) {
+        for (g, pts) in points {
+            *self.counts.entry(g.clone()).or_default() += pts.len();
+            let kept = self.points.entry(g).or_default();
+            kept.extend(pts);
+            thin(kept);
+        }
     }
 
     /// Adds the load coordinates of `plan`'s pools (and of steps holding none).
@@ -261,17 +276,15 @@ impl DurationModel {
     /// from `for_plan`). How `drover run` corrects its ETA as steps finish: one fit over the
     /// history and the run's own steps.
     pub fn with(&self, extra: &HashMap<Group, Vec<Point>>) -> DurationModel {
-        let mut points = self.points.clone();
-        for (g, pts) in extra {
-            points.entry(g.clone()).or_default().extend_from_slice(pts);
-        }
-        DurationModel {
+        let mut m = DurationModel {
             coordinates: self.coordinates.clone(),
-            points,
+            points: self.points.clone(),
+            counts: self.counts.clone(),
             evidence: self.evidence.clone(),
             ..DurationModel::default()
-        }
-        .fitted()
+        };
+        m.add(extra.clone());
+        m.fitted()
     }
 
     /// Fits every group, every kind, and the overall ratio from `points`.
@@ -303,7 +316,10 @@ impl DurationModel {
                 self.points.iter().filter(|(g, _)| g.0 == *kind).collect();
             let (kind_fit, group_fits) = fit_kind(&groups, pts, n);
             self.kinds.insert(kind.clone(), kind_fit);
-            self.groups.extend(group_fits);
+            for (g, mut fit) in group_fits {
+                fit.samples = self.counts.get(&g).copied().unwrap_or(fit.samples);
+                self.groups.insert(g, fit);
+            }
         }
         self.overall = (expected > 0.0).then(|| actual / expected);
         self
@@ -426,6 +442,16 @@ impl Fit {
 
     fn at(&self, p: &Point) -> f64 {
         self.size(p.expected, p.shared) * self.factor(&p.load)
+    }
+}
+
+/// Keeps at most `MAX_FIT_POINTS` of `points`, evenly spaced.
+pub(crate) fn thin(points: &mut Vec<Point>) {
+    if points.len() > MAX_FIT_POINTS {
+        let step = points.len() as f64 / MAX_FIT_POINTS as f64;
+        *points = (0..MAX_FIT_POINTS)
+            .map(|k| points[(k as f64 * step) as usize].clone())
+            .collect();
     }
 }
 
