@@ -92,6 +92,9 @@ pub struct Fit {
     pub shared_max: f64,
     /// `[c, d per load coordinate…]`.
     pub load: Vec<f64>,
+    /// The factors the load line gave the steps it was fitted on: never extrapolated beyond
+    /// (a line fitted while one pool was always full is not trusted where it never was).
+    pub factor_range: (f64, f64),
     /// Actual ÷ fitted of the recorded steps, sorted (a sample of at most `KEPT_RATIOS`).
     #[serde(skip)]
     pub ratios: Vec<f64>,
@@ -126,6 +129,8 @@ pub struct Durations {
     line: Vec<u32>,
     /// `[c, d per plan pool…, d for steps holding no pool]`; line 0 is the constant 1.
     lines: Vec<Vec<f64>>,
+    /// Per line, the factors it may give (`Fit::factor_range`).
+    ranges: Vec<(f64, f64)>,
 }
 
 impl Durations {
@@ -135,13 +140,15 @@ impl Durations {
             size_ms: ms.iter().map(|&m| m as f64).collect(),
             line: vec![0; ms.len()],
             lines: vec![vec![1.0]],
+            ranges: vec![(1.0, 1.0)],
         }
     }
 
     /// Step `idx`'s duration when it starts with `now` running (itself included).
     pub fn at(&self, idx: StepIdx, now: &Progress) -> u64 {
         let i = idx as usize;
-        let l = &self.lines[self.line[i] as usize];
+        let line = self.line[i] as usize;
+        let l = &self.lines[line];
         let mut factor = l[0];
         let mut pooled = 0usize;
         for (p, &units) in now.pools_in_use.iter().enumerate() {
@@ -150,7 +157,8 @@ impl Durations {
         }
         let free = now.running.saturating_sub(pooled);
         factor += l.get(1 + now.pools_in_use.len()).copied().unwrap_or(0.0) * free as f64;
-        (self.size_ms[i] * factor.max(MIN_FACTOR)) as u64
+        let (lo, hi) = self.ranges[line];
+        (self.size_ms[i] * factor.clamp(lo, hi)) as u64
     }
 }
 
@@ -382,6 +390,7 @@ impl DurationModel {
     ) -> Durations {
         // Each fit's load line, in plan pool order (then the steps holding no pool).
         let mut lines: Vec<Vec<f64>> = vec![vec![1.0]];
+        let mut ranges: Vec<(f64, f64)> = vec![(1.0, 1.0)];
         let mut line_of: HashMap<*const Fit, u32> = HashMap::new();
         let coordinate = |name: &str| self.coordinates.iter().position(|c| c == name);
         let columns: Vec<Option<usize>> = plan
@@ -396,6 +405,7 @@ impl DurationModel {
             size_ms: Vec::with_capacity(n),
             line: Vec::with_capacity(n),
             lines: Vec::new(),
+            ranges: Vec::new(),
         };
         for i in 0..n as StepIdx {
             let expected = expected_ms(plan, i) as f64;
@@ -409,6 +419,7 @@ impl DurationModel {
                                 c.and_then(|c| f.load.get(1 + c)).copied().unwrap_or(0.0)
                             }));
                             lines.push(l);
+                            ranges.push(f.factor_range);
                             (lines.len() - 1) as u32
                         });
                     (f.size(expected, shared[i as usize]), line)
@@ -419,6 +430,7 @@ impl DurationModel {
             out.line.push(line);
         }
         out.lines = lines;
+        out.ranges = ranges;
         out
     }
 }
@@ -437,7 +449,7 @@ impl Fit {
                 .zip(&self.load[1..])
                 .map(|(&n, d)| n as f64 * d)
                 .sum::<f64>();
-        f.max(MIN_FACTOR)
+        f.clamp(self.factor_range.0, self.factor_range.1)
     }
 
     fn at(&self, p: &Point) -> f64 {
@@ -544,11 +556,27 @@ fn fit_kind(
             load[0] = rows.iter().map(|r| r.1).sum::<f64>() / rows.len().max(1) as f64;
         }
     }
-    let kind = finish(all, size_line(all, &load), &load);
+    let range = all
+        .iter()
+        .map(|p| factor(&load, p))
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), f| {
+            (lo.min(f), hi.max(f))
+        });
+    let range = if range.0 <= range.1 {
+        range
+    } else {
+        (1.0, 1.0)
+    };
+    let finish = |pts: &[Point], line| {
+        let mut f = finish(pts, line, &load);
+        f.factor_range = range;
+        f
+    };
+    let kind = finish(all, size_line(all, &load));
     let fits = groups
         .iter()
         .zip(lines)
-        .map(|((g, pts), line)| ((*g).clone(), finish(pts, line, &load)))
+        .map(|((g, pts), line)| ((*g).clone(), finish(pts, line)))
         .collect();
     (kind, fits)
 }
@@ -566,6 +594,7 @@ fn finish(
         shared_slope,
         shared_max: points.iter().map(|p| p.shared).fold(0.0, f64::max),
         load: load.to_vec(),
+        factor_range: (MIN_FACTOR, f64::INFINITY),
         ratios: Vec::new(),
     };
     let mut ratios: Vec<f64> = points
