@@ -567,9 +567,20 @@ fn fit_kind(
     } else {
         (1.0, 1.0)
     };
-    let finish = |pts: &[Point], line| {
+    let finish = |pts: &[Point], line: (f64, f64, f64)| {
         let mut f = finish(pts, line, &load);
         f.factor_range = range;
+        // Least squares keeps the total; a fit that does not has failed numerically (or on a
+        // degenerate group): its mean instead.
+        let (fitted, actual) = pts
+            .iter()
+            .fold((0.0, 0.0), |(f_, a), p| (f_ + f.at(p), a + p.actual));
+        if !(actual <= 0.0 || (0.67..=1.5).contains(&(fitted / actual))) {
+            let mean = pts.iter().map(|p| p.actual / factor(&load, p)).sum::<f64>()
+                / pts.len().max(1) as f64;
+            f = finish(pts, (mean, 0.0, 0.0), &load);
+            f.factor_range = range;
+        }
         f
     };
     let kind = finish(all, size_line(all, &load));
@@ -630,11 +641,32 @@ fn nonnegative_least_squares(rows: &[(Vec<f64>, f64)], constrained: &[bool]) -> 
         out[0] = rows.iter().map(|r| r.1).sum::<f64>() / rows.len().max(1) as f64;
         return out;
     }
+    // Every column (and y) scaled to a root mean square of 1: estimates in ms squared reach
+    // 10^12, and normal equations of such columns lose every digit of the small ones.
+    let rms = |v: &mut dyn Iterator<Item = f64>| {
+        let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x * x, n + 1));
+        let r = (sum / n.max(1) as f64).sqrt();
+        if r > 0.0 && r.is_finite() { r } else { 1.0 }
+    };
+    let col_scale: Vec<f64> = (0..k)
+        .map(|j| rms(&mut rows.iter().map(|r| r.0.get(j).copied().unwrap_or(0.0))))
+        .collect();
+    let y_scale = rms(&mut rows.iter().map(|r| r.1));
+    let scaled: Vec<(Vec<f64>, f64)> = rows
+        .iter()
+        .map(|(x, y)| {
+            let x = (0..k)
+                .map(|j| x.get(j).copied().unwrap_or(0.0) / col_scale[j])
+                .collect();
+            (x, y / y_scale)
+        })
+        .collect();
+    let rows = &scaled;
     loop {
         let Some(c) = solve_normal(rows, &active) else {
             // Singular: drop the last variable (never the intercept) and try again.
             if active.len() <= 1 {
-                out[0] = rows.iter().map(|r| r.1).sum::<f64>() / rows.len() as f64;
+                out[0] = rows.iter().map(|r| r.1).sum::<f64>() / rows.len() as f64 * y_scale;
                 return out;
             }
             active.pop();
@@ -649,7 +681,7 @@ fn nonnegative_least_squares(rows: &[(Vec<f64>, f64)], constrained: &[bool]) -> 
         if negative.is_empty() {
             out.iter_mut().for_each(|o| *o = 0.0);
             for (v, c) in active.iter().zip(c) {
-                out[*v] = c;
+                out[*v] = c * y_scale / col_scale[*v];
             }
             return out;
         }
