@@ -27,16 +27,21 @@ fn estimate(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn the_forecast_of_a_real_sleep_workload_is_within_10_percent() {
-    let dir = tempfile::tempdir().unwrap();
+/// `dir/r.toml`: a generated request of `sites` sites (seed 1).
+fn generated(dir: &Path, sites: &str) {
     drover()
-        .current_dir(dir.path())
+        .current_dir(dir)
         .args([
-            "generate", "request", "--sites", "300", "--seed", "1", "--out", "r.toml",
+            "generate", "request", "--sites", sites, "--seed", "1", "--out", "r.toml",
         ])
         .assert()
         .success();
+}
+
+#[test]
+fn the_forecast_of_a_real_sleep_workload_is_within_10_percent() {
+    let dir = tempfile::tempdir().unwrap();
+    generated(dir.path(), "300");
     let wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/synthetic.toml");
     let wf = wf.to_str().unwrap();
     let forecast = estimate(dir.path(), &["-w", wf, "-r", "r.toml"])["makespan_s"]
@@ -165,13 +170,7 @@ fn history_replaces_estimates_with_what_steps_really_took() {
 fn the_binding_pool_is_named_with_what_would_relieve_it() {
     // The 883-site demo request: with db=16 no pool is 80 % busy, yet cpu bounds the restore.
     let dir = tempfile::tempdir().unwrap();
-    drover()
-        .current_dir(dir.path())
-        .args([
-            "generate", "request", "--sites", "883", "--seed", "1", "--out", "r.toml",
-        ])
-        .assert()
-        .success();
+    generated(dir.path(), "883");
     let wf = support::shipped_workflow();
     let wf = wf.to_str().unwrap();
     let doc = estimate(dir.path(), &["-w", wf, "-r", "r.toml", "--pools", "db=16"]);
