@@ -59,6 +59,9 @@ pub struct Point {
     pub actual: f64,
     /// Per load coordinate (`DurationModel::coordinates`): units in use when it started.
     pub load: Vec<f32>,
+    /// Recorded by a drill: a sample of sites restored beside every other tenant of their
+    /// shards, so `shared` (what the drill's request put in the shard) under-counts the shard.
+    pub sampled: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -87,9 +90,12 @@ pub struct Fit {
     /// ms per expected ms of the step's shared unit (its shard: integrity checks and neighbour
     /// digests cost what the whole shard holds, not the site).
     pub shared_slope: f64,
-    /// The largest shared unit seen: never extrapolated beyond (a drill of a few sites sees
-    /// small sums for shards that hold many more tenants).
-    pub shared_max: f64,
+    /// With points from drills, the largest shared unit seen, never extrapolated beyond: a
+    /// drill of a few sites sees small sums for shards that hold many more tenants. `None`
+    /// when every point came from a run, whose request lists what it puts in each shard: the
+    /// shard term is then a line, and a larger shard costs more (a 1.5x larger platform has
+    /// shards larger than any its history saw).
+    pub shared_max: Option<f64>,
     /// `[c, d per load coordinate…]`.
     pub load: Vec<f64>,
     /// The factors the load line gave the steps it was fitted on: never extrapolated beyond
@@ -171,7 +177,10 @@ impl DurationModel {
         let mut model = DurationModel::default();
         for h in history {
             model.add_coordinates(h.plan);
-            let points = model.points_from(h.plan, h.records);
+            let mut points = model.points_from(h.plan, h.records);
+            if h.kind == "drill" {
+                points.values_mut().flatten().for_each(|p| p.sampled = true);
+            }
             model.evidence.push(Evidence {
                 source: h.source.clone(),
                 kind: h.kind,
@@ -277,6 +286,7 @@ impl DurationModel {
             shared,
             actual: actual_ms,
             load: l,
+            sampled: false,
         }
     }
 
@@ -438,7 +448,7 @@ impl DurationModel {
 impl Fit {
     /// The size part: mean duration at load factor 1.
     fn size(&self, expected: f64, shared: f64) -> f64 {
-        let shared = shared.min(self.shared_max);
+        let shared = self.shared_max.map_or(shared, |max| shared.min(max));
         (self.intercept + self.slope * expected + self.shared_slope * shared).max(1.0)
     }
 
@@ -603,7 +613,10 @@ fn finish(
         intercept,
         slope,
         shared_slope,
-        shared_max: points.iter().map(|p| p.shared).fold(0.0, f64::max),
+        shared_max: points
+            .iter()
+            .any(|p| p.sampled)
+            .then(|| points.iter().map(|p| p.shared).fold(0.0, f64::max)),
         load: load.to_vec(),
         factor_range: (MIN_FACTOR, f64::INFINITY),
         ratios: Vec::new(),
@@ -793,6 +806,7 @@ mod tests {
             shared: 0.0,
             actual,
             load: load.to_vec(),
+            sampled: false,
         }
     }
 
