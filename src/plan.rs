@@ -57,12 +57,16 @@ pub struct PoolPlan {
     pub capacity: u32,
     /// Σ estimate × units over every step that uses the pool.
     pub demand: Duration,
+    /// The least time before the pool's first step can start plus after its last one ends
+    /// (`rank::pool_edges`); zero in plans stored before it was computed.
+    #[serde(default)]
+    pub edges: Duration,
 }
 
 impl PoolPlan {
-    /// The time this pool alone needs: demand ÷ capacity.
+    /// The time this pool alone needs: demand ÷ capacity, between its edges.
     pub fn bound(&self) -> Duration {
-        self.demand / self.capacity.max(1)
+        self.demand / self.capacity.max(1) + self.edges
     }
 }
 

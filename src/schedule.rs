@@ -248,7 +248,11 @@ impl<'a> Scheduler<'a> {
         let kinds = resolve_kinds(&plan, registry)?;
         check_pools(&plan, &opts.pool_capacity)?;
         let succ = Arc::new(plan.successors());
-        let priorities = Arc::new(policy::Priorities::new(&plan, opts.policy));
+        let priorities = Arc::new(policy::Priorities::new(
+            &plan,
+            opts.policy,
+            &opts.pool_capacity,
+        ));
         let mut core = Core::new(
             Arc::clone(&plan),
             succ,

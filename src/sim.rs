@@ -72,14 +72,98 @@ pub fn simulate(plan: &Arc<Plan>, opts: &SimOptions, durations: &Durations) -> S
     run(core, durations, &[], &[])
 }
 
+/// One policy's simulated restore: when the last site is back, and the mean and p95 time until
+/// a site is back.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct PolicyOutcome {
+    pub policy: Policy,
+    pub makespan_ms: u64,
+    pub site_mean_ms: u64,
+    pub site_p95_ms: u64,
+}
+
+impl PolicyOutcome {
+    pub fn of(policy: Policy, schedule: &Schedule) -> PolicyOutcome {
+        let mut done: Vec<u64> = schedule
+            .site_done_ms
+            .iter()
+            .copied()
+            .filter(|&t| t != u64::MAX)
+            .collect();
+        done.sort_unstable();
+        PolicyOutcome {
+            policy,
+            makespan_ms: schedule.makespan.as_millis() as u64,
+            site_mean_ms: done.iter().sum::<u64>() / done.len().max(1) as u64,
+            site_p95_ms: percentile(&done, 95.0),
+        }
+    }
+}
+
+/// How much longer than the fastest policy's makespan `auto` accepts for sites back sooner.
+pub const AUTO_MARGIN: f64 = 0.02;
+
+/// Every policy `auto` chooses from, simulated on this plan (one scoped thread each).
+pub fn compare(plan: &Arc<Plan>, opts: &SimOptions, durations: &Durations) -> Vec<PolicyOutcome> {
+    compare_from(
+        plan,
+        opts,
+        durations,
+        &vec![StepState::Pending; plan.steps.len()],
+    )
+}
+
+/// As [`compare`], for what is left of a run whose steps are in `states` (a resume).
+pub fn compare_from(
+    plan: &Arc<Plan>,
+    opts: &SimOptions,
+    durations: &Durations,
+    states: &[StepState],
+) -> Vec<PolicyOutcome> {
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = Policy::CONCRETE
+            .iter()
+            .map(|&policy| {
+                scope.spawn(move || {
+                    let mut o = opts.clone();
+                    o.policy = policy;
+                    let mut core = new_core(plan, &o);
+                    core.restore(states);
+                    PolicyOutcome::of(policy, &run(core, durations, &[], &[]))
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("a simulation does not panic"))
+            .collect()
+    })
+}
+
+/// What `auto` runs: the soonest makespan; of the policies within [`AUTO_MARGIN`] of it, the
+/// one with the soonest mean time until a site is back.
+pub fn choose(outcomes: &[PolicyOutcome]) -> Policy {
+    let Some(best) = outcomes.iter().map(|o| o.makespan_ms).min() else {
+        return Policy::Flow;
+    };
+    let limit = best as f64 * (1.0 + AUTO_MARGIN);
+    outcomes
+        .iter()
+        .filter(|o| o.makespan_ms as f64 <= limit)
+        .min_by_key(|o| (o.site_mean_ms, o.makespan_ms))
+        .map_or(Policy::Flow, |o| o.policy)
+}
+
 /// What no schedule can beat, for given durations: the heaviest dependency chain, and each
-/// pool's work ÷ its capacity.
+/// pool's work ÷ its capacity between the least time before its first step and after its last
+/// (`plan::rank::pool_edges`).
 #[derive(Clone, Debug)]
 pub struct Bounds {
     pub critical_path: Vec<StepIdx>,
     pub critical_path_ms: u64,
-    /// Per pool.
+    /// Per pool: work ÷ capacity.
     pub pool_ms: Vec<u64>,
+    /// Per pool: the least time before its first step plus after its last.
+    pub pool_edges_ms: Vec<u64>,
 }
 
 impl Bounds {
@@ -121,23 +205,26 @@ impl Bounds {
             critical_path_ms: critical_path.first().map_or(0, |&i| ranks[i as usize]),
             critical_path,
             pool_ms,
+            pool_edges_ms: crate::plan::rank::pool_edges(plan, &order, &ranks, |i| durations[i]),
         }
     }
 
+    /// Pool `p`'s bound: its work ÷ capacity between its edges.
+    pub fn pool_bound_ms(&self, p: usize) -> u64 {
+        self.pool_ms[p] + self.pool_edges_ms[p]
+    }
+
     pub fn lower_bound_ms(&self) -> u64 {
-        self.pool_ms
-            .iter()
-            .copied()
+        (0..self.pool_ms.len())
+            .map(|p| self.pool_bound_ms(p))
             .fold(self.critical_path_ms, u64::max)
     }
 
     /// The pool whose work bounds the restore more than anything else, if one does.
     pub fn binding_pool(&self) -> Option<usize> {
-        let (p, &ms) = self
-            .pool_ms
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, ms)| (**ms, std::cmp::Reverse(*i)))?;
+        let (p, ms) = (0..self.pool_ms.len())
+            .map(|p| (p, self.pool_bound_ms(p)))
+            .max_by_key(|&(i, ms)| (ms, std::cmp::Reverse(i)))?;
         (ms > self.critical_path_ms).then_some(p)
     }
 }
@@ -145,7 +232,7 @@ impl Bounds {
 /// A fresh scheduling core for a plan, as `drover run` would build it.
 pub(crate) fn new_core(plan: &Arc<Plan>, opts: &SimOptions) -> Core {
     let succ = Arc::new(plan.successors());
-    let priorities = Arc::new(Priorities::new(plan, opts.policy));
+    let priorities = Arc::new(Priorities::new(plan, opts.policy, &opts.capacity));
     Core::new(
         Arc::clone(plan),
         succ,
@@ -281,6 +368,94 @@ estimate = "5s"
         assert_eq!(s.makespan, Duration::from_secs(35));
         assert!((s.utilization(&[2])[0] - 60.0 / 70.0).abs() < 1e-9);
         assert!(s.site_done_ms.iter().all(|&t| t <= 35_000));
+    }
+
+    /// Per site: db 1s → cpu 10s → db 1s → cpu 10s, one unit of each pool.
+    fn reentrant(sites: usize) -> Arc<Plan> {
+        let wf = r#"
+[workflow]
+name = "t"
+[pools.db]
+capacity = 1
+[pools.cpu]
+capacity = 1
+[products.p]
+[steps.a]
+scope = "site"
+kind = "noop"
+uses = { db = 1 }
+estimate = "1s"
+[steps.b]
+scope = "site"
+kind = "noop"
+after = ["a"]
+uses = { cpu = 1 }
+estimate = "10s"
+[steps.c]
+scope = "site"
+kind = "noop"
+after = ["b"]
+uses = { db = 1 }
+estimate = "1s"
+[steps.d]
+scope = "site"
+kind = "noop"
+after = ["c"]
+uses = { cpu = 1 }
+estimate = "10s"
+"#;
+        let wf = Workflow::parse(&Source::new("wf", wf), crate::steps::KNOWN_KINDS).unwrap();
+        let sites: String = (0..sites)
+            .map(|i| format!("[[sites]]\nid = \"site-{i}\"\n"))
+            .collect();
+        let text = format!(
+            "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n{sites}"
+        );
+        let req = Request::parse(&Source::new("r", text), |_| unreachable!()).unwrap();
+        Arc::new(crate::plan::plan(&wf, &req, &PlanOptions::default()).unwrap())
+    }
+
+    #[test]
+    fn sites_come_back_one_after_another_under_flow_and_all_at_the_end_under_critical_path() {
+        let p = reentrant(20);
+        let durations: Vec<u64> = p
+            .steps
+            .iter()
+            .map(|s| crate::limits::millis(s.estimate))
+            .collect();
+        let outcomes = compare(&p, &SimOptions::for_plan(&p), &Durations::fixed(&durations));
+        let of = |policy| *outcomes.iter().find(|o| o.policy == policy).unwrap();
+        let (flow, cp) = (of(Policy::Flow), of(Policy::CriticalPath));
+        // cpu binds: 400s of work; the bound adds the first db step before it and nothing after.
+        let bound = Bounds::new(&p, &durations, &[1, 1]).lower_bound_ms();
+        assert_eq!(bound, 401_000);
+        assert!(flow.makespan_ms <= 402_000, "{flow:?}");
+        // Critical path validates every site's first half before any second half: every site
+        // comes back in the last 200s. Flow finishes one site every 20s from the start.
+        assert!(cp.site_mean_ms > 290_000, "{outcomes:?}");
+        assert!(flow.site_mean_ms < 230_000, "{outcomes:?}");
+        assert_eq!(choose(&outcomes), Policy::Flow);
+    }
+
+    #[test]
+    fn auto_takes_the_soonest_makespan_and_trades_up_to_two_percent_of_it_for_sites_back_sooner() {
+        let o = |policy, makespan_ms, site_mean_ms| PolicyOutcome {
+            policy,
+            makespan_ms,
+            site_mean_ms,
+            site_p95_ms: makespan_ms,
+        };
+        let outcomes = [
+            o(Policy::CriticalPath, 100_000, 90_000),
+            o(Policy::Flow, 101_900, 50_000),
+            o(Policy::SmallestSiteFirst, 110_000, 10_000),
+        ];
+        assert_eq!(choose(&outcomes), Policy::Flow);
+        let outcomes = [
+            o(Policy::CriticalPath, 100_000, 90_000),
+            o(Policy::Flow, 102_100, 50_000),
+        ];
+        assert_eq!(choose(&outcomes), Policy::CriticalPath);
     }
 
     #[test]

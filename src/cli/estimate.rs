@@ -40,8 +40,9 @@ pub struct EstimateArgs {
         value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     max_parallel: u32,
-    /// Which ready step starts first (as `drover run --policy`).
-    #[arg(long, value_enum, default_value_t = Policy::CriticalPath)]
+    /// Which ready step starts first (as `drover run --policy`). Every policy is simulated
+    /// either way; the forecast shows them side by side.
+    #[arg(long, value_enum, default_value_t = Policy::Auto)]
     policy: Policy,
     /// Try every capacity of one pool, e.g. `db=2..32`: the makespan for each.
     #[arg(long, value_parser = parse_sweep)]
@@ -140,11 +141,16 @@ fn print_text(d: &EstimateDoc) {
         crate::report::human(Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
     };
     outln!(
-        "estimate for plan {} ({} sites, {} steps), policy {}, model: {}",
+        "estimate for plan {} ({} sites, {} steps), policy {}{}, model: {}",
         &d.plan_hash[..12],
         d.sites,
         d.steps,
         d.policy,
+        if d.policy_auto {
+            " (chosen by auto)"
+        } else {
+            ""
+        },
         d.model
     );
     for e in &d.evidence {
@@ -201,6 +207,21 @@ fn print_text(d: &EstimateDoc) {
             "  site ranges    p50–p90 of each site over {} trials (all of them in --format json); latest: {}",
             d.trials,
             widest.join(", ")
+        );
+    }
+    outln!("  policies       last site back, mean and p95 time until a site is back");
+    for p in &d.policies {
+        outln!(
+            "    {:<20} {:>9}  {:>9}  {:>9}{}",
+            p.policy.name(),
+            h(p.makespan_s),
+            h(p.site_mean_s),
+            h(p.site_p95_s),
+            if p.policy == d.policy {
+                "  <- forecast"
+            } else {
+                ""
+            }
         );
     }
     outln!("  pools          capacity, utilization, least time for the pool alone");

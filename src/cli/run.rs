@@ -85,8 +85,10 @@ pub struct ExecArgs {
     /// in the ledger on resume].
     #[arg(long, value_parser = super::parse_pools)]
     pools: Option<std::collections::BTreeMap<String, u32>>,
-    /// Which ready step starts first.
-    #[arg(long, value_enum, default_value_t = Policy::CriticalPath)]
+    /// Which ready step starts first. `auto` simulates the others on this restore first and
+    /// runs the one that finishes soonest (of those within 2 %, the one whose sites are back
+    /// soonest on average); `drover estimate` shows them side by side.
+    #[arg(long, value_enum, default_value_t = Policy::Auto)]
     policy: Policy,
     /// After the first Ctrl-C, how long in-flight steps may run before they are cancelled.
     #[arg(long, default_value = "30s", value_parser = crate::limits::duration_arg(crate::limits::MAX_GRACE))]
@@ -289,6 +291,9 @@ fn execute_held(
     opts.inject_failures = injected_failures(&plan, &exec.inject_failure)?;
     opts.seed = now_ms() as u64;
     opts.model = Arc::new(model);
+    if opts.policy == Policy::Auto {
+        opts.policy = choose_policy(&plan, &stored.steps, &opts);
+    }
     for e in opts.model.evidence() {
         errln!(
             "eta: starts from the durations of {} steps of the {} in {}",
@@ -332,6 +337,37 @@ fn execute_held(
     } else {
         Done::Unfinished
     })
+}
+
+/// `--policy auto`: simulates every policy on what is left of this restore (with the durations
+/// the ETA starts from) and says which it runs and why.
+fn choose_policy(
+    plan: &Arc<Plan>,
+    steps: &[crate::ledger::StepRecord],
+    opts: &RunOptions,
+) -> Policy {
+    let mut sim = crate::sim::SimOptions::for_plan(plan);
+    sim.capacity = opts.pool_capacity.clone();
+    sim.max_parallel = opts.max_parallel;
+    let states: Vec<crate::ledger::StepState> = steps.iter().map(|r| r.state).collect();
+    let durations = opts.model.durations(plan);
+    let outcomes = crate::sim::compare_from(plan, &sim, &durations, &states);
+    let chosen = crate::sim::choose(&outcomes);
+    let h = |ms: u64| crate::report::human(Duration::from_millis(ms));
+    let others: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.policy != chosen)
+        .map(|o| format!("{} {}", o.policy, h(o.makespan_ms)))
+        .collect();
+    if let Some(c) = outcomes.iter().find(|o| o.policy == chosen) {
+        errln!(
+            "policy: auto runs {chosen}: simulated {}, mean site {} ({})",
+            h(c.makespan_ms),
+            h(c.site_mean_ms),
+            others.join(", ")
+        );
+    }
+    chosen
 }
 
 /// First Ctrl-C (or SIGTERM) drains, the second aborts.

@@ -97,7 +97,8 @@ pub struct PoolDoc<'a> {
     pub capacity: u32,
     /// Σ estimate × units, in seconds.
     pub demand_s: f64,
-    /// demand ÷ capacity: the least time this pool alone needs.
+    /// demand ÷ capacity between the pool's edges (`PoolPlan::bound`): the least time this pool
+    /// alone needs.
     pub bound_s: f64,
 }
 

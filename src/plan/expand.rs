@@ -651,6 +651,7 @@ impl<'a> Expander<'a> {
                 name: p.name.clone(),
                 capacity,
                 demand,
+                edges: Duration::ZERO,
             })
             .collect();
         Plan {

@@ -1,5 +1,6 @@
 //! Upward rank (longest estimate-weighted path to a sink), the critical path, and the makespan
-//! lower bound max(critical path, busiest pool's demand ÷ capacity).
+//! lower bound: the critical path, or a pool's demand ÷ capacity with the least time that must
+//! pass before its first step and after its last.
 
 use super::{Plan, StepIdx};
 
@@ -12,6 +13,12 @@ pub(super) fn rank(plan: &mut Plan, order: &[StepIdx]) {
         step.rank = std::time::Duration::from_millis(*r);
     }
     plan.critical_path = heaviest_path(&ranks, &succ);
+    let edges = pool_edges(plan, order, &ranks, |i| {
+        crate::limits::millis(plan.steps[i].estimate)
+    });
+    for (pool, ms) in plan.pools.iter_mut().zip(edges) {
+        pool.edges = std::time::Duration::from_millis(ms);
+    }
     let pool_bound = plan
         .pools
         .iter()
@@ -19,6 +26,49 @@ pub(super) fn rank(plan: &mut Plan, order: &[StepIdx]) {
         .max()
         .unwrap_or_default();
     plan.lower_bound = plan.critical_path_length().max(pool_bound);
+}
+
+/// Per pool, the least time that must pass before any of its steps can start (the shortest of
+/// their longest chains of dependencies) plus the least that must follow its last step (the
+/// shortest of their longest paths to a sink). Whichever step holds the pool first and last,
+/// the pool's work ÷ capacity fits between the two, so this plus that is a lower bound; without
+/// it the bound of a pool fed by a long fetch and followed by validations is loose by both.
+/// `ranks` from `longest_to_sink` with the same `weight`; `order` is topological.
+pub(crate) fn pool_edges(
+    plan: &Plan,
+    order: &[StepIdx],
+    ranks: &[u64],
+    weight: impl Fn(usize) -> u64,
+) -> Vec<u64> {
+    let mut start = vec![0u64; plan.steps.len()];
+    for &i in order {
+        let i = i as usize;
+        start[i] = plan.steps[i]
+            .deps
+            .iter()
+            .map(|&d| start[d as usize].saturating_add(weight(d as usize)))
+            .max()
+            .unwrap_or_default();
+    }
+    let mut head = vec![u64::MAX; plan.pools.len()];
+    let mut tail = vec![u64::MAX; plan.pools.len()];
+    for (i, step) in plan.steps.iter().enumerate() {
+        for &(pool, _) in &step.uses {
+            let p = pool as usize;
+            head[p] = head[p].min(start[i]);
+            tail[p] = tail[p].min(ranks[i].saturating_sub(weight(i)));
+        }
+    }
+    head.iter()
+        .zip(&tail)
+        .map(|(&h, &t)| {
+            if h == u64::MAX {
+                0
+            } else {
+                h.saturating_add(t)
+            }
+        })
+        .collect()
 }
 
 /// Per step, the heaviest path from it to a sink (itself included), by `weight` in ms;

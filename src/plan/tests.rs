@@ -109,7 +109,10 @@ fn lower_bound_takes_the_busiest_pool_when_it_dominates() {
     let db = &p.pools[0];
     // 80 loads of 20s + 100s on 2 slots.
     assert_eq!(db.demand, Duration::from_secs(80 * 120));
-    assert_eq!(db.bound(), Duration::from_secs(80 * 60));
+    // No load starts before its shard's snapshot is fetched (10s + 400 GB × 1s), and after the
+    // last one at least its check (5s) and the site's reactivation (1s) follow.
+    assert_eq!(db.edges, Duration::from_secs(410 + 6));
+    assert_eq!(db.bound(), Duration::from_secs(80 * 60 + 416));
     assert_eq!(p.lower_bound, db.bound());
     assert!(p.lower_bound > p.critical_path_length());
 }

@@ -58,6 +58,14 @@ pub fn forecast(
     fo: &ForecastOptions,
 ) -> Result<Forecast, ForecastError> {
     let durations = model.durations(plan);
+    // Every policy is simulated for the trade-off table; `auto` runs the one `choose` picks.
+    let policies = super::compare(plan, opts, &durations);
+    let mut resolved = opts.clone();
+    let auto_chosen = opts.policy == Policy::Auto;
+    if auto_chosen {
+        resolved.policy = super::choose(&policies);
+    }
+    let opts = &resolved;
     let schedule = super::simulate(plan, opts, &durations);
     let bounds = Bounds::of(plan, &schedule, &opts.capacity);
     let trials = trials(plan, opts, model, fo.trials, fo.seed);
@@ -75,6 +83,8 @@ pub fn forecast(
             bounds: &bounds,
             trials: &trials,
             relief,
+            policies: &policies,
+            auto: auto_chosen,
         },
         fo,
         sweep,
@@ -94,7 +104,13 @@ pub struct EstimateDoc {
     pub plan_hash: String,
     pub sites: usize,
     pub steps: usize,
+    /// The policy forecast: the one `auto` chose, or the one asked for.
     pub policy: Policy,
+    /// Whether `auto` chose it.
+    pub policy_auto: bool,
+    /// Every policy simulated on this restore: the trade-off between the last site and the
+    /// typical site.
+    pub policies: Vec<PolicyDoc>,
     pub max_parallel: usize,
     pub model: String,
     /// The ledgers the durations were learned from (empty: the workflow's estimates).
@@ -117,6 +133,15 @@ pub struct EstimateDoc {
     pub target_rto_s: Option<f64>,
     pub meets_target: Option<bool>,
     pub sweep: Option<SweepDoc>,
+}
+
+#[derive(Serialize)]
+pub struct PolicyDoc {
+    pub policy: Policy,
+    pub makespan_s: f64,
+    /// Mean and p95 time until a site is back.
+    pub site_mean_s: f64,
+    pub site_p95_s: f64,
 }
 
 #[derive(Serialize)]
@@ -312,6 +337,10 @@ struct Evaluated<'a> {
     trials: &'a [Trial],
     /// The binding pool's relieving capacity and the makespan with it.
     relief: Option<(u32, f64)>,
+    /// Every policy simulated (`super::compare`).
+    policies: &'a [super::PolicyOutcome],
+    /// `auto` chose the policy.
+    auto: bool,
 }
 
 fn document(
@@ -344,6 +373,17 @@ fn document(
         sites: plan.sites.len(),
         steps: plan.steps.len(),
         policy: opts.policy,
+        policy_auto: ev.auto,
+        policies: ev
+            .policies
+            .iter()
+            .map(|o| PolicyDoc {
+                policy: o.policy,
+                makespan_s: secs(o.makespan_ms),
+                site_mean_s: secs(o.site_mean_ms),
+                site_p95_s: secs(o.site_p95_ms),
+            })
+            .collect(),
         max_parallel: opts.max_parallel,
         model: if model.is_empty() {
             "workflow estimates".into()
@@ -408,7 +448,7 @@ fn document(
                 name: p.name.clone(),
                 capacity: opts.capacity[i],
                 utilization: util[i],
-                bound_s: secs(bounds.pool_ms[i]),
+                bound_s: secs(bounds.pool_bound_ms(i)),
             })
             .collect(),
         bottleneck: bounds.binding_pool().map(|p| plan.pools[p].name.clone()),
@@ -441,9 +481,10 @@ fn relief(
 ) -> Option<(u32, f64)> {
     let p = bounds.binding_pool()?;
     let next_ms = next_constraint(plan, bounds, p).1;
-    // The pool's work is its bound × its capacity.
+    // The pool's work is its work bound × its capacity; it must fit between its edges.
     let work_ms = bounds.pool_ms[p] as f64 * opts.capacity[p] as f64;
-    let needed = ((work_ms / next_ms.max(1) as f64).ceil() as u32)
+    let room_ms = next_ms.saturating_sub(bounds.pool_edges_ms[p]).max(1);
+    let needed = ((work_ms / room_ms as f64).ceil() as u32)
         .clamp(opts.capacity[p] + 1, crate::limits::MAX_CAPACITY);
     let mut o = opts.clone();
     o.capacity[p] = needed;
@@ -455,11 +496,9 @@ fn relief(
 
 /// The largest bound but pool `p`'s: another pool's, or the critical path's.
 fn next_constraint(plan: &Plan, b: &Bounds, p: usize) -> (String, u64) {
-    b.pool_ms
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != p)
-        .map(|(i, &ms)| (plan.pools[i].name.clone(), ms))
+    (0..b.pool_ms.len())
+        .filter(|&i| i != p)
+        .map(|i| (plan.pools[i].name.clone(), b.pool_bound_ms(i)))
         .chain(std::iter::once((
             "critical path".to_owned(),
             b.critical_path_ms,
@@ -486,7 +525,7 @@ fn bottleneck(plan: &Plan, b: &Bounds, relief: Option<(u32, f64)>) -> Bottleneck
     BottleneckDoc {
         kind: "pool",
         pool: Some(plan.pools[p].name.clone()),
-        bound_s: secs(b.pool_ms[p]),
+        bound_s: secs(b.pool_bound_ms(p)),
         relieved_at: relief.map(|r| r.0),
         makespan_relieved_s: relief.map(|r| r.1),
         next: Some(next),

@@ -365,11 +365,9 @@ scale = { attribute = "gb", per = "1m" }
 async fn longest_remaining_work_starts_first_then_tier() {
     let probe = Probe::default();
     let sites = "[[sites]]\nid = \"site-a\"\nattrs = { gb = 1 }\n[[sites]]\nid = \"site-b\"\nattrs = { gb = 9 }\n[[sites]]\nid = \"site-c\"\ntier = \"enterprise\"\nattrs = { gb = 1 }\n[[sites]]\nid = \"site-d\"\nattrs = { gb = 5 }\n";
-    run_plan(
-        plan_of(RANKED, sites),
-        probe_registry(probe.clone()),
-        |_| {},
-    )
+    run_plan(plan_of(RANKED, sites), probe_registry(probe.clone()), |o| {
+        o.policy = drover::schedule::Policy::CriticalPath
+    })
     .await;
     let order = probe.order.lock().unwrap().clone();
     assert_eq!(
