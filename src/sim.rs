@@ -266,9 +266,10 @@ pub(crate) fn run(
         core.requeue(idx);
     }
     let mut now = 0u64;
+    let mut fill = durations.filled(&core.state);
     loop {
         while let Some(idx) = core.start_next() {
-            let d = durations.at(idx, &core.counts);
+            let d = durations.at(idx, &core.counts, &fill);
             start_ms[idx as usize] = now;
             events.push(Reverse((now.saturating_add(d), idx)));
         }
@@ -278,6 +279,7 @@ pub(crate) fn run(
         now = t;
         core.finished(idx);
         core.succeeded(idx);
+        durations.units.add(idx, &mut fill);
         end_ms[idx as usize] = now;
     }
     let mut pool_busy = vec![0.0; plan.pools.len()];
@@ -456,6 +458,68 @@ estimate = "10s"
             o(Policy::Flow, 102_100, 50_000),
         ];
         assert_eq!(choose(&outcomes), Policy::CriticalPath);
+    }
+
+    #[test]
+    fn a_shard_holds_what_was_restored_into_it_before_a_step_starts() {
+        let wf = r#"
+[workflow]
+name = "t"
+[pools.db]
+capacity = 1
+[products.p]
+[steps.get]
+scope = "shared"
+unit = "shard"
+kind = "fetch"
+estimate = "1s"
+[steps.load]
+scope = "product"
+kind = "restore-tenant"
+after = ["get"]
+uses = { db = 1 }
+estimate = "10s"
+scale = { attribute = "gb", per = "1s" }
+[steps.check]
+scope = "product"
+kind = "validate"
+after = ["load", "get"]
+estimate = "1s"
+"#;
+        let wf = Workflow::parse(&Source::new("wf", wf), crate::steps::KNOWN_KINDS).unwrap();
+        let text = "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n\
+            [[sites]]\nid = \"site-a\"\nattrs = { gb = 1, \"p.shard\" = \"s-1\" }\n\
+            [[sites]]\nid = \"site-b\"\nattrs = { gb = 5, \"p.shard\" = \"s-1\" }\n\
+            [[sites]]\nid = \"site-c\"\nattrs = { gb = 9, \"p.shard\" = \"s-2\" }\n";
+        let req = Request::parse(&Source::new("r", text.to_owned()), |_| unreachable!()).unwrap();
+        let p = crate::plan::plan(&wf, &req, &PlanOptions::default()).unwrap();
+        let idx = |id: &str| p.steps.iter().position(|s| s.id == id).unwrap();
+        let units = model::Units::of(&p);
+        // A tenant's data is the part of its restore's estimate beyond the smallest one's:
+        // b's 15s against a's 11s (c's 19s, in shard s-2). Checks put nothing in; another
+        // shard's restores do not count.
+        let mut records = vec![crate::ledger::StepRecord::default(); p.steps.len()];
+        let mut done = |id: &str, start: i64, end: i64| {
+            let r = &mut records[idx(id)];
+            (r.state, r.started_at, r.ended_at) = (StepState::Succeeded, Some(start), Some(end));
+        };
+        done("site-a/p/load", 0, 10);
+        done("site-c/p/load", 0, 10);
+        done("site-b/p/load", 10, 20);
+        done("site-a/p/check", 15, 16);
+        done("site-b/p/check", 20, 21);
+        let held = units.at_starts(&records);
+        assert!(
+            held[idx("site-b/p/load")] < 1e-9,
+            "a holds only the smallest tenant's data"
+        );
+        assert!(held[idx("site-a/p/check")] < 1e-9);
+        assert_eq!(held[idx("site-b/p/check")], 4_000.0);
+        assert_eq!(units.whole(idx("site-a/p/check") as StepIdx), 4_000.0);
+        let states: Vec<StepState> = records.iter().map(|r| r.state).collect();
+        let fill = units.filled(&states);
+        assert_eq!(units.now(idx("site-b/p/check") as StepIdx, &fill), 4_000.0);
+        assert_eq!(units.now(idx("site-c/p/check") as StepIdx, &fill), 8_000.0);
     }
 
     #[test]

@@ -14,22 +14,29 @@ use crate::sim::model::DurationModel;
 
 pub struct Tracker {
     calibration: Calibration,
-    /// When each running step started, and what ran then (itself included).
-    started: HashMap<StepIdx, (Instant, Vec<f32>)>,
+    /// When each running step started, what ran then (itself included), and what its shared
+    /// unit held.
+    started: HashMap<StepIdx, (Instant, Vec<f32>, f64)>,
+    /// What each shared unit holds now (`sim::model::Units`).
+    fill: Vec<f64>,
 }
 
 impl Tracker {
     /// Starts from `model` and the durations recorded in the ledger.
     pub fn new(plan: &Plan, model: Arc<DurationModel>, records: &[StepRecord]) -> Tracker {
+        let calibration = Calibration::new(plan, model, records);
+        let states: Vec<crate::ledger::StepState> = records.iter().map(|r| r.state).collect();
         Tracker {
-            calibration: Calibration::new(plan, model, records),
+            fill: calibration.units.filled(&states),
+            calibration,
             started: HashMap::new(),
         }
     }
 
     pub fn started(&mut self, idx: StepIdx, now: &crate::events::Progress) {
+        let held = self.calibration.units.now(idx, &self.fill);
         self.started
-            .insert(idx, (Instant::now(), DurationModel::load_now(now)));
+            .insert(idx, (Instant::now(), DurationModel::load_now(now), held));
     }
 
     /// A step's attempt ended.
@@ -37,12 +44,13 @@ impl Tracker {
         self.started.remove(&idx);
     }
 
-    /// Records the real duration of a finished step (called before `finished`).
+    /// Records the real duration of a step that succeeded (called before `finished`).
     pub fn observe(&mut self, plan: &Plan, idx: StepIdx) {
-        if let Some((t, load)) = self.started.get(&idx) {
+        if let Some((t, load, held)) = self.started.get(&idx) {
             let ms = t.elapsed().as_millis() as f64;
-            self.calibration.observe(plan, idx, ms, load);
+            self.calibration.observe(plan, idx, ms, load, *held);
         }
+        self.calibration.units.add(idx, &mut self.fill);
     }
 
     /// Time remaining, by simulating what is left from the core's current state.
@@ -59,7 +67,7 @@ impl Tracker {
                 let ran = self
                     .started
                     .get(&(i as StepIdx))
-                    .map_or(u64::MAX, |(t, _)| t.elapsed().as_millis() as u64);
+                    .map_or(u64::MAX, |(t, _, _)| t.elapsed().as_millis() as u64);
                 (i as StepIdx, ran)
             })
             .collect();

@@ -162,7 +162,8 @@ pub struct FitDoc {
     pub intercept_ms: f64,
     /// ms per ms of the workflow's estimate.
     pub slope: f64,
-    /// ms per expected ms of the shared unit the step works in (its shard).
+    /// ms per expected ms of data the shared unit the step works in (its shard) holds when
+    /// the step starts.
     pub shared_slope: f64,
     pub load_base: f64,
     /// Per pool (and `(no pool)`): how much each unit in use when the step starts adds.

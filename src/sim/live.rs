@@ -19,8 +19,8 @@ use crate::plan::{Plan, StepIdx};
 #[derive(Clone, Debug)]
 pub struct Calibration {
     prior: Arc<DurationModel>,
-    /// `model::shared_ms` of the plan.
-    shared: Vec<f64>,
+    /// The plan's shared units (`model::Units`).
+    pub units: super::model::Units,
     /// Per group: this run's finished steps.
     seen: HashMap<Group, Vec<Point>>,
 }
@@ -34,17 +34,15 @@ impl Calibration {
         seen.values_mut().for_each(super::model::thin);
         Calibration {
             seen,
-            shared: super::model::shared_ms(plan),
+            units: super::model::Units::of(plan),
             prior: Arc::new(prior),
         }
     }
 
     /// A step of this run finished after `actual_ms`; `load` ran when it started
-    /// (`DurationModel::load_now`).
-    pub fn observe(&mut self, plan: &Plan, idx: StepIdx, actual_ms: f64, load: &[f32]) {
-        let point = self
-            .prior
-            .point(plan, idx, self.shared[idx as usize], actual_ms, load);
+    /// (`DurationModel::load_now`) and its shared unit held `held` (`Units::now`).
+    pub fn observe(&mut self, plan: &Plan, idx: StepIdx, actual_ms: f64, load: &[f32], held: f64) {
+        let point = self.prior.point(plan, idx, held, actual_ms, load);
         let seen = self
             .seen
             .entry(DurationModel::group_of(plan, idx))
@@ -70,9 +68,10 @@ impl Calibration {
     ) -> Duration {
         let model = self.model();
         let durations = model.durations(&core.plan);
+        let fill = durations.filled(&core.state);
         let left: Vec<(StepIdx, u64)> = running
             .iter()
-            .map(|&(i, ran)| (i, durations.at(i, &core.counts).saturating_sub(ran)))
+            .map(|&(i, ran)| (i, durations.at(i, &core.counts, &fill).saturating_sub(ran)))
             .collect();
         run(core.clone(), &durations, &left, retrying).makespan
     }

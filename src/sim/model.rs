@@ -54,14 +54,18 @@ pub const NO_POOL: &str = "(no pool)";
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
     pub expected: f64,
-    /// Expected ms of the shared unit the step works in (`shared_ms`), 0 if none.
+    /// What the shared unit the step works in (its shard) held when it started, in expected
+    /// ms of the data restored into it (`Units`); 0 if none.
     pub shared: f64,
     pub actual: f64,
     /// Per load coordinate (`DurationModel::coordinates`): units in use when it started.
     pub load: Vec<f32>,
     /// Recorded by a drill: a sample of sites restored beside every other tenant of their
-    /// shards, so `shared` (what the drill's request put in the shard) under-counts the shard.
+    /// shards, so `shared` (what the drill restored into the shard) under-counts the shard.
     pub sampled: bool,
+    /// For a drill's step, its shard (the shared step's id): the drill ran beside the whole
+    /// shard, so what the shard held is taken from the request being forecast, by this name.
+    pub unit: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -78,22 +82,24 @@ pub struct DurationModel {
     /// Σ actual ÷ Σ expected over everything: for a kind without history.
     overall: Option<f64>,
     evidence: Vec<Evidence>,
+    /// Drill points already resolved against a plan's shards (`resolved_for`).
+    resolved: bool,
 }
 
-/// One group's fit: mean duration = (a + b × expected) × (c + Σ d_p × n_p).
+/// One group's fit: mean duration = (a + b × expected + s × shard) × (c + Σ d_p × n_p).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Fit {
     pub samples: usize,
     /// ms
     pub intercept: f64,
     pub slope: f64,
-    /// ms per expected ms of the step's shared unit (its shard: integrity checks and neighbour
-    /// digests cost what the whole shard holds, not the site).
+    /// ms per expected ms of data its shared unit holds when it starts (its shard: integrity
+    /// checks, full-text scans and neighbour digests read the whole live shard, not the site).
     pub shared_slope: f64,
-    /// With points from drills, the largest shared unit seen, never extrapolated beyond: a
-    /// drill of a few sites sees small sums for shards that hold many more tenants. `None`
-    /// when every point came from a run, whose request lists what it puts in each shard: the
-    /// shard term is then a line, and a larger shard costs more (a 1.5x larger platform has
+    /// With points from drills, the most a shared unit was seen to hold, never extrapolated
+    /// beyond: a drill restores a few sites beside every other tenant of their shards, so what
+    /// it restored under-counts what the shard holds. `None` when every point came from a run:
+    /// the term is then a line, and a fuller shard costs more (a 1.5x larger platform has
     /// shards larger than any its history saw).
     pub shared_max: Option<f64>,
     /// `[c, d per load coordinate…]`.
@@ -127,31 +133,45 @@ pub struct History<'a> {
     pub records: &'a [StepRecord],
 }
 
-/// Step durations for a simulation of one plan: step `i` takes `size_ms[i]` × its load line's
-/// factor for what runs when it starts.
+/// Step durations for a simulation of one plan: step `i` takes `(base_ms[i] + c × what its
+/// shared unit holds) × noise[i]` (`c` and its cap from its fit) × its load line's factor for
+/// what runs when it starts.
 #[derive(Clone, Debug, Default)]
 pub struct Durations {
-    size_ms: Vec<f64>,
+    base_ms: Vec<f64>,
+    noise: Vec<f32>,
     line: Vec<u32>,
     /// `[c, d per plan pool…, d for steps holding no pool]`; line 0 is the constant 1.
     lines: Vec<Vec<f64>>,
     /// Per line, the factors it may give (`Fit::factor_range`).
     ranges: Vec<(f64, f64)>,
+    /// Per line: ms per expected ms its unit holds, and the most it counts (`Fit::shared_max`).
+    shared: Vec<(f64, f64)>,
+    pub units: Units,
 }
 
 impl Durations {
     /// Durations that do not depend on what runs beside them.
     pub fn fixed(ms: &[u64]) -> Durations {
         Durations {
-            size_ms: ms.iter().map(|&m| m as f64).collect(),
+            base_ms: ms.iter().map(|&m| m as f64).collect(),
+            noise: vec![1.0; ms.len()],
             line: vec![0; ms.len()],
             lines: vec![vec![1.0]],
             ranges: vec![(1.0, 1.0)],
+            shared: vec![(0.0, 0.0)],
+            units: Units::default(),
         }
     }
 
-    /// Step `idx`'s duration when it starts with `now` running (itself included).
-    pub fn at(&self, idx: StepIdx, now: &Progress) -> u64 {
+    /// What each shared unit holds with the succeeded steps of `states` done (for `at`).
+    pub fn filled(&self, states: &[StepState]) -> Vec<f64> {
+        self.units.filled(states)
+    }
+
+    /// Step `idx`'s duration when it starts with `now` running (itself included) and its
+    /// shared unit holding what `fill` says.
+    pub fn at(&self, idx: StepIdx, now: &Progress, fill: &[f64]) -> u64 {
         let i = idx as usize;
         let line = self.line[i] as usize;
         let l = &self.lines[line];
@@ -164,7 +184,14 @@ impl Durations {
         let free = now.running.saturating_sub(pooled);
         factor += l.get(1 + now.pools_in_use.len()).copied().unwrap_or(0.0) * free as f64;
         let (lo, hi) = self.ranges[line];
-        (self.size_ms[i] * factor.clamp(lo, hi)) as u64
+        let (per, cap) = self.shared[line];
+        let held = if per == 0.0 {
+            0.0
+        } else {
+            self.units.now(idx, fill).min(cap)
+        };
+        let size = (self.base_ms[i] + per * held).max(1.0) * self.noise[i] as f64;
+        (size * factor.clamp(lo, hi)) as u64
     }
 }
 
@@ -179,7 +206,10 @@ impl DurationModel {
             model.add_coordinates(h.plan);
             let mut points = model.points_from(h.plan, h.records);
             if h.kind == "drill" {
-                points.values_mut().flatten().for_each(|p| p.sampled = true);
+                let names = Units::of(h.plan).names(h.plan);
+                let mut named = model.points_from_named(h.plan, h.records, &names);
+                named.values_mut().flatten().for_each(|p| p.sampled = true);
+                points = named;
             }
             model.evidence.push(Evidence {
                 source: h.source.clone(),
@@ -228,8 +258,18 @@ impl DurationModel {
 
     /// The succeeded steps of `records` (of `plan`, whose pools must be coordinates) as points.
     pub fn points_from(&self, plan: &Plan, records: &[StepRecord]) -> HashMap<Group, Vec<Point>> {
+        self.points_from_named(plan, records, &[])
+    }
+
+    /// As `points_from`, each point naming its shard from `names` (per step; empty: none).
+    fn points_from_named(
+        &self,
+        plan: &Plan,
+        records: &[StepRecord],
+        names: &[Option<std::sync::Arc<str>>],
+    ) -> HashMap<Group, Vec<Point>> {
         let loads = loads_at_starts(plan, records);
-        let shared = shared_ms(plan);
+        let shared = Units::of(plan).at_starts(records);
         let mut out: HashMap<Group, Vec<Point>> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
             let (Some(start), Some(end)) = (r.started_at, r.ended_at) else {
@@ -240,13 +280,16 @@ impl DurationModel {
             }
             out.entry(group(plan, i as StepIdx))
                 .or_default()
-                .push(self.point(
-                    plan,
-                    i as StepIdx,
-                    shared[i],
-                    (end - start) as f64,
-                    &loads[i],
-                ));
+                .push(Point {
+                    unit: names.get(i).cloned().flatten(),
+                    ..self.point(
+                        plan,
+                        i as StepIdx,
+                        shared[i],
+                        (end - start) as f64,
+                        &loads[i],
+                    )
+                });
         }
         out
     }
@@ -287,6 +330,7 @@ impl DurationModel {
             actual: actual_ms,
             load: l,
             sampled: false,
+            unit: None,
         }
     }
 
@@ -393,14 +437,43 @@ impl DurationModel {
         })
     }
 
+    /// Drill points ran beside whole shards: what their shard held is the whole shard as
+    /// `plan`'s request sees it (by the shard's name; a shard it does not name keeps what the
+    /// drill restored). Refitted; `None` if there are no drill points.
+    fn resolved_for(&self, plan: &Plan) -> Option<DurationModel> {
+        if self.resolved || !self.points.values().flatten().any(|p| p.unit.is_some()) {
+            return None;
+        }
+        let units = Units::of(plan);
+        let whole: HashMap<std::sync::Arc<str>, f64> = units
+            .names(plan)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, name)| Some((name?, units.whole(i as StepIdx))))
+            .collect();
+        let mut m = self.clone();
+        for p in m.points.values_mut().flatten() {
+            if let Some(w) = p.unit.as_ref().and_then(|u| whole.get(u)) {
+                p.shared = *w;
+            }
+        }
+        let mut m = m.fitted();
+        m.resolved = true;
+        Some(m)
+    }
+
     fn durations_with(
         &self,
         plan: &Plan,
         mut noise: impl FnMut(Option<&Fit>, StepIdx) -> f64,
     ) -> Durations {
+        if let Some(m) = self.resolved_for(plan) {
+            return m.durations_with(plan, noise);
+        }
         // Each fit's load line, in plan pool order (then the steps holding no pool).
         let mut lines: Vec<Vec<f64>> = vec![vec![1.0]];
         let mut ranges: Vec<(f64, f64)> = vec![(1.0, 1.0)];
+        let mut shared: Vec<(f64, f64)> = vec![(0.0, 0.0)];
         let mut line_of: HashMap<*const Fit, u32> = HashMap::new();
         let coordinate = |name: &str| self.coordinates.iter().position(|c| c == name);
         let columns: Vec<Option<usize>> = plan
@@ -410,17 +483,17 @@ impl DurationModel {
             .chain(std::iter::once(coordinate(NO_POOL)))
             .collect();
         let n = plan.steps.len();
-        let shared = shared_ms(plan);
         let mut out = Durations {
-            size_ms: Vec::with_capacity(n),
+            base_ms: Vec::with_capacity(n),
+            noise: Vec::with_capacity(n),
             line: Vec::with_capacity(n),
-            lines: Vec::new(),
-            ranges: Vec::new(),
+            units: Units::of(plan),
+            ..Durations::default()
         };
         for i in 0..n as StepIdx {
             let expected = expected_ms(plan, i) as f64;
             let fit = self.fit_of(plan, i);
-            let (size, line) = match fit {
+            let (base, line) = match fit {
                 Some(f) => {
                     let line =
                         *line_of.entry(f as *const Fit).or_insert_with(|| {
@@ -430,17 +503,20 @@ impl DurationModel {
                             }));
                             lines.push(l);
                             ranges.push(f.factor_range);
+                            shared.push((f.shared_slope, f.shared_max.unwrap_or(f64::INFINITY)));
                             (lines.len() - 1) as u32
                         });
-                    (f.size(expected, shared[i as usize]), line)
+                    (f.intercept + f.slope * expected, line)
                 }
                 None => (expected * self.overall.unwrap_or(1.0), 0),
             };
-            out.size_ms.push(size * noise(fit, i));
+            out.base_ms.push(base);
+            out.noise.push(noise(fit, i) as f32);
             out.line.push(line);
         }
         out.lines = lines;
         out.ranges = ranges;
+        out.shared = shared;
         out
     }
 }
@@ -532,16 +608,17 @@ fn fit_kind(
                 .sum::<f64>();
         f.max(MIN_FACTOR)
     };
-    // Each group's size line: its own size, and the shared unit's (its shard's).
-    let size_line = |pts: &[Point], load: &[f64]| {
+    // Each group's size line: its own size, and what its shared unit (its shard) held when it
+    // started.
+    let size_line = |pts: &[Point], load: &[f64]| -> [f64; 3] {
         let rows: Vec<(Vec<f64>, f64)> = pts
             .iter()
             .map(|p| (vec![1.0, p.expected, p.shared], p.actual / factor(load, p)))
             .collect();
-        let abc = nonnegative_least_squares(&rows, &[false, true, true]);
-        (abc[0], abc[1], abc[2])
+        let x = nonnegative_least_squares(&rows, &[false, true, true]);
+        [x[0], x[1], x[2]]
     };
-    let mut lines: Vec<(f64, f64, f64)> = vec![(1.0, 0.0, 0.0); groups.len()];
+    let mut lines: Vec<[f64; 3]> = vec![[1.0, 0.0, 0.0]; groups.len()];
     for _ in 0..4 {
         for (line, (_, pts)) in lines.iter_mut().zip(groups) {
             *line = size_line(pts, &load);
@@ -549,7 +626,7 @@ fn fit_kind(
         let rows: Vec<(Vec<f64>, f64)> = lines
             .iter()
             .zip(groups)
-            .flat_map(|(&(a, b, c), (_, pts))| {
+            .flat_map(|(&[a, b, c], (_, pts))| {
                 pts.iter().map(move |p| {
                     let mut x = Vec::with_capacity(coordinates + 1);
                     x.push(1.0);
@@ -577,7 +654,7 @@ fn fit_kind(
     } else {
         (1.0, 1.0)
     };
-    let finish = |pts: &[Point], line: (f64, f64, f64)| {
+    let finish = |pts: &[Point], line: [f64; 3]| {
         let mut f = finish(pts, line, &load);
         f.factor_range = range;
         // Least squares keeps the total; a fit that does not has failed numerically (or on a
@@ -588,7 +665,7 @@ fn fit_kind(
         if !(actual <= 0.0 || (0.67..=1.5).contains(&(fitted / actual))) {
             let mean = pts.iter().map(|p| p.actual / factor(&load, p)).sum::<f64>()
                 / pts.len().max(1) as f64;
-            f = finish(pts, (mean, 0.0, 0.0), &load);
+            f = finish(pts, [mean, 0.0, 0.0], &load);
             f.factor_range = range;
         }
         f
@@ -603,11 +680,7 @@ fn fit_kind(
 }
 
 /// A fit from its lines, with the recorded ratios to it for trials.
-fn finish(
-    points: &[Point],
-    (intercept, slope, shared_slope): (f64, f64, f64),
-    load: &[f64],
-) -> Fit {
+fn finish(points: &[Point], [intercept, slope, shared_slope]: [f64; 3], load: &[f64]) -> Fit {
     let mut f = Fit {
         samples: points.len(),
         intercept,
@@ -760,28 +833,192 @@ pub fn expected_ms(plan: &Plan, idx: StepIdx) -> u64 {
     (base as f64 * scale) as u64
 }
 
-/// Per step, the expected ms of the shared unit it works in: of the shared step it depends on,
-/// directly or through its site's earlier steps (a shard's snapshot fetch, whose estimate scales
-/// with everything the shard holds); 0 for shared steps themselves and steps of no shared unit.
-pub fn shared_ms(plan: &Plan) -> Vec<f64> {
-    let succ = plan.successors();
-    let order = crate::plan::rank::topological_order(plan, &succ);
-    let mut out = vec![0.0f64; plan.steps.len()];
-    for &i in &order {
-        let step = &plan.steps[i as usize];
-        if matches!(step.owner, Owner::Shared { .. }) {
-            continue;
+/// The shared units (shards) steps work in, and what each holds as a run goes on. A unit holds
+/// what the first step of each of its chains restored into it (that step's expected ms: a
+/// tenant's restore). On the reference platform a restore's neighbour digest and a validation's
+/// integrity check read the whole live shard, so they cost what the shard holds *when they
+/// start*: with sites in turn a shard fills as its sites come back; with every restore first,
+/// every validation reads a full shard. Measured: the same 240-site restore took 32 s with
+/// sites in turn and 43 s in ready order.
+#[derive(Clone, Debug, Default)]
+pub struct Units {
+    /// Per step: its unit (dense index), or `NO_UNIT`. A step works in the unit of the shared
+    /// step it depends on directly (the largest, if several) or of its site's earlier steps.
+    unit: Vec<u32>,
+    /// Per step: what it adds to its unit when it succeeds (0: nothing).
+    adds: Vec<f64>,
+    /// Per unit: Σ adds.
+    total: Vec<f64>,
+    /// The shared step of each unit → the unit.
+    shared_unit: HashMap<StepIdx, u32>,
+    count: usize,
+}
+
+const NO_UNIT: u32 = u32::MAX;
+
+impl Units {
+    pub fn of(plan: &Plan) -> Units {
+        let succ = plan.successors();
+        let order = crate::plan::rank::topological_order(plan, &succ);
+        let n = plan.steps.len();
+        let mut dense: HashMap<StepIdx, u32> = HashMap::new();
+        let (mut unit, mut adds) = (vec![NO_UNIT; n], vec![0.0f64; n]);
+        for &i in &order {
+            let step = &plan.steps[i as usize];
+            if matches!(step.owner, Owner::Shared { .. }) {
+                continue;
+            }
+            let is_shared =
+                |d: &&StepIdx| matches!(plan.steps[**d as usize].owner, Owner::Shared { .. });
+            let direct = step
+                .deps
+                .iter()
+                .filter(is_shared)
+                .max_by_key(|&&d| (expected_ms(plan, d), std::cmp::Reverse(d)));
+            let u = match direct {
+                Some(&d) => {
+                    let next = dense.len() as u32;
+                    *dense.entry(d).or_insert(next)
+                }
+                None => step
+                    .deps
+                    .iter()
+                    .map(|&d| unit[d as usize])
+                    .find(|&u| u != NO_UNIT)
+                    .unwrap_or(NO_UNIT),
+            };
+            unit[i as usize] = u;
+            // The first step of its chain in this unit puts the tenant in; later ones read it.
+            let first = direct.is_some()
+                && !step.deps.iter().any(|&d| {
+                    matches!(plan.steps[d as usize].owner, Owner::Site { .. })
+                        && unit[d as usize] == u
+                });
+            if first {
+                adds[i as usize] = expected_ms(plan, i) as f64;
+            }
         }
-        out[i as usize] = step
-            .deps
-            .iter()
-            .map(|&d| match plan.steps[d as usize].owner {
-                Owner::Shared { .. } => expected_ms(plan, d) as f64,
-                Owner::Site { .. } => out[d as usize],
-            })
-            .fold(0.0, f64::max);
+        // What a tenant puts in a shard is its data: the part of its restore's estimate that
+        // grows with its size, i.e. beyond the smallest of its template's (counting the fixed
+        // part would make forty small tenants look like a full shard).
+        let mut least: HashMap<u16, f64> = HashMap::new();
+        for (i, &a) in adds.iter().enumerate() {
+            if a > 0.0 {
+                let t = plan.steps[i].template;
+                let m = least.entry(t).or_insert(a);
+                *m = m.min(a);
+            }
+        }
+        for (i, a) in adds.iter_mut().enumerate() {
+            if *a > 0.0 {
+                *a = (*a - least[&plan.steps[i].template]).max(f64::MIN_POSITIVE);
+            }
+        }
+        let mut total = vec![0.0; dense.len()];
+        for (i, &u) in unit.iter().enumerate() {
+            if u != NO_UNIT {
+                total[u as usize] += adds[i];
+            }
+        }
+        Units {
+            unit,
+            adds,
+            total,
+            count: dense.len(),
+            shared_unit: dense,
+        }
     }
-    out
+
+    /// Per step, the name of its unit (the shared step's id), if it works in one.
+    pub fn names(&self, plan: &Plan) -> Vec<Option<std::sync::Arc<str>>> {
+        let mut by_unit: Vec<Option<std::sync::Arc<str>>> = vec![None; self.count];
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let Owner::Shared { .. } = step.owner
+                && let Some(&u) = self.shared_unit.get(&(i as StepIdx))
+            {
+                by_unit[u as usize] = Some(std::sync::Arc::from(step.id.as_str()));
+            }
+        }
+        self.unit
+            .iter()
+            .map(|&u| {
+                (u != NO_UNIT)
+                    .then(|| by_unit[u as usize].clone())
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Everything step `idx`'s unit will hold once every step of the plan is done.
+    pub fn whole(&self, idx: StepIdx) -> f64 {
+        match self.unit.get(idx as usize) {
+            Some(&u) if u != NO_UNIT => self.total[u as usize],
+            _ => 0.0,
+        }
+    }
+
+    /// What each unit holds once the succeeded steps of `states` are done.
+    pub fn filled(&self, states: &[StepState]) -> Vec<f64> {
+        let mut fill = vec![0.0; self.count];
+        for (i, s) in states.iter().enumerate() {
+            if *s == StepState::Succeeded {
+                self.add(i as StepIdx, &mut fill);
+            }
+        }
+        fill
+    }
+
+    /// Step `idx` succeeded.
+    pub fn add(&self, idx: StepIdx, fill: &mut [f64]) {
+        if let Some(&u) = self.unit.get(idx as usize)
+            && u != NO_UNIT
+        {
+            fill[u as usize] += self.adds[idx as usize];
+        }
+    }
+
+    /// What step `idx`'s unit holds now (0 for a step of no unit).
+    pub fn now(&self, idx: StepIdx, fill: &[f64]) -> f64 {
+        match self.unit.get(idx as usize) {
+            Some(&u) if u != NO_UNIT => fill[u as usize],
+            _ => 0.0,
+        }
+    }
+
+    /// Per recorded step, what its unit held when it started: the steps that added to it and
+    /// had ended by then.
+    pub fn at_starts(&self, records: &[StepRecord]) -> Vec<f64> {
+        let mut ends: Vec<Vec<(i64, f64)>> = vec![Vec::new(); self.count];
+        for (i, r) in records.iter().enumerate() {
+            if let (Some(&u), Some(end)) = (self.unit.get(i), r.ended_at)
+                && u != NO_UNIT
+                && r.state == StepState::Succeeded
+                && self.adds[i] > 0.0
+            {
+                ends[u as usize].push((end, self.adds[i]));
+            }
+        }
+        for e in &mut ends {
+            e.sort_by_key(|&(t, _)| t);
+            let mut sum = 0.0;
+            for x in e.iter_mut() {
+                sum += x.1;
+                x.1 = sum;
+            }
+        }
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match (self.unit.get(i), r.started_at) {
+                (Some(&u), Some(start)) if u != NO_UNIT => {
+                    let e = &ends[u as usize];
+                    let k = e.partition_point(|&(t, _)| t <= start);
+                    if k == 0 { 0.0 } else { e[k - 1].1 }
+                }
+                _ => 0.0,
+            })
+            .collect()
+    }
 }
 
 fn group(plan: &Plan, idx: StepIdx) -> Group {
@@ -807,6 +1044,7 @@ mod tests {
             actual,
             load: load.to_vec(),
             sampled: false,
+            unit: None,
         }
     }
 
