@@ -326,6 +326,23 @@ mod tests {
     use crate::source::Source;
     use crate::workflow::Workflow;
 
+    /// The plan of workflow `wf` for a request of product `p` and `sites` (TOML).
+    fn plan_of(wf: &str, sites: &str) -> Arc<Plan> {
+        let wf =
+            Workflow::parse(&Source::new("wf", wf.to_owned()), crate::steps::KNOWN_KINDS).unwrap();
+        let text = format!(
+            "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n{sites}"
+        );
+        let req = Request::parse(&Source::new("r", text), |_| unreachable!()).unwrap();
+        Arc::new(crate::plan::plan(&wf, &req, &PlanOptions::default()).unwrap())
+    }
+
+    fn numbered(sites: usize) -> String {
+        (0..sites)
+            .map(|i| format!("[[sites]]\nid = \"site-{i}\"\n"))
+            .collect()
+    }
+
     fn plan(capacity: u32, sites: usize) -> Arc<Plan> {
         let wf = format!(
             r#"
@@ -346,15 +363,7 @@ after = ["a"]
 estimate = "5s"
 "#
         );
-        let wf = Workflow::parse(&Source::new("wf", wf), crate::steps::KNOWN_KINDS).unwrap();
-        let sites: String = (0..sites)
-            .map(|i| format!("[[sites]]\nid = \"site-{i}\"\n"))
-            .collect();
-        let text = format!(
-            "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n{sites}"
-        );
-        let req = Request::parse(&Source::new("r", text), |_| unreachable!()).unwrap();
-        Arc::new(crate::plan::plan(&wf, &req, &PlanOptions::default()).unwrap())
+        plan_of(&wf, &numbered(sites))
     }
 
     #[test]
@@ -406,15 +415,7 @@ after = ["c"]
 uses = { cpu = 1 }
 estimate = "10s"
 "#;
-        let wf = Workflow::parse(&Source::new("wf", wf), crate::steps::KNOWN_KINDS).unwrap();
-        let sites: String = (0..sites)
-            .map(|i| format!("[[sites]]\nid = \"site-{i}\"\n"))
-            .collect();
-        let text = format!(
-            "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n{sites}"
-        );
-        let req = Request::parse(&Source::new("r", text), |_| unreachable!()).unwrap();
-        Arc::new(crate::plan::plan(&wf, &req, &PlanOptions::default()).unwrap())
+        plan_of(wf, &numbered(sites))
     }
 
     #[test]
@@ -486,13 +487,12 @@ kind = "validate"
 after = ["load", "get"]
 estimate = "1s"
 "#;
-        let wf = Workflow::parse(&Source::new("wf", wf), crate::steps::KNOWN_KINDS).unwrap();
-        let text = "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n\
-            [[sites]]\nid = \"site-a\"\nattrs = { gb = 1, \"p.shard\" = \"s-1\" }\n\
-            [[sites]]\nid = \"site-b\"\nattrs = { gb = 5, \"p.shard\" = \"s-1\" }\n\
-            [[sites]]\nid = \"site-c\"\nattrs = { gb = 9, \"p.shard\" = \"s-2\" }\n";
-        let req = Request::parse(&Source::new("r", text.to_owned()), |_| unreachable!()).unwrap();
-        let p = crate::plan::plan(&wf, &req, &PlanOptions::default()).unwrap();
+        let p = plan_of(
+            wf,
+            "[[sites]]\nid = \"site-a\"\nattrs = { gb = 1, \"p.shard\" = \"s-1\" }\n\
+             [[sites]]\nid = \"site-b\"\nattrs = { gb = 5, \"p.shard\" = \"s-1\" }\n\
+             [[sites]]\nid = \"site-c\"\nattrs = { gb = 9, \"p.shard\" = \"s-2\" }\n",
+        );
         let idx = |id: &str| p.steps.iter().position(|s| s.id == id).unwrap();
         let units = model::Units::of(&p);
         // A tenant's data is the part of its restore's estimate beyond the smallest one's:

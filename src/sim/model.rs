@@ -96,12 +96,14 @@ pub struct Fit {
     /// ms per expected ms of data its shared unit holds when it starts (its shard: integrity
     /// checks, full-text scans and neighbour digests read the whole live shard, not the site).
     pub shared_slope: f64,
-    /// With points from drills, the most a shared unit was seen to hold, never extrapolated
-    /// beyond: a drill restores a few sites beside every other tenant of their shards, so what
-    /// it restored under-counts what the shard holds. `None` when every point came from a run:
-    /// the term is then a line, and a fuller shard costs more (a 1.5x larger platform has
-    /// shards larger than any its history saw).
-    pub shared_max: Option<f64>,
+    /// The most the shard term counts. With points from drills, the fullest shard seen: never
+    /// extrapolated beyond. From runs, twice that: a larger platform has fuller shards than its
+    /// history saw, and they cost more (a 1.5x larger one had a shard of 262 GB against 182 GB),
+    /// but a line fitted on one run is not trusted far beyond its data (one fitted slope once
+    /// forecast a 1.5x larger restore 89 % long).
+    pub shared_max: f64,
+    /// Learned from drills (some of its points came from one).
+    pub drilled: bool,
     /// `[c, d per load coordinate…]`.
     pub load: Vec<f64>,
     /// The factors the load line gave the steps it was fitted on: never extrapolated beyond
@@ -145,8 +147,9 @@ pub struct Durations {
     lines: Vec<Vec<f64>>,
     /// Per line, the factors it may give (`Fit::factor_range`).
     ranges: Vec<(f64, f64)>,
-    /// Per line: ms per expected ms its unit holds, and the most it counts (`Fit::shared_max`).
-    shared: Vec<(f64, f64)>,
+    /// Per line: ms per expected ms its unit holds, the most it counts (`Fit::shared_max`),
+    /// and whether it was learned from drills (`Fit::drilled`).
+    shared: Vec<(f64, f64, bool)>,
     pub units: Units,
 }
 
@@ -159,7 +162,7 @@ impl Durations {
             line: vec![0; ms.len()],
             lines: vec![vec![1.0]],
             ranges: vec![(1.0, 1.0)],
-            shared: vec![(0.0, 0.0)],
+            shared: vec![(0.0, 0.0, false)],
             units: Units::default(),
         }
     }
@@ -184,9 +187,15 @@ impl Durations {
         let free = now.running.saturating_sub(pooled);
         factor += l.get(1 + now.pools_in_use.len()).copied().unwrap_or(0.0) * free as f64;
         let (lo, hi) = self.ranges[line];
-        let (per, cap) = self.shared[line];
+        let (per, cap, drilled) = self.shared[line];
         let held = if per == 0.0 {
             0.0
+        } else if drilled {
+            // A drill's steps ran beside whole shards: from a drill alone, the part of their
+            // cost that follows what a shard holds cannot be told from the part that follows
+            // its file (the pages an integrity check reads, deleted tenants' free ones too).
+            // Half of each.
+            (0.5 * (self.units.now(idx, fill) + self.units.whole(idx))).min(cap)
         } else {
             self.units.now(idx, fill).min(cap)
         };
@@ -473,7 +482,7 @@ impl DurationModel {
         // Each fit's load line, in plan pool order (then the steps holding no pool).
         let mut lines: Vec<Vec<f64>> = vec![vec![1.0]];
         let mut ranges: Vec<(f64, f64)> = vec![(1.0, 1.0)];
-        let mut shared: Vec<(f64, f64)> = vec![(0.0, 0.0)];
+        let mut shared: Vec<(f64, f64, bool)> = vec![(0.0, 0.0, false)];
         let mut line_of: HashMap<*const Fit, u32> = HashMap::new();
         let coordinate = |name: &str| self.coordinates.iter().position(|c| c == name);
         let columns: Vec<Option<usize>> = plan
@@ -503,7 +512,7 @@ impl DurationModel {
                             }));
                             lines.push(l);
                             ranges.push(f.factor_range);
-                            shared.push((f.shared_slope, f.shared_max.unwrap_or(f64::INFINITY)));
+                            shared.push((f.shared_slope, f.shared_max, f.drilled));
                             (lines.len() - 1) as u32
                         });
                     (f.intercept + f.slope * expected, line)
@@ -524,7 +533,7 @@ impl DurationModel {
 impl Fit {
     /// The size part: mean duration at load factor 1.
     fn size(&self, expected: f64, shared: f64) -> f64 {
-        let shared = self.shared_max.map_or(shared, |max| shared.min(max));
+        let shared = shared.min(self.shared_max);
         (self.intercept + self.slope * expected + self.shared_slope * shared).max(1.0)
     }
 
@@ -609,9 +618,11 @@ fn fit_kind(
         f.max(MIN_FACTOR)
     };
     // Each group's size line: its own size, and what its shared unit (its shard) held when it
-    // started. A group of few steps takes its kind's shard slope (`shard`): a drill of ten sites
-    // gives each group ten points over a handful of shards, and a slope fitted on those swung
-    // the demo's forecast from 0.6x to 1.4x its restore.
+    // started. A group of few steps from drills takes its kind's shard slope (`shard`): a
+    // drill's steps all count as holding their whole shard, so a drill of ten sites gives each
+    // group ten points over a handful of values, and a slope fitted on those swung the demo's
+    // forecast from 0.6x to 1.4x its restore. A run's steps see their shard fill, so a group
+    // of a run has a slope of its own.
     let size_line = |pts: &[Point], load: &[f64], shard: Option<f64>| -> [f64; 3] {
         let rows: Vec<(Vec<f64>, f64)> = pts
             .iter()
@@ -640,7 +651,7 @@ fn fit_kind(
     for _ in 0..4 {
         kind_line = size_line(all, &load, None);
         for (line, (_, pts)) in lines.iter_mut().zip(groups) {
-            let own = pts.len() >= MIN_PER_COEFFICIENT * 3;
+            let own = pts.len() >= MIN_PER_COEFFICIENT * 3 || !pts.iter().any(|p| p.sampled);
             *line = size_line(pts, &load, (!own).then_some(kind_line[2]));
         }
         let rows: Vec<(Vec<f64>, f64)> = lines
@@ -706,10 +717,15 @@ fn finish(points: &[Point], [intercept, slope, shared_slope]: [f64; 3], load: &[
         intercept,
         slope,
         shared_slope,
-        shared_max: points
-            .iter()
-            .any(|p| p.sampled)
-            .then(|| points.iter().map(|p| p.shared).fold(0.0, f64::max)),
+        drilled: points.iter().any(|p| p.sampled),
+        shared_max: {
+            let most = points.iter().map(|p| p.shared).fold(0.0, f64::max);
+            if points.iter().any(|p| p.sampled) {
+                most
+            } else {
+                2.0 * most
+            }
+        },
         load: load.to_vec(),
         factor_range: (MIN_FACTOR, f64::INFINITY),
         ratios: Vec::new(),
