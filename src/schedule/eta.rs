@@ -14,9 +14,9 @@ use crate::sim::model::DurationModel;
 
 pub struct Tracker {
     calibration: Calibration,
-    /// When each running step started, what ran then (itself included), and what its shared
-    /// unit held.
-    started: HashMap<StepIdx, (Instant, Vec<f32>, f64)>,
+    /// When each running step started, what ran then (itself included), what its shared unit
+    /// held, and what the history model said it would take.
+    started: HashMap<StepIdx, (Instant, Vec<f32>, f64, f64)>,
     /// What each shared unit holds now (`sim::model::Units`).
     fill: Vec<f64>,
 }
@@ -35,8 +35,11 @@ impl Tracker {
 
     pub fn started(&mut self, idx: StepIdx, now: &crate::events::Progress) {
         let held = self.calibration.units.now(idx, &self.fill);
-        self.started
-            .insert(idx, (Instant::now(), DurationModel::load_now(now), held));
+        let said = self.calibration.said(idx, now, &self.fill);
+        self.started.insert(
+            idx,
+            (Instant::now(), DurationModel::load_now(now), held, said),
+        );
     }
 
     /// A step's attempt ended.
@@ -46,9 +49,9 @@ impl Tracker {
 
     /// Records the real duration of a step that succeeded (called before `finished`).
     pub fn observe(&mut self, plan: &Plan, idx: StepIdx) {
-        if let Some((t, load, held)) = self.started.get(&idx) {
+        if let Some((t, load, held, said)) = self.started.get(&idx) {
             let ms = t.elapsed().as_millis() as f64;
-            self.calibration.observe(plan, idx, ms, load, *held);
+            self.calibration.observe(plan, idx, ms, load, *held, *said);
         }
         self.calibration.units.add(idx, &mut self.fill);
     }
@@ -67,7 +70,7 @@ impl Tracker {
                 let ran = self
                     .started
                     .get(&(i as StepIdx))
-                    .map_or(u64::MAX, |(t, _, _)| t.elapsed().as_millis() as u64);
+                    .map_or(u64::MAX, |(t, ..)| t.elapsed().as_millis() as u64);
                 (i as StepIdx, ran)
             })
             .collect();

@@ -23,6 +23,11 @@ pub struct Calibration {
     pub units: super::model::Units,
     /// Per group: this run's finished steps.
     seen: HashMap<Group, Vec<Point>>,
+    /// Σ actual and Σ what the history model said when they started, over the steps this
+    /// session finished.
+    observed: (f64, f64),
+    /// The history model's durations for the plan (empty without history).
+    base: super::model::Durations,
 }
 
 impl Calibration {
@@ -33,16 +38,43 @@ impl Calibration {
         let mut seen = prior.points_from(plan, records);
         seen.values_mut().for_each(super::model::thin);
         Calibration {
+            observed: (0.0, 0.0),
+            base: if prior.is_empty() {
+                super::model::Durations::default()
+            } else {
+                prior.durations(plan)
+            },
             seen,
             units: super::model::Units::of(plan),
             prior: Arc::new(prior),
         }
     }
 
+    /// What the history model says step `idx` takes, starting now with `now` running and its
+    /// shards holding `fill` (0 without history).
+    pub fn said(&self, idx: StepIdx, now: &crate::events::Progress, fill: &[f64]) -> f64 {
+        if self.prior.is_empty() {
+            0.0
+        } else {
+            self.base.at(idx, now, fill) as f64
+        }
+    }
+
     /// A step of this run finished after `actual_ms`; `load` ran when it started
-    /// (`DurationModel::load_now`) and its shared unit held `held` (`Units::now`).
-    pub fn observe(&mut self, plan: &Plan, idx: StepIdx, actual_ms: f64, load: &[f32], held: f64) {
+    /// (`DurationModel::load_now`), its shared unit held `held` (`Units::now`), and the history
+    /// model said it would take `said` ms (`said`).
+    pub fn observe(
+        &mut self,
+        plan: &Plan,
+        idx: StepIdx,
+        actual_ms: f64,
+        load: &[f32],
+        held: f64,
+        said: f64,
+    ) {
         let point = self.prior.point(plan, idx, held, actual_ms, load);
+        self.observed.0 += actual_ms;
+        self.observed.1 += said;
         let seen = self
             .seen
             .entry(DurationModel::group_of(plan, idx))
@@ -66,8 +98,18 @@ impl Calibration {
         running: &[(StepIdx, u64)],
         retrying: &[StepIdx],
     ) -> Duration {
-        let model = self.model();
-        let durations = model.durations(&core.plan);
+        // With history, its model keeps its shape and this run only says how much slower or
+        // faster everything goes here: a refit on a run's first steps bends the model toward
+        // them, and a policy that restores the smallest sites first makes those unlike the
+        // rest (a refit once put the ETA at 82 s with 28 s left). Without history, the
+        // estimates say nothing of this machine: a refit on this run's steps.
+        let durations = if self.prior.is_empty() {
+            self.model().durations(&core.plan)
+        } else {
+            let (actual, said) = self.observed;
+            let ratio = if said > 0.0 { actual / said } else { 1.0 };
+            self.prior.durations_scaled(&core.plan, ratio)
+        };
         let fill = durations.filled(&core.state);
         let left: Vec<(StepIdx, u64)> = running
             .iter()

@@ -434,6 +434,11 @@ impl DurationModel {
         self.durations_with(plan, |_, _| 1.0)
     }
 
+    /// `durations` with every step `ratio` times as long.
+    pub fn durations_scaled(&self, plan: &Plan, ratio: f64) -> Durations {
+        self.durations_with(plan, |_, _| ratio)
+    }
+
     /// Random durations around the mean: a recorded ratio of the step's group, or log-normal
     /// noise with the same mean for a group without history. For Monte Carlo trials.
     pub fn sample(&self, plan: &Plan, rng: &mut impl Rng) -> Durations {
