@@ -250,6 +250,7 @@ impl<'a> Scheduler<'a> {
         let succ = Arc::new(plan.successors());
         let priorities = Arc::new(policy::Priorities::new(
             &plan,
+            &succ,
             opts.policy,
             &opts.pool_capacity,
         ));

@@ -232,7 +232,7 @@ impl Bounds {
 /// A fresh scheduling core for a plan, as `drover run` would build it.
 pub(crate) fn new_core(plan: &Arc<Plan>, opts: &SimOptions) -> Core {
     let succ = Arc::new(plan.successors());
-    let priorities = Arc::new(Priorities::new(plan, opts.policy, &opts.capacity));
+    let priorities = Arc::new(Priorities::new(plan, &succ, opts.policy, &opts.capacity));
     Core::new(
         Arc::clone(plan),
         succ,
@@ -266,7 +266,7 @@ pub(crate) fn run(
         core.requeue(idx);
     }
     let mut now = 0u64;
-    let mut fill = durations.filled(&core.state);
+    let mut fill = durations.units.filled(&core.state);
     loop {
         while let Some(idx) = core.start_next() {
             let d = durations.at(idx, &core.counts, &fill);

@@ -79,7 +79,12 @@ pub struct Priorities {
 impl Priorities {
     /// `auto` is chosen by simulation before a run (`sim::compare`); unresolved, it orders as
     /// `flow`, which it most often chooses.
-    pub fn new(plan: &Plan, policy: Policy, capacity: &[u32]) -> Priorities {
+    pub fn new(
+        plan: &Plan,
+        succ: &crate::plan::rank::Successors,
+        policy: Policy,
+        capacity: &[u32],
+    ) -> Priorities {
         let policy = match policy {
             Policy::Auto => Policy::Flow,
             p => p,
@@ -93,11 +98,10 @@ impl Priorities {
                 site_order: Vec::new(),
             };
         }
-        let succ = plan.successors();
         let place: Vec<u64> = match policy {
             Policy::SmallestSiteFirst => site_work(plan),
             Policy::LargestSiteFirst => site_work(plan).iter().map(|w| u64::MAX - w).collect(),
-            _ => flow_order(plan, &succ, capacity),
+            _ => flow_order(plan, succ, capacity),
         };
         let site_order = plan
             .steps

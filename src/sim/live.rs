@@ -21,7 +21,7 @@ pub struct Calibration {
     prior: Arc<DurationModel>,
     /// The plan's shared units (`model::Units`).
     pub units: super::model::Units,
-    /// Per group: this run's finished steps.
+    /// Per group: this run's finished steps (kept only without history).
     seen: HashMap<Group, Vec<Point>>,
     /// Σ actual and Σ what the history model said when they started, over the steps this
     /// session finished.
@@ -35,7 +35,12 @@ impl Calibration {
     /// what it learned).
     pub fn new(plan: &Plan, model: Arc<DurationModel>, records: &[StepRecord]) -> Calibration {
         let prior = model.for_plan(plan);
-        let mut seen = prior.points_from(plan, records);
+        // This run's own points are refitted only without history (`time_left`).
+        let mut seen = if prior.is_empty() {
+            prior.points_from(plan, records)
+        } else {
+            HashMap::new()
+        };
         seen.values_mut().for_each(super::model::thin);
         Calibration {
             observed: (0.0, 0.0),
@@ -72,9 +77,12 @@ impl Calibration {
         held: f64,
         said: f64,
     ) {
-        let point = self.prior.point(plan, idx, held, actual_ms, load);
         self.observed.0 += actual_ms;
         self.observed.1 += said;
+        if !self.prior.is_empty() {
+            return;
+        }
+        let point = self.prior.point(plan, idx, held, actual_ms, load);
         let seen = self
             .seen
             .entry(DurationModel::group_of(plan, idx))
@@ -110,7 +118,7 @@ impl Calibration {
             let ratio = if said > 0.0 { actual / said } else { 1.0 };
             self.prior.durations_scaled(&core.plan, ratio)
         };
-        let fill = durations.filled(&core.state);
+        let fill = durations.units.filled(&core.state);
         let left: Vec<(StepIdx, u64)> = running
             .iter()
             .map(|&(i, ran)| (i, durations.at(i, &core.counts, &fill).saturating_sub(ran)))

@@ -167,11 +167,6 @@ impl Durations {
         }
     }
 
-    /// What each shared unit holds with the succeeded steps of `states` done (for `at`).
-    pub fn filled(&self, states: &[StepState]) -> Vec<f64> {
-        self.units.filled(states)
-    }
-
     /// Step `idx`'s duration when it starts with `now` running (itself included) and its
     /// shared unit holding what `fill` says.
     pub fn at(&self, idx: StepIdx, now: &Progress, fill: &[f64]) -> u64 {
