@@ -106,10 +106,54 @@ pub fn sites(opts: &GenerateOptions) -> Vec<GeneratedSite> {
         .collect()
 }
 
-/// A complete request file (TOML) for the shipped workflow.
+/// A complete request file (TOML) for the shipped workflow, every site inline.
 pub fn request_toml(opts: &GenerateOptions) -> String {
     let sites = sites(opts);
     let mut out = String::with_capacity(sites.len() * 260);
+    header(&mut out, opts, None);
+    for site in &sites {
+        render_site(&mut out, site);
+    }
+    out
+}
+
+/// The same request as [`request_toml`], its sites in a CSV site list: the request file (which
+/// names `csv_name`, relative to itself, as `sites_csv`) and the CSV text. Large requests parse
+/// several times faster this way.
+pub fn request_with_csv(opts: &GenerateOptions, csv_name: &str) -> (String, String) {
+    let sites = sites(opts);
+    let mut toml = String::new();
+    header(&mut toml, opts, Some(csv_name));
+    let mut csv = String::with_capacity(sites.len() * 200);
+    csv.push_str("id,tier,products,size_gb");
+    for (p, _, _) in PRODUCTS {
+        let _ = write!(csv, ",{p}.shard,{p}.size_gb");
+    }
+    csv.push('\n');
+    for site in &sites {
+        let names: Vec<&str> = site.products.iter().map(|(p, _, _)| *p).collect();
+        let total: f64 = site.products.iter().map(|(_, _, gb)| gb).sum();
+        let _ = write!(
+            csv,
+            "{},{},{},{total:.2}",
+            site.id,
+            site.tier,
+            names.join(" ")
+        );
+        for (p, _, _) in PRODUCTS {
+            match site.products.iter().find(|(name, _, _)| name == p) {
+                Some((_, shard, gb)) => {
+                    let _ = write!(csv, ",{shard},{gb:.2}");
+                }
+                None => csv.push_str(",,"),
+            }
+        }
+        csv.push('\n');
+    }
+    (toml, csv)
+}
+
+fn header(out: &mut String, opts: &GenerateOptions, csv_name: Option<&str>) {
     let _ = writeln!(
         out,
         "# Synthetic restore request: {} sites, seed {}.",
@@ -126,17 +170,17 @@ pub fn request_toml(opts: &GenerateOptions) -> String {
     );
     let _ = writeln!(out, "point_in_time = \"{}\"", opts.point_in_time);
     let tiers: Vec<String> = TIERS.iter().map(|(t, _)| format!("\"{t}\"")).collect();
-    let _ = writeln!(out, "tiers = [{}]\n", tiers.join(", "));
+    let _ = writeln!(out, "tiers = [{}]", tiers.join(", "));
+    if let Some(name) = csv_name {
+        let _ = writeln!(out, "sites_csv = {}", toml_string(name));
+    }
+    out.push('\n');
     if let Some(b) = &opts.backups {
         let _ = writeln!(out, "[backups]\nsource = {}\n", toml_string(b));
     }
     if let Some(t) = &opts.target {
         let _ = writeln!(out, "[target]\nregistry = {}\n", toml_string(t));
     }
-    for site in &sites {
-        render_site(&mut out, site);
-    }
-    out
 }
 
 fn render_site(out: &mut String, site: &GeneratedSite) {

@@ -1,6 +1,6 @@
 //! `drover generate request`: a synthetic restore request for the shipped workflow.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -40,6 +40,11 @@ pub struct RequestArgs {
     /// Write here instead of standard output. An existing file is not overwritten.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write the sites to this CSV site list instead of inline, and name it in the request
+    /// (`sites_csv`, relative to the request). Needs --out. For large requests: 100,000 sites
+    /// parse several times faster from CSV than from TOML.
+    #[arg(long, requires = "out")]
+    sites_csv: Option<PathBuf>,
     /// Allow --out to replace an existing file.
     #[arg(long)]
     force: bool,
@@ -56,24 +61,50 @@ pub fn run(cmd: GenerateCommand) -> Result<(), Failure> {
         all_products: args.all_products,
         ..GenerateOptions::default()
     };
-    let text = generate::request_toml(&opts);
-    match args.out {
-        None => print!("{text}"),
-        Some(path) => {
-            if path.exists() && !args.force {
-                let kind = crate::diag::ProblemKind::Invalid {
-                    message: "the file already exists".into(),
-                    fix: "choose another --out, or add --force to replace it".into(),
-                };
-                return Err(Failure::Input(vec![crate::diag::Problem::new(
-                    crate::diag::Location::file(&path.display().to_string()),
-                    "--out",
-                    kind,
-                )]));
-            }
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            errln!("wrote {} sites to {}", args.sites, path.display());
+    let Some(path) = args.out else {
+        print!("{}", generate::request_toml(&opts));
+        return Ok(());
+    };
+    refuse_existing(&path, "--out", args.force)?;
+    match &args.sites_csv {
+        None => write(&path, &generate::request_toml(&opts))?,
+        Some(csv) => {
+            refuse_existing(csv, "--sites-csv", args.force)?;
+            let name = relative_to(csv, &path);
+            let (toml, sites) = generate::request_with_csv(&opts, &name);
+            write(csv, &sites)?;
+            write(&path, &toml)?;
         }
     }
+    errln!("wrote {} sites to {}", args.sites, path.display());
     Ok(())
+}
+
+fn refuse_existing(path: &Path, flag: &str, force: bool) -> Result<(), Failure> {
+    if !path.exists() || force {
+        return Ok(());
+    }
+    let kind = crate::diag::ProblemKind::Invalid {
+        message: "the file already exists".into(),
+        fix: format!("choose another {flag}, or add --force to replace it"),
+    };
+    Err(Failure::Input(vec![crate::diag::Problem::new(
+        crate::diag::Location::file(&path.display().to_string()),
+        flag,
+        kind,
+    )]))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Failure> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// How the request at `request` names `csv`: relative to the request's directory when the CSV
+/// lies under it, else absolute.
+fn relative_to(csv: &Path, request: &Path) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (csv, request) = (absolute(csv), absolute(request));
+    let base = request.parent().unwrap_or(Path::new("/"));
+    csv.strip_prefix(base).unwrap_or(&csv).display().to_string()
 }

@@ -236,6 +236,42 @@ fn csv_site_list_plans_like_inline_sites() {
 }
 
 #[test]
+fn generated_csv_site_list_is_the_same_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let inline = generate(dir.path(), 300, 4);
+    let (request, csv) = (
+        dir.path().join("big.toml"),
+        dir.path().join("sites/big.csv"),
+    );
+    std::fs::create_dir(dir.path().join("sites")).unwrap();
+    drover()
+        .args([
+            "generate", "request", "--sites", "300", "--seed", "4", "--out",
+        ])
+        .arg(&request)
+        .arg("--sites-csv")
+        .arg(&csv)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&request).unwrap();
+    assert!(text.contains("sites_csv = \"sites/big.csv\""), "{text}");
+    assert!(!text.contains("[[sites]]"), "{text}");
+    assert_eq!(
+        plan_json(&shipped_workflow(), &request)["hash"],
+        plan_json(&shipped_workflow(), &inline)["hash"]
+    );
+    // Neither file is overwritten without --force.
+    drover()
+        .args(["generate", "request", "--sites", "3", "--out"])
+        .arg(dir.path().join("new.toml"))
+        .arg("--sites-csv")
+        .arg(&csv)
+        .assert()
+        .code(2);
+    assert!(!dir.path().join("new.toml").exists());
+}
+
+#[test]
 fn help_documents_exit_codes() {
     let out = drover().arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
