@@ -41,8 +41,7 @@ pub fn isolate(plan: &mut crate::plan::Plan) -> usize {
     let mut changed = 0;
     for step in &mut plan.steps {
         let before = step.params.len();
-        step.params
-            .retain(|k, _| !EXTERNAL_PARAMS.contains(&k.as_str()));
+        step.params.retain(|k| !EXTERNAL_PARAMS.contains(&k));
         changed += usize::from(step.params.len() != before);
     }
     plan.hash = crate::plan::rehash(plan);

@@ -2,16 +2,20 @@
 //!
 //! Pure and synchronous: no tokio, no IO. petgraph is used only inside this module.
 //! - `expand`: instances, their parameters, dependencies and pool use;
-//! - `graph`: cycle detection with the cycle's path, topological order;
-//! - `rank`: upward rank, critical path, makespan lower bound;
+//! - `graph`: cycle detection with the cycle's path;
+//! - `rank`: topological order, upward rank, critical path, makespan lower bound;
 //! - `hash`: the canonical plan hash;
+//! - `params`: a step's rendered parameters, shared where equal;
 //! - `doc`: the JSON documents `drover plan` prints and writes.
 
 pub mod doc;
 mod expand;
 mod graph;
 mod hash;
+mod params;
 pub mod rank;
+
+pub use params::Params;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -106,7 +110,7 @@ pub struct Step {
     pub id: String,
     pub template: u16,
     pub owner: Owner,
-    pub params: BTreeMap<String, String>,
+    pub params: Params,
     pub deps: Vec<StepIdx>,
     /// Pool index and units held while running.
     pub uses: Vec<(u16, u32)>,
@@ -162,9 +166,23 @@ pub fn plan(wf: &Workflow, req: &Request, opts: &PlanOptions) -> Result<Plan, Ve
         return Err(problems);
     }
     let mut plan = expand::expand(wf, req, opts)?;
-    let order = graph::topological_order(&plan)?;
-    rank::rank(&mut plan, &order);
-    plan.hash = hash::hash(&plan);
+    // The hash reads nothing that ranking computes, so the two share the machine's cores: on a
+    // 2-million-step plan each takes about a second.
+    let (hash, ranked) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| hash::hash(&plan));
+        let succ = rank::successors(&plan);
+        let order = rank::topological_order(&plan, &succ);
+        let ranked = (order.len() == plan.steps.len()).then(|| rank::ranks(&plan, &succ, &order));
+        let hash = hashing
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (hash, ranked)
+    });
+    let Some(ranked) = ranked else {
+        return Err(graph::cycles_among_steps(&plan));
+    };
+    rank::apply(&mut plan, ranked);
+    plan.hash = hash;
     Ok(plan)
 }
 

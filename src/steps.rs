@@ -74,7 +74,7 @@ pub struct StepContext {
     pub site: Option<String>,
     pub product: Option<String>,
     /// Parameters after templating.
-    pub params: BTreeMap<String, String>,
+    pub params: crate::plan::Params,
     /// Outputs of the steps this one depends on, by step ID.
     pub upstream: BTreeMap<String, serde_json::Value>,
     /// The same for every attempt and every resume of this step in this run: pass it to any
@@ -93,7 +93,7 @@ pub struct StepContext {
 
 impl StepContext {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str)
+        self.params.get(name)
     }
 }
 

@@ -84,7 +84,7 @@ fn fetches_by_source<'p>(
     let mut by_source: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for &i in &fetches {
         match plan.steps[i].params.get("source") {
-            Some(s) => by_source.entry(s.as_str()).or_default().push(i),
+            Some(s) => by_source.entry(s).or_default().push(i),
             None => problems.push(problem(
                 "plan",
                 &plan.steps[i].id,
@@ -150,7 +150,7 @@ fn choose(
         .get("window")
         .and_then(|w| crate::limits::duration(w, crate::limits::MAX_WINDOW).ok())
         .unwrap_or(crate::request::DEFAULT_BACKUP_WINDOW);
-    let snapshots = listing.get(unit.as_str()).map_or(&[][..], Vec::as_slice);
+    let snapshots = listing.get(unit).map_or(&[][..], Vec::as_slice);
     catalog::choose(unit, snapshots, target, window)
         .map(|choice| choice.rpo)
         .map_err(|e| {

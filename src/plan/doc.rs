@@ -122,9 +122,16 @@ impl<'a> Summary<'a> {
                     .or_default() += 1;
             }
         }
-        let mut steps_by_kind = BTreeMap::new();
+        // Counted per template, then named: a plan may have millions of steps.
+        let mut per_template = vec![0usize; plan.templates.len()];
         for step in &plan.steps {
-            *steps_by_kind.entry(plan.kind(step)).or_default() += 1;
+            per_template[step.template as usize] += 1;
+        }
+        let mut steps_by_kind = BTreeMap::new();
+        for (t, &n) in plan.templates.iter().zip(&per_template) {
+            if n > 0 {
+                *steps_by_kind.entry(t.kind.as_str()).or_default() += n;
+            }
         }
         let mut conditional_steps: BTreeMap<&str, Conditional> = plan
             .templates
@@ -139,11 +146,9 @@ impl<'a> Summary<'a> {
                 ))
             })
             .collect();
-        for step in &plan.steps {
-            if let Some(c) =
-                conditional_steps.get_mut(plan.templates[step.template as usize].name.as_str())
-            {
-                c.steps += 1;
+        for (t, &n) in plan.templates.iter().zip(&per_template) {
+            if let Some(c) = conditional_steps.get_mut(t.name.as_str()) {
+                c.steps += n;
             }
         }
         Summary {
@@ -227,7 +232,7 @@ pub struct StepDoc<'a> {
     /// Literal credentials are redacted: a plan file is for review, and the run re-plans from
     /// the recorded inputs, never from these values.
     #[serde(serialize_with = "redacted")]
-    pub params: &'a BTreeMap<String, String>,
+    pub params: &'a crate::plan::Params,
     pub deps: Vec<&'a str>,
     pub uses: BTreeMap<&'a str, u32>,
     pub estimate_ms: u64,
@@ -302,9 +307,6 @@ fn step_doc<'a>(plan: &'a Plan, step: &'a Step) -> StepDoc<'a> {
     }
 }
 
-fn redacted<S: serde::Serializer>(
-    params: &&BTreeMap<String, String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn redacted<S: serde::Serializer>(params: &&crate::plan::Params, s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(params.iter().map(|(k, v)| (k, crate::redact::text(v))))
 }

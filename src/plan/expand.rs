@@ -1,9 +1,11 @@
 //! Expansion: every (site, product, template), (site, template) and (shared unit, template)
 //! instance, with rendered parameters, resolved dependencies, pool use and estimates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::params::{Params, Recent};
 use super::{Owner, Plan, PlanOptions, PoolPlan, SitePlan, Step, StepIdx, TemplateInfo};
 use crate::diag::{Location, Problem, ProblemKind};
 use crate::limits;
@@ -19,17 +21,50 @@ pub(super) fn expand(
 ) -> Result<Plan, Vec<Problem>> {
     let mut order: Vec<&Site> = req.sites.iter().collect();
     order.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut x = Expander::new(wf, req, opts, order.len());
-    for (s, site) in order.iter().enumerate() {
-        x.site(s as u32, site);
+    if order.len() >= PARALLEL_SITES
+        && let Some(x) = in_halves(wf, req, opts, &order)
+    {
+        return Ok(x.finish(req));
     }
-    for (s, site) in order.iter().enumerate() {
-        x.link_site(s as u32, site);
-    }
+    let mut x = Expander::new(wf, req, opts, 0, order.len(), order.len());
+    x.sites_in(&order);
     if !x.problems.is_empty() {
         return Err(x.problems);
     }
     Ok(x.finish(req))
+}
+
+/// From this many sites on, the two halves of the request are expanded on two threads.
+const PARALLEL_SITES: usize = 20_000;
+
+/// Expands the two halves of the sites at once and joins them into what one pass in site order
+/// makes, step for step. `None` when either half found a problem (or joining does): the caller
+/// then expands in one pass, which reports problems exactly as always.
+fn in_halves<'a>(
+    wf: &'a Workflow,
+    req: &'a Request,
+    opts: &PlanOptions,
+    order: &[&'a Site],
+) -> Option<Expander<'a>> {
+    let mid = order.len() / 2;
+    let (head, tail) = order.split_at(mid);
+    let (mut x, y) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            let mut y = Expander::new(wf, req, opts, mid as u32, tail.len(), tail.len());
+            y.sites_in(tail);
+            y
+        });
+        let mut x = Expander::new(wf, req, opts, 0, head.len(), order.len());
+        x.sites_in(head);
+        let y = second
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (x, y)
+    });
+    if !x.problems.is_empty() || !y.problems.is_empty() {
+        return None;
+    }
+    x.append(y).then_some(x)
 }
 
 struct Expander<'a> {
@@ -44,16 +79,36 @@ struct Expander<'a> {
     /// `[site][template]` → step, flattened.
     site_slot: Vec<StepIdx>,
     /// (template, unit value) → step, and the product that first claimed the unit.
-    shared: HashMap<(usize, String), (StepIdx, usize)>,
+    shared: HashMap<(usize, &'a str), (StepIdx, usize)>,
     /// Σ of the scaling attribute over a shared step's sites.
     shared_scale: HashMap<StepIdx, f64>,
     pit: String,
     /// The request's backup window, in humantime form.
     window: String,
+    /// Per template: its param keys, and the recent values of each (shared between steps).
+    params: Vec<(Vec<Arc<str>>, Vec<Recent>)>,
+    /// Where params are rendered before they are shared.
+    buf: String,
+    /// Where a step's dependencies are gathered before they are set.
+    deps: Vec<StepIdx>,
+    /// The request-wide index of this expander's first site (`in_halves`).
+    first: u32,
+    /// Each shared step's scaling values in site order, so a second half's sums can be added to
+    /// the first's in the order one pass would have (`append`).
+    scale_log: Vec<(StepIdx, f64)>,
 }
 
 impl<'a> Expander<'a> {
-    fn new(wf: &'a Workflow, req: &'a Request, opts: &PlanOptions, n_sites: usize) -> Self {
+    /// An expander for `n_sites` sites, the first of them at `first` in the request's order,
+    /// with room for the steps of `room` sites.
+    fn new(
+        wf: &'a Workflow,
+        req: &'a Request,
+        opts: &PlanOptions,
+        first: u32,
+        n_sites: usize,
+        room: usize,
+    ) -> Self {
         let (p, t) = (wf.products.len(), wf.templates.len());
         let capacity = wf
             .pools
@@ -69,7 +124,19 @@ impl<'a> Expander<'a> {
             wf,
             req,
             capacity,
-            steps: Vec::with_capacity(n_sites * (p * 3 + 2)),
+            // At most this many: every site with every product (a `Vec` reserves address
+            // space; only the steps written take memory). Growing a vector of 2 million
+            // steps would copy half a gigabyte.
+            steps: Vec::with_capacity(
+                room * wf
+                    .templates
+                    .iter()
+                    .map(|t| match t.scope {
+                        Scope::Site => 1,
+                        _ => p,
+                    })
+                    .sum::<usize>(),
+            ),
             sites: Vec::with_capacity(n_sites),
             problems: Vec::new(),
             product_slot: vec![NONE; n_sites * p * t],
@@ -80,7 +147,100 @@ impl<'a> Expander<'a> {
                 .point_in_time
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             window: humantime::format_duration(req.backup_window).to_string(),
+            params: wf
+                .templates
+                .iter()
+                .map(|t| {
+                    let keys = t.params.keys().map(|k| Arc::from(k.as_str())).collect();
+                    (keys, t.params.keys().map(|_| Recent::default()).collect())
+                })
+                .collect(),
+            buf: String::new(),
+            deps: Vec::new(),
+            first,
+            scale_log: Vec::new(),
         }
+    }
+
+    /// Expands and links these sites, in order. Each site is linked right after it is expanded,
+    /// while its steps are still in cache: the shared units it names exist by then (the first
+    /// site to name one creates it).
+    fn sites_in(&mut self, sites: &[&'a Site]) {
+        for (s, site) in sites.iter().enumerate() {
+            self.site(s as u32, site);
+            self.link_site(s as u32, site);
+        }
+    }
+
+    /// Appends the steps of the sites that follow this expander's (`next`, expanded on its own),
+    /// so that the result is what one pass over both would have made: a shared unit both name
+    /// is the step this one made (its tier the more urgent, its dependencies the first site's
+    /// that had any, its scaling sum continued in site order), and every index is renumbered.
+    /// False when joining finds a problem one pass would have reported.
+    fn append(&mut self, next: Expander<'a>) -> bool {
+        let Expander {
+            steps,
+            sites,
+            shared,
+            scale_log,
+            ..
+        } = next;
+        let keys: HashMap<StepIdx, (usize, &'a str)> =
+            shared.iter().map(|(&key, &(idx, _))| (idx, key)).collect();
+        // Where each of `next`'s steps lands here.
+        let mut to = Vec::with_capacity(steps.len());
+        let mut count = self.steps.len() as StepIdx;
+        for (i, step) in steps.iter().enumerate() {
+            let Owner::Shared { product, .. } = &step.owner else {
+                to.push(count);
+                count += 1;
+                continue;
+            };
+            let product = *product as usize;
+            let Some(&key) = keys.get(&(i as StepIdx)) else {
+                return false;
+            };
+            match self.shared.get(&key) {
+                Some(&(_, first)) if first != product => return false,
+                Some(&(idx, _)) => to.push(idx),
+                None => {
+                    self.shared.insert(key, (count, product));
+                    to.push(count);
+                    count += 1;
+                }
+            }
+        }
+        let ours = self.steps.len();
+        for (i, mut step) in steps.into_iter().enumerate() {
+            for d in &mut step.deps {
+                *d = to[*d as usize];
+            }
+            step.deps.sort_unstable();
+            step.deps.dedup();
+            let at = to[i] as usize;
+            if at >= ours {
+                self.steps.push(step);
+                continue;
+            }
+            let mine = &mut self.steps[at];
+            mine.tier = mine.tier.min(step.tier);
+            if mine.deps.is_empty() {
+                mine.deps = step.deps;
+            }
+        }
+        for (local, v) in scale_log {
+            let idx = to[local as usize];
+            let sum = self.shared_scale.entry(idx).or_default();
+            *sum += v;
+            let template = &self.wf.templates[self.steps[idx as usize].template as usize];
+            if let Some((_, per)) = &template.estimate.scale
+                && limits::scaled(template.estimate.base, *per, *sum).is_none()
+            {
+                return false;
+            }
+        }
+        self.sites.extend(sites);
+        true
     }
 
     fn report(&mut self, at: &Location, entry: String, kind: ProblemKind) {
@@ -88,7 +248,7 @@ impl<'a> Expander<'a> {
     }
 
     /// Resolves the site's products and creates its instances (dependencies come later).
-    fn site(&mut self, s: u32, site: &Site) {
+    fn site(&mut self, s: u32, site: &'a Site) {
         let wf = self.wf;
         let products = self.products_of(site);
         for (t, template) in wf.templates.iter().enumerate() {
@@ -98,12 +258,12 @@ impl<'a> Expander<'a> {
                         if !self.holds(template, site, Some(p)) {
                             continue;
                         }
-                        let id = format!("{}/{}/{}", site.id, wf.products[p].name, template.name);
+                        let id = join(&[site.id.as_str(), &wf.products[p].name, &template.name]);
                         let idx = self.instance(
                             id,
                             t,
                             Owner::Site {
-                                site: s,
+                                site: self.first + s,
                                 product: Some(p as u16),
                             },
                             site,
@@ -116,12 +276,12 @@ impl<'a> Expander<'a> {
                     if !self.holds(template, site, None) {
                         continue;
                     }
-                    let id = format!("{}/{}", site.id, template.name);
+                    let id = join(&[site.id.as_str(), &template.name]);
                     let idx = self.instance(
                         id,
                         t,
                         Owner::Site {
-                            site: s,
+                            site: self.first + s,
                             product: None,
                         },
                         site,
@@ -230,7 +390,7 @@ impl<'a> Expander<'a> {
         products
     }
 
-    fn join_shared(&mut self, site: &Site, t: usize, attribute: &str, p: usize) {
+    fn join_shared(&mut self, site: &'a Site, t: usize, attribute: &str, p: usize) {
         let wf = self.wf;
         let Some(unit) = attr(site, Some(&self.wf.products[p].name), attribute) else {
             let kind = ProblemKind::MissingAttribute {
@@ -257,9 +417,8 @@ impl<'a> Expander<'a> {
             self.report(&site.at, format!("site {} attrs", site.id), kind);
             return;
         }
-        let unit = unit.to_owned();
         let template = &wf.templates[t];
-        let idx = match self.shared.get(&(t, unit.clone())) {
+        let idx = match self.shared.get(&(t, unit)) {
             Some(&(idx, first)) if first != p => {
                 let kind = ProblemKind::Invalid {
                     message: format!(
@@ -277,19 +436,20 @@ impl<'a> Expander<'a> {
                 let id = format!("{attribute}/{unit}/{}", template.name);
                 let owner = Owner::Shared {
                     attribute: attribute.to_owned(),
-                    unit: unit.clone(),
+                    unit: unit.to_owned(),
                     product: p as u16,
                 };
                 let idx = self.instance(id, t, owner, site);
-                self.shared.insert((t, unit.clone()), (idx, p));
+                self.shared.insert((t, unit), (idx, p));
                 idx
             }
         };
         let step = &mut self.steps[idx as usize];
         step.tier = step.tier.min(site.tier);
         if let Some((attribute, per)) = &template.estimate.scale {
-            let product = self.wf.products[p].name.clone();
-            if let Some(v) = self.number(site, Some(&product), attribute, t) {
+            let product = wf.products[p].name.as_str();
+            if let Some(v) = self.number(site, Some(product), attribute, t) {
+                self.scale_log.push((idx, v));
                 let sum = self.shared_scale.entry(idx).or_default();
                 *sum += v;
                 let sum = *sum;
@@ -316,12 +476,16 @@ impl<'a> Expander<'a> {
             | Owner::Shared { product: p, .. } => Some(wf.products[*p as usize].name.as_str()),
             _ => None,
         };
-        let mut params = BTreeMap::new();
-        for (key, value) in &template.params {
-            let rendered = value.render(|var| self.var(var, &owner, site, product, &template.name));
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut params = Vec::with_capacity(template.params.len());
+        for (k, (key, value)) in template.params.iter().enumerate() {
+            let rendered = value.render_into(&mut buf, |var| {
+                self.var(var, &owner, site, product, &template.name)
+            });
             match rendered {
-                Ok(v) => {
-                    params.insert(key.clone(), v);
+                Ok(()) => {
+                    let (keys, recent) = &mut self.params[t];
+                    params.push((keys[k].clone(), recent[k].share(&buf)));
                 }
                 Err(var) => {
                     let var = var.as_str();
@@ -334,6 +498,9 @@ impl<'a> Expander<'a> {
                 }
             }
         }
+        self.buf = buf;
+        // The template's keys are in order already (a BTreeMap), so this only wraps them.
+        let params = Params::from_pairs(params);
         let estimate = match (&template.estimate.scale, &owner) {
             (Some((attribute, per)), Owner::Site { .. }) => {
                 let v = self.number(site, product, attribute, t).unwrap_or(0.0);
@@ -486,10 +653,12 @@ impl<'a> Expander<'a> {
         attribute: &str,
         t: usize,
     ) -> Option<f64> {
-        let entry = format!(
-            "site {} (estimate of step '{}')",
-            site.id, self.wf.templates[t].name
-        );
+        let entry = || {
+            format!(
+                "site {} (estimate of step '{}')",
+                site.id, self.wf.templates[t].name
+            )
+        };
         match attr(site, product, attribute) {
             None => {
                 let kind = ProblemKind::MissingAttribute {
@@ -497,7 +666,7 @@ impl<'a> Expander<'a> {
                     site: site.id.to_string(),
                     product: product.map(str::to_owned),
                 };
-                self.report(&site.at, entry, kind);
+                self.report(&site.at, entry(), kind);
                 None
             }
             Some(text) => match text.parse::<f64>() {
@@ -508,7 +677,7 @@ impl<'a> Expander<'a> {
                         reason: "too large for an estimate's scale".into(),
                         range: format!("0 to {:e}", limits::MAX_ATTRIBUTE),
                     };
-                    self.report(&site.at, entry, kind);
+                    self.report(&site.at, entry(), kind);
                     None
                 }
                 _ => {
@@ -517,7 +686,7 @@ impl<'a> Expander<'a> {
                         site: site.id.to_string(),
                         value: text.to_owned(),
                     };
-                    self.report(&site.at, entry, kind);
+                    self.report(&site.at, entry(), kind);
                     None
                 }
             },
@@ -525,102 +694,105 @@ impl<'a> Expander<'a> {
     }
 
     /// Resolves the dependencies of every instance of one site.
-    fn link_site(&mut self, s: u32, site: &Site) {
-        let products: Vec<usize> = self.sites[s as usize]
-            .products
-            .iter()
-            .map(|&p| p as usize)
-            .collect();
-        for (t, template) in self.wf.templates.iter().enumerate() {
+    fn link_site(&mut self, s: u32, site: &'a Site) {
+        let wf = self.wf;
+        let mut deps = std::mem::take(&mut self.deps);
+        // One small copy per site, so `resolve` may read the site while deps are set.
+        let products = self.sites[s as usize].products.clone();
+        for (t, template) in wf.templates.iter().enumerate() {
             match &template.scope {
                 Scope::Product => {
-                    for &p in products.iter().filter(|&&p| template.applies_to(p)) {
+                    for p in products.iter().map(|&p| p as usize) {
+                        if !template.applies_to(p) {
+                            continue;
+                        }
                         let me = self.product_slot[self.pslot(s, p, t)];
                         if me == NONE {
                             continue; // its `when` does not hold here
                         }
-                        let mut deps: Vec<StepIdx> = template
-                            .after
-                            .iter()
-                            .flat_map(|&a| self.resolve(s, site, Some(p), a))
-                            .collect();
-                        if let Some(gate) = self.wf.gate.filter(|g| g.step == t) {
-                            for &q in &self.wf.products[p].after {
+                        for &a in &template.after {
+                            self.resolve(s, site, Some(p), a, &mut deps);
+                        }
+                        if let Some(gate) = wf.gate.filter(|g| g.step == t) {
+                            for &q in &wf.products[p].after {
                                 let waits = self.product_slot[self.pslot(s, q, gate.waits_for)];
                                 if waits != NONE {
                                     deps.push(waits);
                                 }
                             }
                         }
-                        self.set_deps(me, deps);
+                        self.set_deps(me, &mut deps);
                     }
                 }
                 Scope::Site => {
-                    let me = self.site_slot[s as usize * self.wf.templates.len() + t];
+                    let me = self.site_slot[s as usize * wf.templates.len() + t];
                     if me == NONE {
                         continue;
                     }
-                    let deps = template
-                        .after
-                        .iter()
-                        .flat_map(|&a| self.resolve(s, site, None, a))
-                        .collect();
-                    self.set_deps(me, deps);
+                    for &a in &template.after {
+                        self.resolve(s, site, None, a, &mut deps);
+                    }
+                    self.set_deps(me, &mut deps);
                 }
                 Scope::Shared { attribute } => {
-                    for &p in products.iter().filter(|&&p| template.applies_to(p)) {
-                        let Some(unit) = attr(site, Some(&self.wf.products[p].name), attribute)
-                        else {
+                    for p in products.iter().map(|&p| p as usize) {
+                        if !template.applies_to(p) {
+                            continue;
+                        }
+                        let Some(unit) = attr(site, Some(&wf.products[p].name), attribute) else {
                             continue;
                         };
-                        let Some(&(me, _)) = self.shared.get(&(t, unit.to_owned())) else {
+                        let Some(&(me, _)) = self.shared.get(&(t, unit)) else {
                             continue;
                         };
                         if self.steps[me as usize].deps.is_empty() {
-                            let deps = template
-                                .after
-                                .iter()
-                                .flat_map(|&a| self.resolve(s, site, Some(p), a))
-                                .collect();
-                            self.set_deps(me, deps);
+                            for &a in &template.after {
+                                self.resolve(s, site, Some(p), a, &mut deps);
+                            }
+                            self.set_deps(me, &mut deps);
                         }
                     }
                 }
             }
         }
+        self.deps = deps;
     }
 
-    /// The instances that template `a` means, seen from site `s` (and product `p`).
-    fn resolve(&self, s: u32, site: &Site, p: Option<usize>, a: usize) -> Vec<StepIdx> {
+    /// Appends the instances that template `a` means, seen from site `s` (and product `p`).
+    fn resolve(&self, s: u32, site: &Site, p: Option<usize>, a: usize, out: &mut Vec<StepIdx>) {
         let dep = &self.wf.templates[a];
-        let products: Vec<usize> = match p {
-            Some(p) => vec![p],
-            None => self.sites[s as usize]
-                .products
-                .iter()
-                .map(|&p| p as usize)
-                .filter(|&p| dep.applies_to(p))
-                .collect(),
+        if let Scope::Site = dep.scope {
+            let found = self.site_slot[s as usize * self.wf.templates.len() + a];
+            out.extend((found != NONE).then_some(found));
+            return;
+        }
+        let one = p.map(|p| [p as u16]);
+        let products: &[u16] = match &one {
+            Some(one) => one,
+            None => &self.sites[s as usize].products,
         };
-        let found: Vec<StepIdx> = match &dep.scope {
-            Scope::Product => products
-                .iter()
-                .map(|&p| self.product_slot[self.pslot(s, p, a)])
-                .collect(),
-            Scope::Site => vec![self.site_slot[s as usize * self.wf.templates.len() + a]],
-            Scope::Shared { attribute } => products
-                .iter()
-                .filter_map(|&p| attr(site, Some(&self.wf.products[p].name), attribute))
-                .filter_map(|unit| self.shared.get(&(a, unit.to_owned())).map(|&(idx, _)| idx))
-                .collect(),
-        };
-        found.into_iter().filter(|&i| i != NONE).collect()
+        for q in products.iter().map(|&q| q as usize) {
+            if p.is_none() && !dep.applies_to(q) {
+                continue;
+            }
+            let found = match &dep.scope {
+                Scope::Shared { attribute } => {
+                    attr(site, Some(&self.wf.products[q].name), attribute)
+                        .and_then(|unit| self.shared.get(&(a, unit)))
+                        .map_or(NONE, |&(idx, _)| idx)
+                }
+                _ => self.product_slot[self.pslot(s, q, a)],
+            };
+            out.extend((found != NONE).then_some(found));
+        }
     }
 
-    fn set_deps(&mut self, me: StepIdx, mut deps: Vec<StepIdx>) {
+    /// Sets a step's dependencies from `deps` (emptied), sorted and without repeats.
+    fn set_deps(&mut self, me: StepIdx, deps: &mut Vec<StepIdx>) {
         deps.sort_unstable();
         deps.dedup();
-        self.steps[me as usize].deps = deps;
+        self.steps[me as usize].deps = deps.clone();
+        deps.clear();
     }
 
     fn finish(mut self, req: &Request) -> Plan {
@@ -680,6 +852,18 @@ impl<'a> Expander<'a> {
     }
 }
 
+/// `a/b/c`: a step ID, without the formatting machinery (millions of them per plan).
+fn join(parts: &[&str]) -> String {
+    let mut id = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            id.push('/');
+        }
+        id.push_str(part);
+    }
+    id
+}
+
 /// A site attribute, product-specific (`wiki.shard`) before site-wide (`shard`).
 fn attr<'s>(site: &'s Site, product: Option<&str>, name: &str) -> Option<&'s str> {
     product
@@ -697,4 +881,87 @@ fn attr<'s>(site: &'s Site, product: Option<&str>, name: &str) -> Option<&'s str
 
 thread_local! {
     static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Source;
+
+    fn shipped_workflow() -> Workflow {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/saas-platform.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        Workflow::parse(&Source::new(path, text), crate::steps::KNOWN_KINDS).unwrap()
+    }
+
+    fn request(text: String) -> Request {
+        Request::parse(&Source::new("req.toml", text), |_| unreachable!()).unwrap()
+    }
+
+    fn sorted(req: &Request) -> Vec<&Site> {
+        let mut order: Vec<&Site> = req.sites.iter().collect();
+        order.sort_by(|a, b| a.id.cmp(&b.id));
+        order
+    }
+
+    #[test]
+    fn two_halves_make_the_plan_one_pass_makes() {
+        let wf = shipped_workflow();
+        let opts = PlanOptions::default();
+        // Few sites per shard, so the halves share shards (and their scaled estimates).
+        for (sites, seed) in [(2, 1), (301, 7), (1000, 3)] {
+            let generated = crate::generate::GenerateOptions {
+                sites,
+                seed,
+                sites_per_shard: 8,
+                ..Default::default()
+            };
+            let req = request(crate::generate::request_toml(&generated));
+            let order = sorted(&req);
+            let mut one = Expander::new(&wf, &req, &opts, 0, order.len(), order.len());
+            one.sites_in(&order);
+            assert!(one.problems.is_empty());
+            let one = one.finish(&req);
+            let two = in_halves(&wf, &req, &opts, &order)
+                .expect("a valid request joins")
+                .finish(&req);
+            let json = |p: &Plan| serde_json::to_value((&p.sites, &p.steps, &p.pools)).unwrap();
+            assert_eq!(json(&one), json(&two), "{sites} sites, seed {seed}");
+            assert!(
+                one.steps
+                    .iter()
+                    .any(|s| matches!(s.owner, Owner::Shared { .. }))
+            );
+        }
+    }
+
+    #[test]
+    fn halves_that_disagree_leave_it_to_one_pass() {
+        let wf = shipped_workflow();
+        // The same unit named by two products, one in each half: one pass reports it.
+        let req = request(
+            r#"
+[request]
+point_in_time = "2022-04-05T07:38:00Z"
+[[sites]]
+id = "site-1"
+products = ["identity", "issues"]
+attrs = { size_gb = 1, shard = "x-1" }
+[[sites]]
+id = "site-2"
+products = ["identity", "wiki"]
+attrs = { size_gb = 1, "identity.shard" = "i-2", "wiki.shard" = "i-2" }
+"#
+            .into(),
+        );
+        let opts = PlanOptions::default();
+        assert!(in_halves(&wf, &req, &opts, &sorted(&req)).is_none());
+        let problems = expand(&wf, &req, &opts).expect_err("refused");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.to_string().contains("is named by products")),
+            "{problems:?}"
+        );
+    }
 }

@@ -1,10 +1,11 @@
-//! Graph checks with petgraph: cycles among products and step templates (reported with their
-//! path), and the topological order of the expanded instances.
+//! Graph checks with petgraph: cycles among products and step templates, and among expanded
+//! instances when they have no topological order (`rank::topological_order`), each reported
+//! with its path.
 
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::{Plan, StepIdx};
+use super::Plan;
 use crate::diag::{Location, Problem, ProblemKind};
 use crate::workflow::Workflow;
 
@@ -62,29 +63,26 @@ pub(super) fn check_workflow(wf: &Workflow) -> Vec<Problem> {
     problems
 }
 
-/// Step indices in an order where every step comes after its dependencies.
-pub(super) fn topological_order(plan: &Plan) -> Result<Vec<StepIdx>, Vec<Problem>> {
+/// The cycles among expanded steps (at most five), for a plan that has no topological order.
+pub(super) fn cycles_among_steps(plan: &Plan) -> Vec<Problem> {
     let edges = plan
         .steps
         .iter()
         .enumerate()
         .flat_map(|(i, s)| s.deps.iter().map(move |&d| (d as usize, i)));
     let graph = edges_graph(plan.steps.len(), edges);
-    match toposort(&graph, None) {
-        Ok(order) => Ok(order.into_iter().map(|n| n.index() as StepIdx).collect()),
-        Err(_) => Err(cycles(&graph)
-            .into_iter()
-            .take(5)
-            .map(|cycle| {
-                let path = cycle.iter().map(|&n| plan.steps[n].id.clone()).collect();
-                Problem::new(
-                    Location::file("plan"),
-                    "expanded steps",
-                    ProblemKind::Cycle { path },
-                )
-            })
-            .collect()),
-    }
+    cycles(&graph)
+        .into_iter()
+        .take(5)
+        .map(|cycle| {
+            let path = cycle.iter().map(|&n| plan.steps[n].id.clone()).collect();
+            Problem::new(
+                Location::file("plan"),
+                "expanded steps",
+                ProblemKind::Cycle { path },
+            )
+        })
+        .collect()
 }
 
 fn edges_graph(n: usize, edges: impl Iterator<Item = (usize, usize)>) -> DiGraph<(), ()> {

@@ -4,19 +4,33 @@
 
 use super::{Plan, StepIdx};
 
-pub(super) fn rank(plan: &mut Plan, order: &[StepIdx]) {
-    let succ = successors(plan);
-    let ranks = longest_to_sink(plan, &succ, order, |i| {
-        crate::limits::millis(plan.steps[i].estimate)
-    });
-    for (step, r) in plan.steps.iter_mut().zip(&ranks) {
+/// What ranking a plan finds; `apply` writes it into the plan.
+pub(super) struct Ranked {
+    ranks: Vec<u64>,
+    critical_path: Vec<StepIdx>,
+    edges: Vec<u64>,
+}
+
+/// Upward ranks, the critical path and each pool's edges; `order` is topological.
+pub(super) fn ranks(plan: &Plan, succ: &Successors, order: &[StepIdx]) -> Ranked {
+    let weight = |i: usize| crate::limits::millis(plan.steps[i].estimate);
+    let ranks = longest_to_sink(plan, succ, order, weight);
+    let critical_path = heaviest_path(&ranks, succ);
+    let edges = pool_edges(plan, order, &ranks, weight);
+    Ranked {
+        ranks,
+        critical_path,
+        edges,
+    }
+}
+
+/// Writes ranks, the critical path, pool edges and the lower bound into the plan.
+pub(super) fn apply(plan: &mut Plan, ranked: Ranked) {
+    for (step, r) in plan.steps.iter_mut().zip(&ranked.ranks) {
         step.rank = std::time::Duration::from_millis(*r);
     }
-    plan.critical_path = heaviest_path(&ranks, &succ);
-    let edges = pool_edges(plan, order, &ranks, |i| {
-        crate::limits::millis(plan.steps[i].estimate)
-    });
-    for (pool, ms) in plan.pools.iter_mut().zip(edges) {
+    plan.critical_path = ranked.critical_path;
+    for (pool, ms) in plan.pools.iter_mut().zip(ranked.edges) {
         pool.edges = std::time::Duration::from_millis(ms);
     }
     let pool_bound = plan

@@ -102,22 +102,31 @@ impl ParamTemplate {
     /// Fills the template; `lookup` returns `None` for an unknown variable, which is reported.
     pub fn render<'v>(
         &self,
-        mut lookup: impl FnMut(&str) -> Option<&'v str>,
+        lookup: impl FnMut(&str) -> Option<&'v str>,
     ) -> Result<String, String> {
         let mut out = String::new();
+        self.render_into(&mut out, lookup)?;
+        Ok(out)
+    }
+
+    /// [`ParamTemplate::render`] into `out` (cleared first), so a caller filling millions of
+    /// params reuses one buffer.
+    pub fn render_into<'v>(
+        &self,
+        out: &mut String,
+        mut lookup: impl FnMut(&str) -> Option<&'v str>,
+    ) -> Result<(), String> {
+        out.clear();
         for piece in &self.pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Secret(name) => {
                     let _ = write!(out, "{{env:{name}}}");
                 }
-                Piece::Var(v) => {
-                    let value = lookup(v).ok_or_else(|| v.clone())?;
-                    let _ = write!(out, "{value}");
-                }
+                Piece::Var(v) => out.push_str(lookup(v).ok_or_else(|| v.clone())?),
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
