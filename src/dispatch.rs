@@ -47,7 +47,17 @@ pub struct Core {
     max_parallel: usize,
     /// Counters for progress displays (steps, sites, running, pools).
     pub counts: Progress,
+    /// Per step: its site, or `NO_SITE` for a shared step. With `signature`, what the hot path
+    /// reads instead of the plan's steps, whose records are hundreds of bytes each.
+    site_of: Arc<[u32]>,
+    /// Per step: its pool use, as an index into `signatures`.
+    signature: Arc<[u16]>,
+    /// The distinct pool uses of the plan's steps.
+    signatures: Arc<[Vec<(u16, u32)>]>,
 }
+
+/// `Core::site_of` of a shared step.
+const NO_SITE: u32 = u32::MAX;
 
 impl Core {
     /// Every step pending; call [`Core::restore`] to start from recorded states.
@@ -66,13 +76,34 @@ impl Core {
             pools_in_use: vec![0; plan.pools.len()],
             ..Progress::default()
         };
+        let ready = ReadyQueue::new(priorities.by_place());
+        let mut signatures: Vec<Vec<(u16, u32)>> = Vec::new();
+        let mut signature = Vec::with_capacity(n);
+        let mut site_of = Vec::with_capacity(n);
+        for step in &plan.steps {
+            let sig = match signatures.iter().position(|s| *s == step.uses) {
+                Some(i) => i,
+                None => {
+                    signatures.push(step.uses.clone());
+                    signatures.len() - 1
+                }
+            };
+            signature.push(sig as u16);
+            site_of.push(match step.owner {
+                Owner::Site { site, .. } => site,
+                Owner::Shared { .. } => NO_SITE,
+            });
+        }
         Core {
+            site_of: site_of.into(),
+            signature: signature.into(),
+            signatures: signatures.into(),
             succ,
             priorities,
             state: vec![StepState::Pending; n],
             waiting: vec![0; n],
             site_left: vec![0; plan.sites.len()],
-            ready: ReadyQueue::default(),
+            ready,
             seq: 0,
             free: capacity,
             holds: vec![false; n],
@@ -202,14 +233,15 @@ impl Core {
         if self.counts.running >= self.max_parallel {
             return None;
         }
-        let idx = self.ready.pop_fitting(&self.free)?;
-        for &(pool, n) in &self.plan.steps[idx as usize].uses {
+        let idx = self.ready.pop_fitting(&self.signatures, &self.free)?;
+        for &(pool, n) in &self.signatures[self.signature[idx as usize] as usize] {
             self.free[pool as usize] -= n;
             self.counts.pools_in_use[pool as usize] += n;
         }
         self.state[idx as usize] = StepState::Running;
         self.holds[idx as usize] = true;
-        if let Owner::Site { site, .. } = self.plan.steps[idx as usize].owner {
+        let site = self.site_of[idx as usize];
+        if site != NO_SITE {
             self.site_started[site as usize] = true;
         }
         self.counts.running += 1;
@@ -222,7 +254,7 @@ impl Core {
         if !std::mem::replace(&mut self.holds[idx as usize], false) {
             return;
         }
-        for &(pool, n) in &self.plan.steps[idx as usize].uses {
+        for &(pool, n) in &self.signatures[self.signature[idx as usize] as usize] {
             self.free[pool as usize] += n;
             self.counts.pools_in_use[pool as usize] -= n;
         }
@@ -242,16 +274,15 @@ impl Core {
                 self.push_ready(next);
             }
         }
-        match self.plan.steps[i].owner {
-            Owner::Site { site, .. } => {
-                self.site_left[site as usize] -= 1;
-                (self.site_left[site as usize] == 0).then(|| {
-                    self.counts.sites_restored += 1;
-                    site
-                })
-            }
-            Owner::Shared { .. } => None,
+        let site = self.site_of[i];
+        if site == NO_SITE {
+            return None;
         }
+        self.site_left[site as usize] -= 1;
+        (self.site_left[site as usize] == 0).then(|| {
+            self.counts.sites_restored += 1;
+            site
+        })
     }
 
     /// The attempt failed and another will follow: pending until [`Core::requeue`].
@@ -333,15 +364,13 @@ impl Core {
     }
 
     fn push_ready(&mut self, idx: StepIdx) {
-        if let Owner::Site { site, .. } = self.plan.steps[idx as usize].owner
-            && self.held[site as usize]
-        {
+        let site = self.site_of[idx as usize];
+        if site != NO_SITE && self.held[site as usize] {
             self.parked.push(idx);
             return;
         }
         self.seq += 1;
-        let key = self.priorities.key(&self.plan, idx, self.seq);
-        self.ready
-            .push(&self.plan.steps[idx as usize].uses, key, idx);
+        let key = self.priorities.key(idx, self.seq);
+        self.ready.push(self.signature[idx as usize], key, idx);
     }
 }

@@ -247,7 +247,7 @@ impl<'a> Scheduler<'a> {
     ) -> Result<Self, RunError> {
         let kinds = resolve_kinds(&plan, registry)?;
         check_pools(&plan, &opts.pool_capacity)?;
-        let succ = Arc::new(plan.successors());
+        let succ = plan.successors();
         let priorities = Arc::new(policy::Priorities::new(
             &plan,
             &succ,

@@ -113,6 +113,19 @@ pub fn compare(plan: &Arc<Plan>, opts: &SimOptions, durations: &Durations) -> Ve
     )
 }
 
+/// As [`compare`], keeping each policy's schedule (a forecast draws the one it runs).
+pub fn compare_schedules(
+    plan: &Arc<Plan>,
+    opts: &SimOptions,
+    durations: &Durations,
+) -> Vec<(PolicyOutcome, Schedule)> {
+    let states = vec![StepState::Pending; plan.steps.len()];
+    each_policy(plan, opts, &states, |policy, core| {
+        let schedule = run(core, durations, &[], &[]);
+        (PolicyOutcome::of(policy, &schedule), schedule)
+    })
+}
+
 /// As [`compare`], for what is left of a run whose steps are in `states` (a resume).
 pub fn compare_from(
     plan: &Arc<Plan>,
@@ -120,16 +133,29 @@ pub fn compare_from(
     durations: &Durations,
     states: &[StepState],
 ) -> Vec<PolicyOutcome> {
+    each_policy(plan, opts, states, |policy, core| {
+        PolicyOutcome::of(policy, &run(core, durations, &[], &[]))
+    })
+}
+
+/// `f` on a core per concrete policy, restored to `states`, each on its own scoped thread.
+fn each_policy<R: Send>(
+    plan: &Arc<Plan>,
+    opts: &SimOptions,
+    states: &[StepState],
+    f: impl Fn(Policy, Core) -> R + Sync,
+) -> Vec<R> {
     std::thread::scope(|scope| {
         let runs: Vec<_> = Policy::CONCRETE
             .iter()
             .map(|&policy| {
+                let f = &f;
                 scope.spawn(move || {
                     let mut o = opts.clone();
                     o.policy = policy;
                     let mut core = new_core(plan, &o);
                     core.restore(states);
-                    PolicyOutcome::of(policy, &run(core, durations, &[], &[]))
+                    f(policy, core)
                 })
             })
             .collect();
@@ -231,7 +257,7 @@ impl Bounds {
 
 /// A fresh scheduling core for a plan, as `drover run` would build it.
 pub(crate) fn new_core(plan: &Arc<Plan>, opts: &SimOptions) -> Core {
-    let succ = Arc::new(plan.successors());
+    let succ = plan.successors();
     let priorities = Arc::new(Priorities::new(plan, &succ, opts.policy, &opts.capacity));
     Core::new(
         Arc::clone(plan),

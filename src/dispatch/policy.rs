@@ -67,13 +67,12 @@ impl std::fmt::Display for Policy {
     }
 }
 
-/// Computes a step's priority key; smaller starts first.
+/// Each step's place in the policy's order; smaller starts first.
 pub struct Priorities {
-    policy: Policy,
-    /// Per step, for the site-ordered policies: its site's place in the order; a shared step
-    /// takes the place of the first site that needs it, so a shard's snapshot is fetched when
-    /// its first site is next, not before every site's work.
-    site_order: Vec<u64>,
+    /// Per step, its place (unused under `fifo`, which orders by arrival).
+    place: Vec<u32>,
+    /// The step at each place; `None` under `fifo`.
+    by_place: Option<std::sync::Arc<[StepIdx]>>,
 }
 
 impl Priorities {
@@ -89,56 +88,92 @@ impl Priorities {
             Policy::Auto => Policy::Flow,
             p => p,
         };
-        if !matches!(
-            policy,
-            Policy::SmallestSiteFirst | Policy::LargestSiteFirst | Policy::Flow | Policy::TierFirst
-        ) {
+        if policy == Policy::Fifo {
             return Priorities {
-                policy,
-                site_order: Vec::new(),
+                place: Vec::new(),
+                by_place: None,
             };
         }
-        let place: Vec<u64> = match policy {
-            Policy::SmallestSiteFirst => site_work(plan),
-            Policy::LargestSiteFirst => site_work(plan).iter().map(|w| u64::MAX - w).collect(),
-            _ => flow_order(plan, succ, capacity),
-        };
-        let site_order = plan
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, step)| match step.owner {
-                Owner::Site { site, .. } => place[site as usize],
-                Owner::Shared { .. } => succ
-                    .of(i)
-                    .iter()
-                    .filter_map(|&s| match plan.steps[s as usize].owner {
-                        Owner::Site { site, .. } => Some(place[site as usize]),
-                        Owner::Shared { .. } => None,
-                    })
-                    .min()
-                    .unwrap_or(0),
-            })
+        let site_order = site_order(plan, succ, policy, capacity);
+        // Keys end in the step's index, so they are distinct and sorting them is the order.
+        let mut keys: Vec<u128> = (0..plan.steps.len() as StepIdx)
+            .map(|idx| key(plan, &site_order, policy, idx))
             .collect();
-        Priorities { policy, site_order }
+        keys.sort_unstable();
+        let by_place: std::sync::Arc<[StepIdx]> =
+            keys.iter().map(|&k| k as u32 as StepIdx).collect();
+        let mut place = vec![0u32; plan.steps.len()];
+        for (p, &idx) in by_place.iter().enumerate() {
+            place[idx as usize] = p as u32;
+        }
+        Priorities {
+            place,
+            by_place: Some(by_place),
+        }
     }
 
-    /// `seq` counts pushes into the ready queue (for FIFO).
-    pub fn key(&self, plan: &Plan, idx: StepIdx, seq: u64) -> u128 {
-        let step = &plan.steps[idx as usize];
-        let urgency = u64::MAX - crate::limits::millis(step.rank);
-        let tier = step.tier as u128;
-        let idx = idx as u128;
-        match self.policy {
-            Policy::CriticalPath => ((urgency as u128) << 64) | (tier << 32) | idx,
-            Policy::Fifo => ((seq as u128) << 32) | idx,
-            Policy::TierFirst => {
-                (tier << 96) | ((self.site_order[idx as usize] as u128) << 32) | idx
-            }
-            Policy::SmallestSiteFirst | Policy::LargestSiteFirst | Policy::Flow | Policy::Auto => {
-                let order = self.site_order[idx as usize];
-                ((order as u128) << 64) | ((urgency >> 32) as u128) << 32 | idx
-            }
+    /// The step at each place, for the ready queue; `None`: order by arrival.
+    pub fn by_place(&self) -> Option<std::sync::Arc<[StepIdx]>> {
+        self.by_place.clone()
+    }
+
+    /// The queue key of a step becoming ready: its place, or under `fifo` `seq`, which counts
+    /// pushes into the ready queue.
+    pub fn key(&self, idx: StepIdx, seq: u64) -> u64 {
+        match self.by_place {
+            Some(_) => self.place[idx as usize].into(),
+            None => seq,
+        }
+    }
+}
+
+/// Per step, for the site-ordered policies: its site's place in the order; a shared step takes
+/// the place of the first site that needs it, so a shard's snapshot is fetched when its first
+/// site is next, not before every site's work. Empty for the others.
+fn site_order(
+    plan: &Plan,
+    succ: &crate::plan::rank::Successors,
+    policy: Policy,
+    capacity: &[u32],
+) -> Vec<u64> {
+    let place: Vec<u64> = match policy {
+        Policy::SmallestSiteFirst => site_work(plan),
+        Policy::LargestSiteFirst => site_work(plan).iter().map(|w| u64::MAX - w).collect(),
+        Policy::Flow | Policy::TierFirst => flow_order(plan, succ, capacity),
+        Policy::Auto | Policy::CriticalPath | Policy::Fifo => return Vec::new(),
+    };
+    plan.steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| match step.owner {
+            Owner::Site { site, .. } => place[site as usize],
+            Owner::Shared { .. } => succ
+                .of(i)
+                .iter()
+                .filter_map(|&s| match plan.steps[s as usize].owner {
+                    Owner::Site { site, .. } => Some(place[site as usize]),
+                    Owner::Shared { .. } => None,
+                })
+                .min()
+                .unwrap_or(0),
+        })
+        .collect()
+}
+
+/// A step's priority key under a fixed-order policy; smaller starts first.
+fn key(plan: &Plan, site_order: &[u64], policy: Policy, idx: StepIdx) -> u128 {
+    let step = &plan.steps[idx as usize];
+    let urgency = u64::MAX - crate::limits::millis(step.rank);
+    let tier = step.tier as u128;
+    let i = idx as u128;
+    match policy {
+        Policy::TierFirst => (tier << 96) | ((site_order[idx as usize] as u128) << 32) | i,
+        Policy::SmallestSiteFirst | Policy::LargestSiteFirst | Policy::Flow => {
+            let order = site_order[idx as usize];
+            ((order as u128) << 64) | ((urgency >> 32) as u128) << 32 | i
+        }
+        Policy::CriticalPath | Policy::Auto | Policy::Fifo => {
+            ((urgency as u128) << 64) | (tier << 32) | i
         }
     }
 }

@@ -848,6 +848,7 @@ impl<'a> Expander<'a> {
             critical_path: Vec::new(),
             lower_bound: Duration::ZERO,
             hash: String::new(),
+            successors: Default::default(),
         }
     }
 }

@@ -142,6 +142,7 @@ pub(crate) fn topological_order(plan: &Plan, succ: &Successors) -> Vec<StepIdx> 
 }
 
 /// Successor lists in compressed form: `targets[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug)]
 pub struct Successors {
     offsets: Vec<u32>,
     targets: Vec<StepIdx>,

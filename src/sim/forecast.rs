@@ -58,17 +58,31 @@ pub fn forecast(
     fo: &ForecastOptions,
 ) -> Result<Forecast, ForecastError> {
     let durations = model.durations(plan);
-    // Every policy is simulated for the trade-off table; `auto` runs the one `choose` picks.
-    let policies = super::compare(plan, opts, &durations);
+    // Every policy is simulated for the trade-off table; `auto` runs the one `choose` picks,
+    // and the forecast is that simulation.
+    let mut compared = super::compare_schedules(plan, opts, &durations);
+    let policies: Vec<_> = compared.iter().map(|(o, _)| *o).collect();
     let mut resolved = opts.clone();
     let auto_chosen = opts.policy == Policy::Auto;
     if auto_chosen {
         resolved.policy = super::choose(&policies);
     }
     let opts = &resolved;
-    let schedule = super::simulate(plan, opts, &durations);
+    let at = policies
+        .iter()
+        .position(|o| o.policy == opts.policy)
+        .unwrap_or_default();
+    let schedule = compared.swap_remove(at).1;
+    drop(compared);
     let bounds = Bounds::of(plan, &schedule, &opts.capacity);
-    let trials = trials(plan, opts, model, fo.trials, fo.seed);
+    let trials = match fo.trials {
+        // One trial is the mean model itself: the schedule just simulated.
+        0 | 1 => vec![Trial {
+            makespan: schedule.makespan.as_millis().try_into().unwrap_or(u64::MAX),
+            sites: schedule.site_done_ms.clone(),
+        }],
+        n => trials(plan, opts, model, n, fo.seed),
+    };
     let sweep = match &fo.sweep {
         Some(s) => Some(run_sweep(plan, opts, &durations, s, fo.target_rto)?),
         None => None,
@@ -231,7 +245,7 @@ struct Trial {
 /// Per-site values are kept for at most this many (trials × sites); beyond it, the first trials.
 const SITE_SAMPLES: usize = 20_000_000;
 
-/// `n` noisy trials (one: the mean model itself).
+/// `n` noisy trials (at least two; one trial is the mean model's schedule).
 fn trials(
     plan: &Arc<Plan>,
     opts: &SimOptions,
@@ -251,9 +265,6 @@ fn trials(
             },
         }
     };
-    if n <= 1 {
-        return vec![trial(0, &model.durations(plan))];
-    }
     parallel((0..n as u64).collect(), |t| {
         let mut rng =
             rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(t));
