@@ -46,6 +46,7 @@ pub struct Plan {
     /// Sites in ID order.
     pub sites: Vec<SitePlan>,
     /// Steps, grouped by site in ID order; `deps` always point at other entries here.
+    #[serde(deserialize_with = "presized")]
     pub steps: Vec<Step>,
     /// Step indices along the critical path, first to last.
     pub critical_path: Vec<StepIdx>,
@@ -163,6 +164,36 @@ impl Plan {
     pub fn edge_count(&self) -> usize {
         self.steps.iter().map(|s| s.deps.len()).sum()
     }
+}
+
+/// Reads the steps into a vector with room for all of them: serde's default grows it by
+/// doubling, and for a stored plan of 2 million steps that copied and faulted in gigabytes
+/// (half a resume's time). The length a damaged ledger claims is trusted only as far as it can
+/// be reserved.
+fn presized<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Step>, D::Error> {
+    struct Steps;
+    impl<'de> serde::de::Visitor<'de> for Steps {
+        type Value = Vec<Step>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of steps")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Step>, A::Error> {
+            const MOST: usize = 1 << 24;
+            let mut steps = Vec::new();
+            // Reserving may fail (a claimed length beyond memory): then the vector grows.
+            let _ = steps.try_reserve_exact(seq.size_hint().unwrap_or(0).min(MOST));
+            while let Some(step) = seq.next_element()? {
+                steps.push(step);
+            }
+            Ok(steps)
+        }
+    }
+    d.deserialize_seq(Steps)
 }
 
 /// Expands, validates, ranks and hashes. Reports every problem found, not just the first.

@@ -66,8 +66,9 @@ CREATE TABLE sessions (
 pub struct SqliteLedger {
     conn: Connection,
     path: PathBuf,
-    /// Step IDs by index, for event details that name another step.
-    ids: Vec<String>,
+    /// Step IDs by index, for event details that name another step; read on first use, since
+    /// a ledger of 2 million steps holds 2 million IDs and most opens need none of them.
+    ids: std::cell::OnceCell<Vec<String>>,
 }
 
 impl SqliteLedger {
@@ -107,19 +108,24 @@ impl SqliteLedger {
         }
         identify(path)?;
         let conn = connect(path)?;
-        let ids = {
-            let mut stmt = conn
-                .prepare("SELECT id FROM steps ORDER BY idx")
-                .map_err(sql_err(path))?;
-            stmt.query_map([], |r| r.get(0))
-                .and_then(Iterator::collect)
-                .map_err(sql_err(path))?
-        };
         Ok(SqliteLedger {
             conn,
             path: path.to_owned(),
-            ids,
+            ids: std::cell::OnceCell::new(),
         })
+    }
+
+    /// Step IDs by index.
+    fn ids(&self) -> Result<&[String], LedgerError> {
+        if let Some(ids) = self.ids.get() {
+            return Ok(ids);
+        }
+        let ids: Vec<String> = self
+            .conn
+            .prepare("SELECT id FROM steps ORDER BY idx")
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+            .map_err(sql_err(&self.path))?;
+        Ok(self.ids.get_or_init(|| ids))
     }
 
     pub fn path(&self) -> &Path {
@@ -259,12 +265,13 @@ impl SqliteLedger {
             .conn
             .prepare("SELECT seq, at, step, op, attempt, detail FROM events ORDER BY seq")
             .map_err(sql_err(&self.path))?;
+        let ids = self.ids()?;
         let rows = stmt.query_map([], |r| {
             let step: Option<i64> = r.get(2)?;
             Ok(EventRow {
                 seq: r.get(0)?,
                 at: r.get(1)?,
-                step: step.and_then(|i| self.ids.get(i as usize).cloned()),
+                step: step.and_then(|i| ids.get(i as usize).cloned()),
                 op: r.get(3)?,
                 attempt: r.get(4)?,
                 detail: r.get(5)?,
@@ -276,6 +283,12 @@ impl SqliteLedger {
 
     /// Step records only (for `status`), without decoding the plan.
     pub fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
+        self.step_records_for(0)
+    }
+
+    /// Step records into a vector with room for `expected` (the plan's steps): collecting 2
+    /// million rows into a growing vector copied and faulted in hundreds of megabytes.
+    fn step_records_for(&self, expected: usize) -> Result<Vec<StepRecord>, LedgerError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -283,25 +296,26 @@ impl SqliteLedger {
                  FROM steps ORDER BY idx",
             )
             .map_err(sql_err(&self.path))?;
-        let rows = stmt.query_map([], |r| {
-            let state: String = r.get(0)?;
-            Ok(StepRecord {
-                state: StepState::parse(&state).unwrap_or(StepState::Pending),
-                attempts: r.get(1)?,
-                last_error: r.get(2)?,
-                output: r.get(3)?,
-                started_at: r.get(4)?,
-                ended_at: r.get(5)?,
-                note: r.get(6)?,
+        let mut out = Vec::new();
+        // A claimed length is a hint only; if it cannot be reserved the vector grows.
+        let _ = out.try_reserve_exact(expected);
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StepRecord {
+                    state: StepState::parse(r.get_ref(0)?.as_str()?).unwrap_or(StepState::Pending),
+                    attempts: r.get(1)?,
+                    last_error: r.get(2)?,
+                    output: r.get(3)?,
+                    started_at: r.get(4)?,
+                    ended_at: r.get(5)?,
+                    note: r.get(6)?,
+                })
             })
-        });
-        rows.and_then(Iterator::collect)
-            .map_err(sql_err(&self.path))
-    }
-
-    /// The index of a step by its ID.
-    pub fn step_index(&self, id: &str) -> Option<u32> {
-        self.ids.iter().position(|s| s == id).map(|i| i as u32)
+            .map_err(sql_err(&self.path))?;
+        for row in rows {
+            out.push(row.map_err(sql_err(&self.path))?);
+        }
+        Ok(out)
     }
 
     fn corrupt(&self, e: impl std::fmt::Display) -> LedgerError {
@@ -316,6 +330,10 @@ impl Ledger for SqliteLedger {
     // Over 80 lines on purpose: one transaction with its prepared statements, and one match arm
     // per kind of transition, each a row update and its event.
     fn apply(&mut self, ops: &[Op]) -> Result<(), LedgerError> {
+        if ops.iter().any(|op| matches!(op, Op::Block { .. })) {
+            self.ids()?;
+        }
+        let ids = self.ids.get().map_or(&[][..], Vec::as_slice);
         let path = self.path.clone();
         let err = sql_err(&path);
         let tx = self.conn.transaction().map_err(&err)?;
@@ -382,7 +400,7 @@ impl Ledger for SqliteLedger {
                             .map_err(&err)?;
                     }
                     Op::Block { step, by, at } => {
-                        let by_id = self.ids.get(*by as usize).cloned().unwrap_or_default();
+                        let by_id = ids.get(*by as usize).cloned().unwrap_or_default();
                         note.execute(params![step, "blocked", by_id, None::<i64>])
                             .map_err(&err)?;
                         event
@@ -422,10 +440,21 @@ impl Ledger for SqliteLedger {
         let info: RunInfo = serde_json::from_str(&info).map_err(|e| self.corrupt(e))?;
         let snapshot: Snapshot = serde_json::from_str(&snapshot).map_err(|e| self.corrupt(e))?;
         let plan: Plan = postcard::from_bytes(&blob).map_err(|e| self.corrupt(e))?;
-        if crate::plan::rehash(&plan) != info.plan_hash {
+        drop(blob);
+        // The plan is checked against its hash while the step rows are read: each takes about
+        // a second for 2 million steps.
+        let (hash, steps) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| crate::plan::rehash(&plan));
+            let steps = self.step_records_for(plan.steps.len());
+            let hash = hashing
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (hash, steps)
+        });
+        if hash != info.plan_hash {
             return Err(self.corrupt("the stored plan does not match its recorded hash"));
         }
-        let steps = self.step_records()?;
+        let steps = steps?;
         if steps.len() != plan.steps.len() {
             return Err(self.corrupt(format!(
                 "{} step rows for a plan of {} steps",
