@@ -48,6 +48,7 @@ fn new_run(plan: &Plan) -> NewRun<'_> {
         request_name: "bench".into(),
         pools: BTreeMap::new(),
         max_parallel: 256,
+        policy: None,
     };
     NewRun {
         info,

@@ -203,6 +203,11 @@ pub struct RunInfo {
     /// Pool capacities in force (the workflow's, with `--pools` overrides).
     pub pools: BTreeMap<String, u32>,
     pub max_parallel: usize,
+    /// The policy the latest session ran (`auto` resolved); `None` in ledgers written before
+    /// it was recorded, or before a session chose one. A resume under `auto` keeps it, and
+    /// `status` forecasts with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::dispatch::policy::Policy>,
 }
 
 /// The inputs the plan was made from, so `resume` needs nothing but the ledger.

@@ -224,6 +224,7 @@ pub(crate) fn create_ledger(
         max_parallel: exec
             .max_parallel
             .map_or(crate::schedule::DEFAULT_MAX_PARALLEL, |m| m as usize),
+        policy: None,
     };
     let new = NewRun {
         info,
@@ -292,8 +293,19 @@ fn execute_held(
     opts.seed = now_ms() as u64;
     opts.model = Arc::new(model);
     if opts.policy == Policy::Auto {
-        opts.policy = choose_policy(&plan, &stored.steps, &opts);
+        opts.policy = match stored.info.policy {
+            // A resume keeps what the run chose: six simulations of what is left would take
+            // seconds at scale, and might choose differently halfway through.
+            Some(kept) if kept != Policy::Auto => {
+                errln!(
+                    "policy: auto keeps {kept}, chosen when this run started (--policy to change it)"
+                );
+                kept
+            }
+            _ => choose_policy(&plan, &stored.steps, &opts),
+        };
     }
+    ledger.record_policy(opts.policy)?;
     for e in opts.model.evidence() {
         errln!(
             "eta: starts from the durations of {} steps of the {} in {}",

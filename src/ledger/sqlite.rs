@@ -211,6 +211,20 @@ impl SqliteLedger {
     }
 
     /// Records a command that opened the ledger for writing, for the audit trail.
+    /// Records the policy this session runs (in the run's facts), for later resumes and status.
+    pub fn record_policy(
+        &mut self,
+        policy: crate::dispatch::policy::Policy,
+    ) -> Result<(), LedgerError> {
+        let mut info = self.info()?;
+        info.policy = Some(policy);
+        let text = serde_json::to_string(&info).map_err(|e| self.corrupt(e))?;
+        self.conn
+            .execute("UPDATE run SET info = ?1", params![text])
+            .map(drop)
+            .map_err(sql_err(&self.path))
+    }
+
     pub fn record_session(
         &mut self,
         mode: crate::ledger::SessionMode,

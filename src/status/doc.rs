@@ -194,5 +194,8 @@ fn eta_of(stored: &Stored, now: i64) -> Option<f64> {
         }
     }
     opts.max_parallel = stored.info.max_parallel.max(1);
+    if let Some(policy) = stored.info.policy {
+        opts.policy = policy;
+    }
     Some(crate::sim::live::eta(&plan, &stored.steps, &opts, now).as_secs_f64())
 }

@@ -615,11 +615,12 @@ fn synthetic_300_sites_killed_half_way_and_resumed_restores_every_site() {
         "killed before the end"
     );
     let out = drover().args(["resume", "--state", s]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The resume keeps the policy the run chose instead of choosing again.
+    assert!(
+        stderr.contains("policy: auto keeps ") && !stderr.contains("policy: auto runs"),
+        "{stderr}"
     );
     let doc = status_json(&state);
     assert_eq!(doc["all_restored"], true);

@@ -76,6 +76,7 @@ async fn run_plan(
         request_name: "t".into(),
         pools: BTreeMap::new(),
         max_parallel: 64,
+        policy: None,
     };
     let ledger = Arc::new(Mutex::new(MemoryLedger::new(&NewRun {
         info,
@@ -546,6 +547,7 @@ estimate = "1s"
         request_name: "t".into(),
         pools: BTreeMap::new(),
         max_parallel: 64,
+        policy: None,
     };
     let ledger = Arc::new(Mutex::new(MemoryLedger::new(&NewRun {
         info,
