@@ -139,8 +139,9 @@ fn site_order(
     let place: Vec<u64> = match policy {
         Policy::SmallestSiteFirst => site_work(plan),
         Policy::LargestSiteFirst => site_work(plan).iter().map(|w| u64::MAX - w).collect(),
-        Policy::Flow | Policy::TierFirst => flow_order(plan, succ, capacity),
-        Policy::Auto | Policy::CriticalPath | Policy::Fifo => return Vec::new(),
+        // `auto` is resolved before this; unresolved it orders as `flow`.
+        Policy::Flow | Policy::TierFirst | Policy::Auto => flow_order(plan, succ, capacity),
+        Policy::CriticalPath | Policy::Fifo => return Vec::new(),
     };
     plan.steps
         .iter()
@@ -168,13 +169,11 @@ fn key(plan: &Plan, site_order: &[u64], policy: Policy, idx: StepIdx) -> u128 {
     let i = idx as u128;
     match policy {
         Policy::TierFirst => (tier << 96) | ((site_order[idx as usize] as u128) << 32) | i,
-        Policy::SmallestSiteFirst | Policy::LargestSiteFirst | Policy::Flow => {
+        Policy::SmallestSiteFirst | Policy::LargestSiteFirst | Policy::Flow | Policy::Auto => {
             let order = site_order[idx as usize];
             ((order as u128) << 64) | ((urgency >> 32) as u128) << 32 | i
         }
-        Policy::CriticalPath | Policy::Auto | Policy::Fifo => {
-            ((urgency as u128) << 64) | (tier << 32) | i
-        }
+        Policy::CriticalPath | Policy::Fifo => ((urgency as u128) << 64) | (tier << 32) | i,
     }
 }
 

@@ -105,7 +105,8 @@ impl ReadyQueue {
 
     /// Drops every queued step (when draining).
     pub fn clear(&mut self) {
-        self.drain();
+        self.groups.clear();
+        self.len = 0;
     }
 }
 

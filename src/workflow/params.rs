@@ -99,17 +99,7 @@ impl ParamTemplate {
         })
     }
 
-    /// Fills the template; `lookup` returns `None` for an unknown variable, which is reported.
-    pub fn render<'v>(
-        &self,
-        lookup: impl FnMut(&str) -> Option<&'v str>,
-    ) -> Result<String, String> {
-        let mut out = String::new();
-        self.render_into(&mut out, lookup)?;
-        Ok(out)
-    }
-
-    /// [`ParamTemplate::render`] into `out` (cleared first), so a caller filling millions of
+    /// Fills the template into `out` (cleared first), so a caller filling millions of
     /// params reuses one buffer.
     pub fn render_into<'v>(
         &self,
@@ -173,7 +163,12 @@ mod tests {
         };
         let got = ParamTemplate::parse(text)
             .map_err(|_| "parse error")
-            .and_then(|t| t.render(vars).map_err(|_| "unknown var"));
+            .and_then(|t| {
+                let mut out = String::new();
+                t.render_into(&mut out, vars)
+                    .map(|()| out)
+                    .map_err(|_| "unknown var")
+            });
         assert_eq!(got.as_deref().map_err(|e| *e), expected, "{text}");
     }
 
