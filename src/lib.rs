@@ -112,6 +112,7 @@ pub mod source;
 mod staging;
 pub mod status;
 pub mod steps;
+pub mod target;
 mod util;
 pub mod workflow;
 

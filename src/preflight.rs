@@ -15,13 +15,13 @@
 //! `backup::check`, which is async; the CLI runs it as part of preflight.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::diag::{Location, Problem, ProblemKind};
 use crate::ids::SiteIdError;
 use crate::plan::Plan;
-use crate::platform::{Identity, Platform, SiteRecord, SiteState};
 use crate::request::Request;
+use crate::target::{Identity, SiteRecord, SiteState};
 
 /// The request attribute that chooses a site's restore path in the reference workflow.
 pub const STATE_ATTR: &str = "state";
@@ -51,37 +51,36 @@ pub fn registry(
     request_file: &str,
     opts: Options,
 ) -> Result<Option<RegistryCheck>, Vec<Problem>> {
-    let Some(target) = &request.target else {
+    let Some(target) = request.target() else {
         return Ok(None);
     };
-    // A workflow that never uses `{target}` restores nothing into it (a drill of the scheduler
-    // with `sleep` steps, say): there is nothing to check.
-    let used = plan
-        .steps
-        .iter()
-        .any(|s| s.params.values().any(|v| v.contains(target.as_str())));
-    if !used {
-        return Ok(None);
-    }
     let target_at = || Location::file(request_file);
-    let unreadable = |e: &dyn std::fmt::Display| {
+    let unreadable = |e: &crate::target::RegistryError| {
         vec![Problem::new(
             target_at(),
             "target.registry",
             ProblemKind::Invalid {
-                message: format!("cannot read the registry '{target}': {e}"),
-                fix: "point [target] registry at the platform directory (the one holding registry.db)"
-                    .into(),
+                message: e.to_string(),
+                fix: e.fix(),
             },
         )]
     };
-    let platform = Platform::open(target).map_err(|e| unreadable(&e))?;
-    let known: HashMap<String, _> = platform
-        .sites()
-        .map_err(|e| unreadable(&e))?
-        .into_iter()
-        .map(|s| (s.id.clone(), s))
-        .collect();
+    let registry = crate::target::open(&target).map_err(|e| unreadable(&e))?;
+    // A workflow that never uses `{target}` restores nothing into the reference platform (a
+    // drill of the scheduler with `sleep` steps, say): there is nothing to check there.
+    let used = || {
+        plan.steps.iter().any(|s| {
+            s.params
+                .values()
+                .any(|v| v.contains(target.registry.as_str()))
+        })
+    };
+    if registry.only_when_used() && !used() {
+        return Ok(None);
+    }
+    let ids: Vec<&str> = plan.sites.iter().map(|s| s.id.as_str()).collect();
+    let known = registry.sites(&ids).map_err(|e| unreadable(&e))?;
+    let described = registry.describe();
     let at: HashMap<&str, &crate::request::Site> =
         request.sites.iter().map(|s| (s.id.as_str(), s)).collect();
     let mut problems = Vec::new();
@@ -96,9 +95,9 @@ pub fn registry(
                     .or_insert(0) += 1;
                 refusals(plan, site, req, record, opts)
             }
-            None => vec![match platform.identify(id) {
-                Ok(identity) => not_a_site(&identity, target),
-                Err(e) => (format!("cannot look it up: {e}"), "retry".into()),
+            None => vec![match registry.identify(id) {
+                Ok(identity) => not_a_site(&identity, &described),
+                Err(e) => (format!("cannot look it up: {e}"), e.fix()),
             }],
         };
         problems.extend(refusals.into_iter().map(|(message, fix)| {
@@ -111,7 +110,7 @@ pub fn registry(
     }
     if problems.is_empty() {
         Ok(Some(RegistryCheck {
-            registry: target.clone(),
+            registry: described,
             by_state,
         }))
     } else {
@@ -232,17 +231,17 @@ pub fn identify_ids(request_path: &Path, problems: &mut [Problem]) {
     let Some(target) = target_of(request_path) else {
         return;
     };
-    let Ok(platform) = Platform::open(&target) else {
+    let Ok(registry) = crate::target::open(&target) else {
         return;
     };
-    let registry = target.display().to_string();
+    let described = registry.describe();
     for p in problems.iter_mut() {
         let ProblemKind::BadSiteId(SiteIdError { value, .. }) = &p.kind else {
             continue;
         };
-        let identity = platform.identify(value);
+        let identity = registry.identify(value);
         if let Ok(identity @ (Identity::Customer { .. } | Identity::App { .. })) = identity {
-            let (reason, fix) = not_a_site(&identity, &registry);
+            let (reason, fix) = not_a_site(&identity, &described);
             p.kind = ProblemKind::Invalid {
                 message: format!("'{value}' {reason}"),
                 fix,
@@ -251,11 +250,19 @@ pub fn identify_ids(request_path: &Path, problems: &mut [Problem]) {
     }
 }
 
-/// `[target] registry` of a request file, resolved against the file's directory.
-fn target_of(request_path: &Path) -> Option<PathBuf> {
+/// `[target]` of a request file, a directory resolved against the file's.
+fn target_of(request_path: &Path) -> Option<crate::request::Target> {
     let registry = crate::load::peek(request_path, "target", "registry")?;
-    let dir = request_path.parent().unwrap_or(Path::new(""));
-    Some(dir.join(registry))
+    let registry = if crate::target::postgres::is_url(&registry) {
+        registry
+    } else {
+        let dir = request_path.parent().unwrap_or(Path::new(""));
+        dir.join(registry).display().to_string()
+    };
+    Some(crate::request::Target {
+        registry,
+        registry_view: crate::load::peek(request_path, "target", "registry_view"),
+    })
 }
 
 /// What a plan's params say about secrets: literal credentials (a warning: they reach the plan

@@ -30,8 +30,28 @@ pub struct Request {
     pub backups: Option<String>,
     /// How far before `point_in_time` a backup may be.
     pub backup_window: std::time::Duration,
+    /// `[target] registry`: the platform directory or registry URL (`{target}` in steps).
     pub target: Option<String>,
+    /// `[target] registry_view`.
+    pub registry_view: Option<String>,
     pub sites: Vec<Site>,
+}
+
+/// The request's `[target]`: where its sites' registry is.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub registry: String,
+    pub registry_view: Option<String>,
+}
+
+impl Request {
+    /// The `[target]`, if the request names one.
+    pub fn target(&self) -> Option<Target> {
+        Some(Target {
+            registry: self.target.clone()?,
+            registry_view: self.registry_view.clone(),
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +127,7 @@ impl Request {
             default_products,
             backup_window,
             backups: file.backups.map(|b| b.source),
+            registry_view: file.target.as_ref().and_then(|t| t.registry_view.clone()),
             target: file.target.map(|t| t.registry),
             sites,
         })

@@ -96,6 +96,11 @@ impl SiteState {
         }
     }
 
+    /// Every state's name, in lifecycle order.
+    pub fn names() -> Vec<&'static str> {
+        SiteState::ALL.iter().map(|s| s.as_str()).collect()
+    }
+
     pub fn parse(s: &str) -> Option<SiteState> {
         SiteState::ALL.into_iter().find(|st| st.as_str() == s)
     }

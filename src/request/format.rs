@@ -49,6 +49,8 @@ pub struct Backups {
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub registry: String,
+    /// For a PostgreSQL registry: the view preflight reads (default `drover_sites`).
+    pub registry_view: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -159,4 +159,5 @@ products = ["identity"]
 attrs = { size_gb = 3, "identity.shard" = "identity-2" }
 "#;
 pub mod http;
+pub mod postgres;
 pub mod s3;

@@ -1,0 +1,322 @@
+//! Preflight against an operator's own site registry in PostgreSQL (a real server, started by
+//! `support::postgres`): the same refusals as for the reference platform, read through the view
+//! the operator writes over their own tables, and a clear error when the registry cannot be read.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::{self, drover, postgres};
+
+/// The operator's schema (their own names for states and kinds) and the view that maps it to
+/// drover's columns, as docs/request-format.md shows.
+const SCHEMA: &str = r#"
+CREATE TABLE customers (id text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE sites (
+    id text PRIMARY KEY,
+    customer_id text NOT NULL REFERENCES customers,
+    plan text NOT NULL,
+    status text NOT NULL
+);
+CREATE TABLE apps (id text PRIMARY KEY, site_id text NOT NULL REFERENCES sites, product text NOT NULL);
+
+CREATE VIEW drover_sites AS
+    SELECT s.id, 'site' AS kind,
+           CASE s.status WHEN 'LIVE' THEN 'active' WHEN 'PURGED' THEN 'deleted'
+                         WHEN 'TRASHED' THEN 'soft-deleted' WHEN 'RECOVERING' THEN 'restoring'
+                         ELSE lower(s.status) END AS state,
+           s.customer_id AS customer, s.plan AS tier,
+           (SELECT array_agg(a.product ORDER BY a.product) FROM apps a WHERE a.site_id = s.id) AS products,
+           NULL AS site, NULL AS product
+      FROM sites s
+    UNION ALL
+    SELECT c.id, 'customer', NULL, NULL, NULL, NULL, NULL, NULL FROM customers c
+    UNION ALL
+    SELECT a.id, 'app', NULL, NULL, NULL, NULL, a.site_id, a.product FROM apps a;
+
+INSERT INTO customers VALUES ('cust-acme', 'Acme'), ('cust-globex', 'Globex');
+INSERT INTO sites VALUES
+    ('site-0001', 'cust-acme', 'enterprise', 'PURGED'),
+    ('site-0002', 'cust-acme', 'standard', 'PURGED'),
+    ('site-0003', 'cust-globex', 'free', 'LIVE'),
+    ('site-0004', 'cust-globex', 'free', 'RECOVERING'),
+    ('site-0005', 'cust-globex', 'free', 'PURGED');
+INSERT INTO apps VALUES
+    ('app-0001-wiki', 'site-0001', 'wiki'), ('app-0001-issues', 'site-0001', 'issues'),
+    ('app-0002-wiki', 'site-0002', 'wiki'),
+    ('app-0003-wiki', 'site-0003', 'wiki'),
+    ('app-0004-wiki', 'site-0004', 'wiki'),
+    ('app-0005-wiki', 'site-0005', 'wiki');
+"#;
+
+/// An operator's restore: their own steps (`sleep` stands in for their commands).
+const WORKFLOW: &str = r#"
+[workflow]
+name = "operator"
+
+[products.wiki]
+[products.issues]
+
+[steps.restore]
+scope = "product"
+kind = "sleep"
+params = { scale = "0.001" }
+estimate = "1s"
+"#;
+
+fn registry() -> String {
+    let url = postgres::database("registry");
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    client.batch_execute(SCHEMA).unwrap();
+    url
+}
+
+/// A request for `sites` (`(id, products, state attribute)`) naming `registry`; `extra` goes
+/// into `[target]`.
+fn request(dir: &Path, registry: &str, extra: &str, sites: &[(&str, &str, &str)]) -> PathBuf {
+    let mut text = format!(
+        "[request]\nname = \"incident\"\npoint_in_time = \"2022-04-05T07:38:00Z\"\n\n\
+         [target]\nregistry = \"{registry}\"\n{extra}\n"
+    );
+    for (id, products, state) in sites {
+        text.push_str(&format!(
+            "[[sites]]\nid = \"{id}\"\nproducts = {products}\nattrs = {{ state = \"{state}\" }}\n\n"
+        ));
+    }
+    support::write(dir, "request.toml", text)
+}
+
+fn plan(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let workflow = support::write(dir, "workflow.toml", WORKFLOW);
+    drover()
+        .current_dir(dir)
+        .arg("plan")
+        .arg("-w")
+        .arg(workflow)
+        .args(["-r", "request.toml"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn refused(out: &std::process::Output) -> String {
+    let stderr = support::exited(out, 2);
+    assert!(stderr.contains("nothing was executed"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn deleted_sites_pass_and_every_refusal_names_the_site_and_the_fix() {
+    let url = registry();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Deleted sites with their own products: the plan goes ahead, and says what it read.
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[
+            ("site-0001", r#"["wiki", "issues"]"#, "deleted"),
+            ("site-0002", r#"["wiki"]"#, "deleted"),
+        ],
+    );
+    let out = plan(dir.path(), &[]);
+    support::exited(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("registry       every site may be restored (2 deleted)"),
+        "{stdout}"
+    );
+
+    // A live site, a product the site does not have, a site an earlier restore began, a
+    // soft-delete path for purged data, and an ID that is no site: all refused at once.
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[
+            ("site-0001", r#"["wiki"]"#, "deleted"),
+            ("site-0002", r#"["wiki", "issues"]"#, "deleted"),
+            ("site-0003", r#"["wiki"]"#, "deleted"),
+            ("site-0004", r#"["wiki"]"#, "deleted"),
+            ("site-0005", r#"["wiki"]"#, "soft-deleted"),
+            ("site-0099", r#"["wiki"]"#, "deleted"),
+        ],
+    );
+    let stderr = refused(&plan(dir.path(), &[]));
+    for expected in [
+        "site site-0003: is active in the registry: it is serving customers",
+        "site site-0002: has no issues in the registry (it has: wiki)",
+        "site site-0004: is restoring in the registry: an earlier restore of it began",
+        "site site-0005: the request says state = \"soft-deleted\" (un-delete in place, no backup fetched), but the registry says deleted",
+        "site site-0099: is not in the registry at postgres://drover@127.0.0.1:",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in {stderr}"
+        );
+    }
+    assert!(!stderr.contains("site site-0001:"), "{stderr}");
+
+    // --replace-existing lets the site an earlier restore began through, never the live one.
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[("site-0004", r#"["wiki"]"#, "deleted")],
+    );
+    support::exited(&plan(dir.path(), &["--replace-existing"]), 0);
+}
+
+#[test]
+fn an_app_or_customer_id_is_refused_with_what_it_is() {
+    let url = registry();
+    let dir = tempfile::tempdir().unwrap();
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[("app-0001-wiki", r#"["wiki"]"#, "deleted")],
+    );
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001 in the registry"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fix: list site-0001 instead"), "{stderr}");
+
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[("cust-globex", r#"["wiki"]"#, "deleted")],
+    );
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains("'cust-globex' is a customer in the registry"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("site-0003, site-0004, site-0005"),
+        "the customer's sites are listed: {stderr}"
+    );
+}
+
+#[test]
+fn a_run_against_a_live_site_executes_nothing() {
+    let url = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = support::write(dir.path(), "workflow.toml", WORKFLOW);
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[("site-0003", r#"["wiki"]"#, "deleted")],
+    );
+    let state = dir.path().join("ledger.db");
+    let out = support::run(&workflow, dir.path().join("request.toml"), &state)
+        .output()
+        .unwrap();
+    let stderr = refused(&out);
+    assert!(
+        stderr.contains("site site-0003: is active in the registry"),
+        "{stderr}"
+    );
+    assert!(!state.exists(), "a refused run leaves no ledger");
+}
+
+#[test]
+fn an_unreadable_registry_is_a_clear_error_never_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = [("site-0001", r#"["wiki"]"#, "deleted")];
+
+    // Nothing listens on the port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    request(
+        dir.path(),
+        &format!("postgres://drover@127.0.0.1:{port}/registry"),
+        "",
+        &sites,
+    );
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach the registry at postgres://drover@127.0.0.1:{port}/registry"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fix: check that the server is up"),
+        "{stderr}"
+    );
+
+    // The server is up, but the operator has not created the view.
+    let empty = postgres::database("empty");
+    request(dir.path(), &empty, "", &sites);
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains("answered the query on drover_sites with an error"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("drover_sites\" does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("fix: create the view drover_sites"),
+        "{stderr}"
+    );
+
+    // A state the view does not map.
+    let url = registry();
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    client
+        .batch_execute("UPDATE sites SET status = 'ARCHIVED' WHERE id = 'site-0001'")
+        .unwrap();
+    request(dir.path(), &url, "", &sites);
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains(
+            "describes 'site-0001' as a site in state 'archived', which is not one of drover's"
+        ),
+        "{stderr}"
+    );
+
+    // A password written into the request is refused, and not repeated.
+    let with_password = url.replace("drover@", "drover:hunter2@");
+    request(dir.path(), &with_password, "", &sites);
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(stderr.contains("carries a password"), "{stderr}");
+    assert!(stderr.contains("PGPASSWORD"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn the_view_can_be_named_and_a_bad_name_is_refused() {
+    let url = registry();
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    client
+        .batch_execute("ALTER VIEW drover_sites RENAME TO restore_registry")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sites = [("site-0001", r#"["wiki"]"#, "deleted")];
+    request(
+        dir.path(),
+        &url,
+        "registry_view = \"public.restore_registry\"",
+        &sites,
+    );
+    support::exited(&plan(dir.path(), &[]), 0);
+
+    // A name that is not a view's is refused before anything is sent to the server.
+    request(
+        dir.path(),
+        &url,
+        "registry_view = \"sites; DROP TABLE sites\"",
+        &sites,
+    );
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(stderr.contains("is not a view name"), "{stderr}");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM sites", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 5);
+}

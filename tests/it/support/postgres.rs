@@ -1,0 +1,186 @@
+//! A throwaway PostgreSQL server for the tests that need one: one server per test binary,
+//! started on first use, one database per test.
+//!
+//! The server is initialised into a temporary directory, listens on 127.0.0.1 (and a socket in
+//! that directory) on a port chosen at run time, and runs without fsync (functional tests;
+//! benchmarks keep it on). It is stopped and its directory removed when this process ends,
+//! however it ends (a failed assertion, a panic, a SIGKILL): a small watchdog process waits for
+//! this process to exit, then stops the server. `initdb` refuses to run as root, so as root the
+//! server's commands run as the `postgres` user. `scripts/test-deps` installs the server package
+//! where it is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub struct Server {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+/// The binary's server, started on first use.
+pub fn server() -> &'static Server {
+    SERVER.get_or_init(start)
+}
+
+/// A new, empty database on the binary's server: its URL (`postgres://drover@127.0.0.1:<port>/<db>`).
+pub fn database(name: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let server = server();
+    let db = format!("{name}_{}", SEQ.fetch_add(1, Ordering::Relaxed));
+    let mut admin = postgres::Client::connect(&server.url("postgres"), postgres::NoTls)
+        .expect("connect to the test server");
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+        .expect("create a test database");
+    server.url(&db)
+}
+
+impl Server {
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://drover@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The server's log, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+/// The directory of `initdb` and `pg_ctl`: `pg_config --bindir`, Debian's versioned directory,
+/// or `PATH`.
+fn bin(name: &str) -> PathBuf {
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let debian = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"));
+    from_pg_config
+        .into_iter()
+        .chain(debian)
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `program args…`, as the `postgres` user when this process is root.
+fn as_server_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+fn must(cmd: &mut Command, what: &str) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+        panic!("{what}: cannot run {cmd:?}: {e} (scripts/test-deps installs PostgreSQL)")
+    });
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start() -> Server {
+    let dir = tempfile::Builder::new()
+        .prefix("drover-pg-")
+        .tempdir()
+        .expect("a temporary directory")
+        .keep();
+    if is_root() {
+        must(
+            Command::new("chown").arg("postgres:").arg(&dir),
+            "chown the server directory",
+        );
+    }
+    let data = dir.join("data");
+    must(
+        as_server_user(&bin("initdb")).arg("-D").arg(&data).args([
+            "-U",
+            "drover",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]),
+        "initdb",
+    );
+    // Stop the server and remove its directory once this process has ended, however it ends.
+    let stop = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {runuser}'{pg_ctl}' -D '{data}' -m immediate -w stop; rm -rf '{dir}'",
+        pid = std::process::id(),
+        runuser = if is_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
+        pg_ctl = bin("pg_ctl").display(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    #[expect(
+        clippy::zombie_processes,
+        reason = "the watchdog outlives this process on purpose: it stops the server after it"
+    )]
+    Command::new("sh")
+        .args(["-c", &stop])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server's watchdog");
+    // A port picked now may be taken before the server binds it: try a few.
+    for _ in 0..5 {
+        let port = free_port();
+        let options = format!(
+            "-k {} -h 127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            dir.display()
+        );
+        let started = as_server_user(&bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-w", "-t", "30", "-o", &options, "start"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run pg_ctl");
+        if started.success() {
+            return Server { port, dir };
+        }
+    }
+    panic!(
+        "the test PostgreSQL server did not start: {}",
+        std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+    );
+}
