@@ -49,6 +49,7 @@ fn new_run(plan: &Plan) -> NewRun<'_> {
         pools: BTreeMap::new(),
         max_parallel: 256,
         policy: None,
+        excluded: Default::default(),
     };
     NewRun {
         info,

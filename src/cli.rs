@@ -340,6 +340,18 @@ fn print_problems(problems: &[Problem]) {
             .sum();
         eprintln!("… and {rest} more; fix the ones above and run again");
     }
+    let sites: std::collections::BTreeSet<&str> = problems
+        .iter()
+        .flat_map(|p| p.refuses.iter().map(String::as_str))
+        .collect();
+    if !sites.is_empty() && problems.iter().all(|p| !p.refuses.is_empty()) {
+        eprintln!(
+            "each problem concerns only the sites it names ({} in all): to restore the others \
+             now, run `drover plan` or `drover run` again with --exclude-refused (the sites left \
+             out are listed and recorded)",
+            sites.len()
+        );
+    }
 }
 
 /// Warns about credentials written into a workflow instead of referenced.

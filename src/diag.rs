@@ -44,6 +44,9 @@ pub struct Problem {
     /// The entry the problem is in, e.g. `steps.rebuild.timeout` or `site site-0042`.
     pub entry: String,
     pub kind: ProblemKind,
+    /// The sites this problem refuses, when it concerns only them (a preflight refusal):
+    /// `--exclude-refused` leaves them out instead of refusing the whole plan.
+    pub refuses: Vec<String>,
 }
 
 fn entry_prefix(entry: &str) -> String {
@@ -60,7 +63,14 @@ impl Problem {
             at,
             entry: entry.into(),
             kind,
+            refuses: Vec::new(),
         }
+    }
+
+    /// This problem, concerning only `sites`.
+    pub fn refusing(mut self, sites: Vec<String>) -> Problem {
+        self.refuses = sites;
+        self
     }
 }
 

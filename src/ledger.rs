@@ -208,6 +208,9 @@ pub struct RunInfo {
     /// `status` forecasts with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::dispatch::policy::Policy>,
+    /// Sites of the request left out by `--exclude-refused`, with why preflight refused each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded: BTreeMap<String, Vec<String>>,
 }
 
 /// The inputs the plan was made from, so `resume` needs nothing but the ledger.

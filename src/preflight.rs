@@ -106,6 +106,7 @@ pub fn registry(
                 format!("site {id}"),
                 ProblemKind::Invalid { message, fix },
             )
+            .refusing(vec![id.to_owned()])
         }));
     }
     if problems.is_empty() {

@@ -162,9 +162,36 @@ fn choose(
                 e.to_string(),
                 fix,
             )
+            .refusing(sites_needing(plan, i))
         })
 }
 
+/// The sites that need step `i`: its own, or for a shared step every site after it.
+fn sites_needing(plan: &Plan, i: usize) -> Vec<String> {
+    let succ = plan.successors();
+    let mut sites = std::collections::BTreeSet::new();
+    let mut seen = std::collections::HashSet::from([i]);
+    let mut todo = vec![i];
+    while let Some(s) = todo.pop() {
+        match plan.steps[s].owner {
+            Owner::Site { site, .. } => {
+                sites.insert(site);
+            }
+            // A shared step: the sites come after it.
+            Owner::Shared { .. } => {
+                for &next in succ.of(s) {
+                    if seen.insert(next as usize) {
+                        todo.push(next as usize);
+                    }
+                }
+            }
+        }
+    }
+    sites
+        .into_iter()
+        .map(|s| plan.sites[s as usize].id.to_string())
+        .collect()
+}
 /// A site's RPO is the worst among the units it needs (its own, and the shared ones before it).
 fn record_rpo(
     plan: &Plan,

@@ -28,6 +28,9 @@ struct AuditDoc {
     drover_version: String,
     /// SHA-256 of every input file's text as recorded when the run was created.
     inputs: BTreeMap<String, String>,
+    /// Sites of the request left out by `--exclude-refused`, with why preflight refused each.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    excluded: BTreeMap<String, Vec<String>>,
     sessions: Vec<Session>,
     events: Vec<EventRow>,
 }
@@ -48,6 +51,7 @@ pub fn run(args: AuditArgs) -> Result<Done, Failure> {
         plan_hash: info.plan_hash,
         drover_version: info.drover_version,
         inputs,
+        excluded: info.excluded,
         sessions: ledger.sessions()?,
         events: ledger.events()?,
     };
@@ -67,6 +71,15 @@ fn print_text(d: &AuditDoc) {
     );
     for (file, digest) in &d.inputs {
         outln!("  input {file}: sha256 {digest}");
+    }
+    if !d.excluded.is_empty() {
+        outln!(
+            "excluded at the start (--exclude-refused): {} sites",
+            d.excluded.len()
+        );
+        for (site, reasons) in &d.excluded {
+            outln!("  {site}: {}", reasons.join("; "));
+        }
     }
     outln!("sessions:");
     for s in &d.sessions {

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::Failure;
 use super::Format;
-use super::shared::{Preflight, load, plan_inputs, preflight};
+use super::shared::{Preflight, load, plan_inputs, preflight_excluding, print_excluded};
 use crate::plan::doc::{PlanDoc, Summary};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::report::human;
@@ -40,27 +40,41 @@ pub struct PlanArgs {
     /// quarantined) to be restored again from backups. A live site is refused regardless.
     #[arg(long)]
     replace_existing: bool,
+    /// Preflight: leave out the sites it refuses (a live site, an ID that is no site, a unit
+    /// with no backup in its window…) and plan the others, instead of refusing the whole plan.
+    /// The sites left out are listed with their reasons, written into the plan file (`--out`)
+    /// and recorded in the ledger of a run made from it. Refuses as before when a problem is
+    /// not about particular sites.
+    #[arg(long, conflicts_with = "offline")]
+    exclude_refused: bool,
 }
 
 pub fn run(args: PlanArgs) -> Result<(), Failure> {
     let pools = args.pools.unwrap_or_default();
-    let loaded = load(&args.workflow, &args.request)?;
-    let plan = plan::plan(
-        &loaded.workflow,
-        &loaded.request,
-        &PlanOptions {
-            pool_capacity: pools.clone(),
-        },
-    )?;
-    let inputs = plan_inputs(&args.workflow, &args.request, pools);
-    let checked = if args.offline {
-        Preflight::default()
+    let mut loaded = load(&args.workflow, &args.request)?;
+    let options = PlanOptions {
+        pool_capacity: pools.clone(),
+    };
+    let plan = plan::plan(&loaded.workflow, &loaded.request, &options)?;
+    let mut inputs = plan_inputs(&args.workflow, &args.request, pools);
+    let (plan, checked) = if args.offline {
+        (plan, Preflight::default())
     } else {
         let opts = crate::preflight::Options {
             replace_existing: args.replace_existing,
             ..Default::default()
         };
-        preflight(&plan, &loaded.request, &args.request, Some(opts))?
+        let (plan, checked, excluded) = preflight_excluding(
+            plan,
+            &mut loaded,
+            &options,
+            &args.request,
+            Some(opts),
+            args.exclude_refused,
+        )?;
+        print_excluded(&excluded);
+        inputs.excluded = excluded;
+        (plan, checked)
     };
     let capacity: Vec<u32> = plan.pools.iter().map(|p| p.capacity).collect();
     for warning in crate::preflight::pools(&plan, &capacity, crate::schedule::DEFAULT_MAX_PARALLEL)
@@ -91,6 +105,10 @@ pub fn run(args: PlanArgs) -> Result<(), Failure> {
             }
             if let Some(r) = &checked.registry {
                 doc["registry"] = serde_json::to_value(r).context("encoding the summary")?;
+            }
+            if !inputs.excluded.is_empty() {
+                doc["excluded"] =
+                    serde_json::to_value(&inputs.excluded).context("encoding the summary")?;
             }
             serde_json::to_writer_pretty(&mut out, &doc).context("writing the summary")?;
             writeln!(out).context("writing the summary")?;

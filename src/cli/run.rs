@@ -47,6 +47,12 @@ pub struct RunArgs {
     /// quarantined) to be restored again from backups. A live site is refused regardless.
     #[arg(long)]
     replace_existing: bool,
+    /// Preflight: leave out the sites it refuses (a live site, an ID that is no site, a unit
+    /// with no backup in its window…) and restore the others, instead of refusing the run. The
+    /// sites left out are listed with their reasons and recorded in the ledger (`drover audit`).
+    /// With --plan, the reviewed plan's own exclusions apply instead.
+    #[arg(long, conflicts_with = "plan")]
+    exclude_refused: bool,
     /// The ledger file (SQLite). Created if absent; an existing one must hold this same plan
     /// (then the run continues where it stopped, like `resume`).
     #[arg(long, short)]
@@ -131,7 +137,7 @@ pub const DEFAULT_MAX_SITES: usize = 100;
 pub fn run(args: RunArgs) -> Result<Done, Failure> {
     // Read before any ledger is opened here: a bad --history is refused before anything runs.
     let model = super::shared::learn_history(&args.history)?;
-    let (inputs, plan, workflow) = match &args.plan {
+    let (mut inputs, mut plan, workflow, mut excluded) = match &args.plan {
         Some(path) => reviewed(path, args.confirm.as_deref().unwrap_or(""))?,
         None => {
             let (w, r) = (
@@ -145,7 +151,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
                 &inputs.request,
                 &PlanOptions { pool_capacity },
             )?;
-            (inputs, plan, w)
+            (inputs, plan, w, Default::default())
         }
     };
     check_blast_radius(&plan, args.max_sites)?;
@@ -163,8 +169,34 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         replace_existing: args.replace_existing,
         ..Default::default()
     });
-    let request_path = Path::new(&inputs.snapshot.request_file);
-    let checked = super::shared::preflight(&plan, &inputs.request, request_path, opts)?;
+    let request_path = PathBuf::from(&inputs.snapshot.request_file);
+    let options = PlanOptions {
+        pool_capacity: plan
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), p.capacity))
+            .collect(),
+    };
+    if continuing {
+        // The run left sites out when it started (--exclude-refused): so does this session.
+        let recorded = SqliteLedger::open(&args.state)?.info()?.excluded;
+        if !recorded.is_empty() {
+            super::shared::without(&mut inputs.request, &recorded);
+            plan = plan::plan(&inputs.workflow, &inputs.request, &options)?;
+        }
+    }
+    let (plan, checked, left_out) = super::shared::preflight_excluding(
+        plan,
+        &mut inputs,
+        &options,
+        &request_path,
+        opts,
+        args.exclude_refused,
+    )?;
+    if !left_out.is_empty() {
+        super::shared::print_excluded(&left_out);
+        excluded = left_out;
+    }
     if let Some(r) = &checked.registry {
         errln!(
             "registry: {} sites checked in {}",
@@ -196,7 +228,13 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         );
         ledger
     } else {
-        create_ledger(&args.state, &plan, inputs.snapshot, &args.exec)?
+        create_ledger(
+            &args.state,
+            &plan,
+            inputs.snapshot,
+            &args.exec,
+            std::mem::take(&mut excluded),
+        )?
     };
     drop(plan);
     execute(&mut ledger, SessionMode::Run, &args.exec, model)
@@ -208,6 +246,7 @@ pub(crate) fn create_ledger(
     plan: &Plan,
     snapshot: crate::ledger::Snapshot,
     exec: &ExecArgs,
+    excluded: super::shared::Excluded,
 ) -> Result<SqliteLedger, Failure> {
     let info = RunInfo {
         run_id: new_run_id(),
@@ -225,6 +264,7 @@ pub(crate) fn create_ledger(
             .max_parallel
             .map_or(crate::schedule::DEFAULT_MAX_PARALLEL, |m| m as usize),
         policy: None,
+        excluded,
     };
     let new = NewRun {
         info,
@@ -523,7 +563,10 @@ fn new_run_id() -> String {
 
 /// Loads a reviewed plan file and re-plans its inputs: both must agree, and `confirm` must be the
 /// start of the hash.
-fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, PathBuf), Failure> {
+/// The inputs, the plan, the workflow's path and the plan's exclusions (`--exclude-refused`).
+type Reviewed = (crate::load::Inputs, Plan, PathBuf, super::shared::Excluded);
+
+fn reviewed(path: &Path, confirm: &str) -> Result<Reviewed, Failure> {
     let file = read_plan_file(path)?;
     let hash = file["hash"].as_str().unwrap_or_default().to_owned();
     if confirm.len() < 12 || !hash.starts_with(&confirm.to_ascii_lowercase()) {
@@ -541,7 +584,8 @@ fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, Pa
         )
     })?;
     let w = PathBuf::from(&recorded.workflow);
-    let inputs = crate::load::inputs(&w, Path::new(&recorded.request))?;
+    let mut inputs = crate::load::inputs(&w, Path::new(&recorded.request))?;
+    super::shared::without(&mut inputs.request, &recorded.excluded);
     let pool_capacity = recorded.pools.clone();
     let plan = plan::plan(
         &inputs.workflow,
@@ -570,7 +614,8 @@ fn reviewed(path: &Path, confirm: &str) -> Result<(crate::load::Inputs, Plan, Pa
             "write the plan again with `drover plan --out` and review that",
         ));
     }
-    Ok((inputs, plan, w))
+    let excluded = recorded.excluded;
+    Ok((inputs, plan, w, excluded))
 }
 
 /// The plan file as JSON: bounded, and a file of another kind named for what it is.

@@ -89,6 +89,69 @@ pub(crate) fn plan_inputs(
         workflow: abs(workflow),
         request: abs(request),
         pools,
+        excluded: Default::default(),
+    }
+}
+
+/// Sites left out of a restore by `--exclude-refused`: site → why preflight refused it.
+pub(crate) type Excluded = std::collections::BTreeMap<String, Vec<String>>;
+
+/// Drops the `excluded` sites from `request`.
+pub(crate) fn without(request: &mut crate::request::Request, excluded: &Excluded) {
+    request
+        .sites
+        .retain(|s| !excluded.contains_key(s.id.as_str()));
+}
+
+/// [`preflight`], and with `exclude` the sites that only site-bound refusals concern (a live
+/// site, an ID that is no site, a unit without a backup…) are left out instead: the plan is
+/// made again without them and checked again. Refuses as `preflight` does when a problem
+/// concerns more than sites, or when no site would be left. Returns the plan to run, what
+/// preflight found and the sites left out.
+pub(crate) fn preflight_excluding(
+    plan: Plan,
+    inputs: &mut crate::load::Inputs,
+    options: &crate::plan::PlanOptions,
+    request_path: &std::path::Path,
+    registry: Option<crate::preflight::Options>,
+    exclude: bool,
+) -> Result<(Plan, Preflight, Excluded), Failure> {
+    let problems = match preflight(&plan, &inputs.request, request_path, registry) {
+        Ok(found) => return Ok((plan, found, Excluded::new())),
+        Err(Failure::Input(problems)) => problems,
+        Err(other) => return Err(other),
+    };
+    let site_bound = problems.iter().all(|p| !p.refuses.is_empty());
+    let mut excluded = Excluded::new();
+    for p in &problems {
+        for site in &p.refuses {
+            excluded
+                .entry(site.clone())
+                .or_default()
+                .push(format!("{}: {}", p.entry, p.kind));
+        }
+    }
+    if !exclude || !site_bound || excluded.len() >= plan.sites.len() {
+        return Err(Failure::Input(problems));
+    }
+    without(&mut inputs.request, &excluded);
+    let plan = crate::plan::plan(&inputs.workflow, &inputs.request, options)?;
+    let found = preflight(&plan, &inputs.request, request_path, registry)?;
+    Ok((plan, found, excluded))
+}
+
+/// Prints the sites `--exclude-refused` left out, with their reasons.
+pub(crate) fn print_excluded(excluded: &Excluded) {
+    if excluded.is_empty() {
+        return;
+    }
+    errln!(
+        "excluded: {} site{} refused by preflight, left out of this restore (--exclude-refused):",
+        excluded.len(),
+        if excluded.len() == 1 { "" } else { "s" }
+    );
+    for (site, reasons) in excluded {
+        errln!("  {site}: {}", reasons.join("; "));
     }
 }
 

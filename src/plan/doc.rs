@@ -209,6 +209,9 @@ pub struct PlanInputs {
     pub request: String,
     /// `--pools` overrides in force.
     pub pools: BTreeMap<String, u32>,
+    /// Sites of the request left out by `--exclude-refused`, with why preflight refused each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Serialize)]

@@ -398,3 +398,154 @@ fn a_drill_never_reaches_outside_the_copy() {
         .collect();
     assert!(left.is_empty(), "nothing was copied: {left:?}");
 }
+
+/// In an incident of many sites, a few without backups (or listed by mistake) must not hold
+/// back the rest: `--exclude-refused` leaves exactly the refused sites out, says which and why,
+/// writes them into the reviewed plan and records them in the ledger; the others are restored.
+#[test]
+fn exclude_refused_restores_the_other_sites_and_records_the_ones_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(dir.path(), 8, 4);
+    let deleted = deleted_sites(&p);
+    let no_backup = &deleted[0];
+    std::fs::remove_dir_all(dir.path().join("backups").join(no_backup).join("contacts")).unwrap();
+    // A live site listed by mistake beside the deleted ones.
+    let live = p
+        .sites()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.state.as_str() == "active")
+        .unwrap()
+        .id;
+    let text = std::fs::read_to_string(dir.path().join("all.toml")).unwrap();
+    let head = &text[..text.find("[[sites]]").unwrap()];
+    let blocks: Vec<&str> = text[head.len()..].split("[[sites]]").skip(1).collect();
+    let wanted = |b: &&&str| {
+        deleted.iter().any(|d| b.contains(&format!("id = \"{d}\"")))
+            || b.contains(&format!("id = \"{live}\""))
+    };
+    let sites: String = blocks
+        .iter()
+        .filter(wanted)
+        .map(|b| {
+            format!(
+                "[[sites]]{}",
+                b.replace("state = \"active\"", "state = \"deleted\"")
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("mixed.toml"), format!("{head}{sites}")).unwrap();
+
+    // Without the flag: refused, and the way on is named.
+    let stderr = refused(&plan(dir.path(), "mixed.toml", &[]));
+    assert!(
+        stderr.contains(&format!("site {live}: is active")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("unit {no_backup}/contacts")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("each problem concerns only the sites it names (2 in all)")
+            && stderr.contains("--exclude-refused"),
+        "{stderr}"
+    );
+
+    // With it: the plan is of the three other sites, and the two are listed with their reasons.
+    let out = plan(
+        dir.path(),
+        "mixed.toml",
+        &[
+            "--exclude-refused",
+            "--out",
+            "plan.json",
+            "--format",
+            "json",
+        ],
+    );
+    let stderr = support::exited(&out, 0);
+    assert!(
+        stderr.contains("excluded: 2 sites refused by preflight"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("  {live}: site {live}: is active")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("  {no_backup}: unit {no_backup}/contacts")),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["sites"], 3, "{summary}");
+    let excluded = summary["excluded"].as_object().unwrap();
+    assert_eq!(
+        excluded.keys().collect::<Vec<_>>(),
+        {
+            let mut k = vec![live.clone(), no_backup.clone()];
+            k.sort();
+            k
+        }
+        .iter()
+        .collect::<Vec<_>>()
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("plan.json")).unwrap()).unwrap();
+    assert_eq!(file["inputs"]["excluded"], summary["excluded"]);
+    let hash = file["hash"].as_str().unwrap().to_owned();
+
+    // Running the reviewed plan restores the three others and leaves the two as they were.
+    let before = p.fingerprint_all().unwrap();
+    let out = drover()
+        .current_dir(dir.path())
+        .args(["run", "--plan", "plan.json", "--confirm", &hash[..12]])
+        .args(["--state", "s.db"])
+        .output()
+        .unwrap();
+    support::exited(&out, 0);
+    for site in p.sites().unwrap() {
+        let expected = if deleted.contains(&site.id) && &site.id != no_backup {
+            "active-again"
+        } else if &site.id == no_backup {
+            "deleted"
+        } else {
+            "active"
+        };
+        assert_eq!(site.state.as_str(), expected, "{}", site.id);
+    }
+    let after = p.fingerprint_all().unwrap();
+    assert_eq!(after[&live], before[&live], "the live site was not touched");
+
+    // The same request run again on that ledger continues it, leaving the same sites out.
+    let out = drover()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg("-w")
+        .arg(shipped_workflow())
+        .args(["-r", "mixed.toml", "--yes", "--state", "s.db"])
+        .output()
+        .unwrap();
+    let stderr = support::exited(&out, 0);
+    assert!(
+        stderr.contains("already holds this plan; continuing it"),
+        "{stderr}"
+    );
+
+    // The audit trail says which sites were left out and why.
+    let out = drover()
+        .args(["audit", "--state"])
+        .arg(dir.path().join("s.db"))
+        .output()
+        .unwrap();
+    support::exited(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("excluded at the start (--exclude-refused): 2 sites"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("  {no_backup}: unit {no_backup}/contacts")),
+        "{stdout}"
+    );
+}

@@ -77,6 +77,7 @@ async fn run_plan(
         pools: BTreeMap::new(),
         max_parallel: 64,
         policy: None,
+        excluded: Default::default(),
     };
     let ledger = Arc::new(Mutex::new(MemoryLedger::new(&NewRun {
         info,
@@ -548,6 +549,7 @@ estimate = "1s"
         pools: BTreeMap::new(),
         max_parallel: 64,
         policy: None,
+        excluded: Default::default(),
     };
     let ledger = Arc::new(Mutex::new(MemoryLedger::new(&NewRun {
         info,
