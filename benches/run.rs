@@ -50,6 +50,7 @@ fn new_run(plan: &Plan) -> NewRun<'_> {
         max_parallel: 256,
         policy: None,
         excluded: Default::default(),
+        claimed_in: None,
     };
     NewRun {
         info,

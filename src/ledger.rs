@@ -211,6 +211,10 @@ pub struct RunInfo {
     /// Sites of the request left out by `--exclude-refused`, with why preflight refused each.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub excluded: BTreeMap<String, Vec<String>>,
+    /// The registry this run's sites are claimed in (`target::SiteClaims`): every session
+    /// claims them again before it runs, and they are released once every site is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_in: Option<String>,
 }
 
 /// The inputs the plan was made from, so `resume` needs nothing but the ledger.

@@ -46,6 +46,7 @@
 
 mod backup;
 mod build;
+mod claims;
 mod copy;
 mod error;
 mod fingerprint;
@@ -67,6 +68,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 pub use backup::{BackupReport, ContactsExport};
+pub use claims::Claim;
 pub use error::{PlatformError, ValidationFailure};
 pub use fingerprint::{ProductFingerprint, SiteFingerprint};
 pub use incident::{DeleteMode, IncidentReport, RETENTION};

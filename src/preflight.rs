@@ -65,21 +65,13 @@ pub fn registry(
             },
         )]
     };
-    let registry = crate::target::open(&target).map_err(|e| unreadable(&e))?;
-    // A workflow that never uses `{target}` restores nothing into the reference platform (a
-    // drill of the scheduler with `sleep` steps, say): there is nothing to check there.
-    let used = || {
-        plan.steps.iter().any(|s| {
-            s.params
-                .values()
-                .any(|v| v.contains(target.registry.as_str()))
-        })
-    };
-    if registry.only_when_used() && !used() {
+    if !crate::target::applies(&target.registry, uses_target(plan, &target.registry)) {
         return Ok(None);
     }
+    let registry = crate::target::open(&target).map_err(|e| unreadable(&e))?;
     let ids: Vec<&str> = plan.sites.iter().map(|s| s.id.as_str()).collect();
     let known = registry.sites(&ids).map_err(|e| unreadable(&e))?;
+    let held = registry.held(&ids).map_err(|e| unreadable(&e))?;
     let described = registry.describe();
     let at: HashMap<&str, &crate::request::Site> =
         request.sites.iter().map(|s| (s.id.as_str(), s)).collect();
@@ -93,7 +85,7 @@ pub fn registry(
                 *by_state
                     .entry(record.state.as_str().to_owned())
                     .or_insert(0) += 1;
-                refusals(plan, site, req, record, opts)
+                refusals(plan, site, req, record, held.get(id), opts)
             }
             None => vec![match registry.identify(id) {
                 Ok(identity) => not_a_site(&identity, &described),
@@ -119,17 +111,28 @@ pub fn registry(
     }
 }
 
+/// Whether any step of `plan` names the target `registry` (`{target}`).
+pub fn uses_target(plan: &Plan, registry: &str) -> bool {
+    plan.steps
+        .iter()
+        .any(|s| s.params.values().any(|v| v.contains(registry)))
+}
+
 /// Why a site the registry knows may not be restored as requested: (message, fix) pairs.
 fn refusals(
     plan: &Plan,
     site: &crate::plan::SitePlan,
     req: &crate::request::Site,
     record: &SiteRecord,
+    held: Option<&crate::target::Claim>,
     opts: Options,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     match record.state {
         _ if opts.drill => {}
+        s if !s.is_live() && held.is_some() && !opts.replace_existing => {
+            out.extend(held.map(crate::target::held_refusal));
+        }
         s if s.is_live() => out.push((
             format!(
                 "is {s} in the registry: it is serving customers, and drover never restores over a live site"

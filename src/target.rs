@@ -13,7 +13,7 @@ pub mod reference;
 
 use std::collections::HashMap;
 
-pub use crate::platform::{Identity, SiteRecord, SiteState};
+pub use crate::platform::{Claim, Identity, SiteRecord, SiteState};
 use crate::request::Target;
 
 /// A registry of sites, read-only.
@@ -24,11 +24,11 @@ pub trait SiteRegistry {
     fn sites(&self, ids: &[&str]) -> Result<HashMap<String, SiteRecord>, RegistryError>;
     /// What `id` is, for an ID that is not a site.
     fn identify(&self, id: &str) -> Result<Identity, RegistryError>;
-    /// Whether the workflow must name this registry (`{target}`) for preflight to apply: the
-    /// reference platform is checked only when the steps restore into it; an operator's own
-    /// registry always.
-    fn only_when_used(&self) -> bool {
-        false
+    /// Which of `ids` a run holds (`SiteClaims`), for preflight to name the run. Empty for a
+    /// registry that keeps no claims.
+    fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {
+        let _ = ids;
+        Ok(HashMap::new())
     }
 }
 
@@ -96,4 +96,86 @@ pub fn open(target: &Target) -> Result<Box<dyn SiteRegistry>, RegistryError> {
         }
         Ok(Box::new(reference::Reference::open(&target.registry)?))
     }
+}
+
+/// Which run is restoring each site, kept in the target registry (the write side, apart from
+/// [`SiteRegistry`]): a run claims all its sites at once when it starts, so that two runs over
+/// the same sites never both restore them.
+pub trait SiteClaims {
+    /// Claims `sites` for `me`'s run, all or none. Sites another run holds refuse the claim
+    /// (`ClaimError::Held`, every one with its holder) unless `take_over`; the claims taken over
+    /// are returned.
+    fn claim(
+        &self,
+        sites: &[&str],
+        me: &Claim,
+        take_over: bool,
+    ) -> Result<Vec<(String, Claim)>, ClaimError>;
+    /// Releases every claim of `run_id` (its sites are all restored).
+    fn release(&self, run_id: &str) -> Result<(), ClaimError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("sites held by another run")]
+    Held(Vec<(String, Claim)>),
+    #[error("cannot record which run restores the sites in {registry}: {reason}")]
+    Registry { registry: String, reason: String },
+}
+
+/// Where the sites of a request naming `registry` are claimed: in the registry itself, the
+/// reference platform's or an operator's PostgreSQL one. `None` when the reference platform's
+/// directory cannot be opened (preflight has said why).
+pub fn claims(registry: &str) -> Result<Option<Box<dyn SiteClaims>>, RegistryError> {
+    if postgres::is_url(registry) {
+        let target = Target {
+            registry: registry.to_owned(),
+            registry_view: None,
+        };
+        return Ok(Some(Box::new(postgres::PostgresRegistry::connect(
+            &target,
+        )?)));
+    }
+    Ok(crate::platform::Platform::open(registry)
+        .ok()
+        .map(|platform| {
+            Box::new(reference::Claims {
+                dir: registry.to_owned(),
+                platform,
+            }) as Box<dyn SiteClaims>
+        }))
+}
+
+/// Whether preflight reads `registry` and a run claims its sites there: always for an
+/// operator's registry; for the reference platform when the workflow restores into it (`used`:
+/// a workflow of `sleep` steps restores nothing there).
+pub fn applies(registry: &str, used: bool) -> bool {
+    postgres::is_url(registry) || used
+}
+
+/// Whether a claim no longer holds its site: it was made on this host for a ledger that does
+/// not exist (the run was stopped before it wrote its ledger, or the ledger was removed), so
+/// nothing can continue that run.
+pub fn is_void(claim: &Claim) -> bool {
+    claim.host == crate::ledger::lock::hostname() && !std::path::Path::new(&claim.ledger).exists()
+}
+
+/// Why a site `claim` holds may not be restored by another run, and the fix: (message, fix).
+pub fn held_refusal(c: &Claim) -> (String, String) {
+    (
+        format!(
+            "is being restored by run {} (ledger {} on {}, pid {}, since {}): two runs never \
+             restore the same site",
+            c.run_id,
+            c.ledger,
+            c.host,
+            c.pid,
+            crate::ledger::format_ms(c.at)
+        ),
+        format!(
+            "let that run finish, or continue it with `drover resume --state {}`; if it is \
+             finished or abandoned, take its sites over with --replace-existing",
+            c.ledger
+        ),
+    )
 }

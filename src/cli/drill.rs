@@ -267,7 +267,13 @@ fn rehearse(
         crate::preflight::Options::default(),
     )?;
     let snapshot = std::mem::take(&mut inputs.snapshot);
-    let mut ledger = create_ledger(&args.state, &plan, snapshot, &args.exec, Default::default())?;
+    let mut ledger = create_ledger(
+        &args.state,
+        &plan,
+        snapshot,
+        &args.exec,
+        super::run::NewRunInfo::unclaimed(),
+    )?;
     let done = execute(
         &mut ledger,
         crate::ledger::SessionMode::Drill,

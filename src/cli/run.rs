@@ -228,16 +228,201 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         );
         ledger
     } else {
-        create_ledger(
+        let run_id = new_run_id();
+        let claimed_in = claim_new(
+            &plan,
+            &inputs.request,
+            &run_id,
+            &args.state,
+            args.replace_existing,
+        )?;
+        let created = create_ledger(
             &args.state,
             &plan,
             inputs.snapshot,
             &args.exec,
-            std::mem::take(&mut excluded),
-        )?
+            NewRunInfo {
+                run_id: run_id.clone(),
+                excluded: std::mem::take(&mut excluded),
+                claimed_in: claimed_in.clone(),
+            },
+        );
+        if created.is_err() {
+            release_claims(claimed_in.as_deref(), &run_id);
+        }
+        created?
     };
     drop(plan);
     execute(&mut ledger, SessionMode::Run, &args.exec, model)
+}
+
+/// What a new run records beside its plan and settings.
+pub(crate) struct NewRunInfo {
+    pub run_id: String,
+    /// Sites left out by `--exclude-refused`.
+    pub excluded: super::shared::Excluded,
+    /// The registry its sites are claimed in.
+    pub claimed_in: Option<String>,
+}
+
+impl NewRunInfo {
+    /// A run that leaves out no site and claims none (a drill, which restores into a copy).
+    pub(crate) fn unclaimed() -> NewRunInfo {
+        NewRunInfo {
+            run_id: new_run_id(),
+            excluded: Default::default(),
+            claimed_in: None,
+        }
+    }
+}
+
+/// Claims the sites of a new run in the target registry, when the request names one that keeps
+/// claims and the workflow restores into it: all or none. Sites another run holds refuse the
+/// run (exit 2, naming the holder) unless `take_over` (`--replace-existing`), which takes them
+/// over and says from whom. Returns the registry claimed in.
+fn claim_new(
+    plan: &Plan,
+    request: &crate::request::Request,
+    run_id: &str,
+    ledger: &Path,
+    take_over: bool,
+) -> Result<Option<String>, Failure> {
+    let Some(registry) = request.target.clone() else {
+        return Ok(None);
+    };
+    if !crate::target::applies(&registry, crate::preflight::uses_target(plan, &registry)) {
+        return Ok(None);
+    }
+    let claims = crate::target::claims(&registry).map_err(|e| Failure::Internal(e.into()))?;
+    let Some(claims) = claims else {
+        return Ok(None);
+    };
+    let sites: Vec<&str> = plan.sites.iter().map(|s| s.id.as_str()).collect();
+    let me = claim_of(run_id, ledger);
+    let taken = claims
+        .claim(&sites, &me, take_over)
+        .map_err(|e| claim_failure(e, ledger))?;
+    for (site, from) in &taken {
+        errln!(
+            "took over {site} from run {} (ledger {} on {}): --replace-existing",
+            from.run_id,
+            from.ledger,
+            from.host
+        );
+    }
+    Ok(Some(registry))
+}
+
+/// Before a session of a run that claimed its sites: every site it has not finished must still
+/// be this run's. One another run took over is refused, naming that run; one whose claim is
+/// gone (taken over by a run that has since finished) too: that run restored it. A site whose
+/// steps are all done needs no claim (a finished run released them).
+fn reclaim(
+    info: &RunInfo,
+    plan: &Plan,
+    steps: &[crate::ledger::StepRecord],
+    ledger: &Path,
+) -> Result<(), Failure> {
+    use crate::diag::{Location, Problem, ProblemKind};
+    let Some(registry) = &info.claimed_in else {
+        return Ok(());
+    };
+    let target = crate::request::Target {
+        registry: registry.clone(),
+        registry_view: None,
+    };
+    let mut unfinished = vec![false; plan.sites.len()];
+    for (step, record) in plan.steps.iter().zip(steps) {
+        if let crate::plan::Owner::Site { site, .. } = step.owner {
+            unfinished[site as usize] |= !record.state.is_done();
+        }
+    }
+    let sites: Vec<&str> = plan
+        .sites
+        .iter()
+        .zip(&unfinished)
+        .filter(|(_, u)| **u)
+        .map(|(s, _)| s.id.as_str())
+        .collect();
+    if sites.is_empty() {
+        return Ok(());
+    }
+    let held = crate::target::open(&target)
+        .and_then(|r| r.held(&sites))
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let at = ledger.display().to_string();
+    let problems: Vec<Problem> = sites
+        .iter()
+        .filter_map(|&site| {
+            let (message, fix) = match held.get(site) {
+                Some(c) if c.run_id == info.run_id => return None,
+                Some(c) => crate::target::held_refusal(c),
+                None => (
+                    format!(
+                        "is no longer this run's ({}): another run took it over and has \
+                         finished it",
+                        info.run_id
+                    ),
+                    format!("check the site's state in {registry}; restore it in a new run if it still needs it"),
+                ),
+            };
+            Some(Problem::new(
+                Location::file(&at),
+                format!("site {site}"),
+                ProblemKind::Invalid { message, fix },
+            ))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Input(problems))
+    }
+}
+
+fn release_claims(registry: Option<&str>, run_id: &str) {
+    let Some(registry) = registry else {
+        return;
+    };
+    let released = crate::target::claims(registry)
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.map_or(Ok(()), |c| c.release(run_id).map_err(|e| e.to_string())));
+    if let Err(e) = released {
+        errln!("warning: the run's sites stay claimed in {registry}: {e}");
+    }
+}
+
+fn claim_of(run_id: &str, ledger: &Path) -> crate::target::Claim {
+    let me = Holder::current();
+    crate::target::Claim {
+        run_id: run_id.to_owned(),
+        ledger: std::path::absolute(ledger)
+            .unwrap_or_else(|_| ledger.to_path_buf())
+            .display()
+            .to_string(),
+        host: me.host,
+        pid: me.pid,
+        at: now_ms(),
+    }
+}
+
+fn claim_failure(e: crate::target::ClaimError, ledger: &Path) -> Failure {
+    use crate::diag::{Location, Problem, ProblemKind};
+    match e {
+        crate::target::ClaimError::Held(held) => Failure::Input(
+            held.into_iter()
+                .map(|(site, c)| {
+                    let (message, fix) = crate::target::held_refusal(&c);
+                    Problem::new(
+                        Location::file(&ledger.display().to_string()),
+                        format!("site {site}"),
+                        ProblemKind::Invalid { message, fix },
+                    )
+                })
+                .collect(),
+        ),
+        other => Failure::Internal(anyhow::Error::from(other)),
+    }
 }
 
 /// A new ledger holding `plan`, the input files it came from, and the run's settings.
@@ -246,10 +431,10 @@ pub(crate) fn create_ledger(
     plan: &Plan,
     snapshot: crate::ledger::Snapshot,
     exec: &ExecArgs,
-    excluded: super::shared::Excluded,
+    new: NewRunInfo,
 ) -> Result<SqliteLedger, Failure> {
     let info = RunInfo {
-        run_id: new_run_id(),
+        run_id: new.run_id,
         created_at: now_ms(),
         drover_version: env!("CARGO_PKG_VERSION").into(),
         plan_hash: plan.hash.clone(),
@@ -264,7 +449,8 @@ pub(crate) fn create_ledger(
             .max_parallel
             .map_or(crate::schedule::DEFAULT_MAX_PARALLEL, |m| m as usize),
         policy: None,
-        excluded,
+        excluded: new.excluded,
+        claimed_in: new.claimed_in,
     };
     let new = NewRun {
         info,
@@ -289,7 +475,12 @@ pub(crate) fn execute(
 ) -> Result<Done, Failure> {
     let me = Holder::current();
     ledger.acquire(&me)?;
+    let info = ledger.info()?;
     let result = execute_held(ledger, mode, exec, model, &me);
+    if matches!(result, Ok(Done::Ok)) {
+        // Every site is restored: no run holds them any more.
+        release_claims(info.claimed_in.as_deref(), &info.run_id);
+    }
     if let Err(e) = ledger.release() {
         errln!("warning: could not release the ledger lock: {e}");
     }
@@ -305,6 +496,7 @@ fn execute_held(
 ) -> Result<Done, Failure> {
     let stored = ledger.load()?;
     let plan = Arc::new(stored.plan);
+    reclaim(&stored.info, &plan, &stored.steps, ledger.path())?;
     check_kinds(&plan, Path::new(&stored.snapshot.workflow_file))?;
     check_secrets(&plan, Path::new(&stored.snapshot.workflow_file), true)?;
     let argv: Vec<String> = std::env::args().collect();

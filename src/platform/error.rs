@@ -9,6 +9,13 @@ use super::SiteState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
+    #[error(
+        "{} site{} held by another run: {}",
+        held.len(),
+        if held.len() == 1 { " is" } else { "s are" },
+        held.iter().map(|(s, c)| format!("{s} by {}", c.run_id)).collect::<Vec<_>>().join(", ")
+    )]
+    Claimed { held: Vec<(String, super::Claim)> },
     #[error("{}: {source}", path.display())]
     Sqlite {
         path: PathBuf,

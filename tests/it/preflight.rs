@@ -549,3 +549,133 @@ fn exclude_refused_restores_the_other_sites_and_records_the_ones_left_out() {
         "{stdout}"
     );
 }
+
+/// The run ID recorded in a ledger.
+fn run_id(ledger: &Path) -> String {
+    let out = drover()
+        .args(["audit", "--format", "json", "--state"])
+        .arg(ledger)
+        .output()
+        .unwrap();
+    support::exited(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["run_id"].as_str().unwrap().to_owned()
+}
+
+/// `drover run` of `request` in `dir` into ledger `state`.
+fn run_into(dir: &Path, request: &str, state: &str, extra: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("drover"));
+    cmd.current_dir(dir)
+        .arg("run")
+        .arg("-w")
+        .arg(shipped_workflow())
+        .args(["-r", request, "--yes", "--state", state])
+        .args(extra);
+    cmd
+}
+
+/// Two operators start two runs over the same deleted sites at the same moment, each with its
+/// own ledger: exactly one restores them; the other is refused before it runs anything, naming
+/// the run that holds them.
+#[test]
+fn two_runs_started_together_never_restore_the_same_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(dir.path(), 24, 20);
+    let start = |state: &str| {
+        run_into(dir.path(), "request.toml", state, &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start("a.db"), start("b.db"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (winner, loser, loser_ledger) = match (a.status.code(), b.status.code()) {
+        (Some(0), Some(2)) => ("a.db", b, "b.db"),
+        (Some(2), Some(0)) => ("b.db", a, "a.db"),
+        other => panic!(
+            "exactly one run restores the sites: exits {other:?}\n{}\n{}",
+            String::from_utf8_lossy(&a.stderr),
+            String::from_utf8_lossy(&b.stderr)
+        ),
+    };
+    let stderr = String::from_utf8_lossy(&loser.stderr);
+    let holder = run_id(&dir.path().join(winner));
+    assert!(
+        stderr.contains(&format!("is being restored by run {holder}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was executed"), "{stderr}");
+    assert!(!dir.path().join(loser_ledger).exists(), "{stderr}");
+    assert_eq!(
+        deleted_sites(&p),
+        Vec::<String>::new(),
+        "the winner restored every site"
+    );
+}
+
+/// A run that stopped with sites unrestored keeps them: another run is refused, naming it,
+/// until it takes them over with --replace-existing; then the first run may not continue them.
+#[test]
+fn a_stopped_run_keeps_its_sites_until_another_takes_them_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(dir.path(), 6, 3);
+    let deleted = deleted_sites(&p);
+    let failing = format!("{}/", deleted[0]);
+    let out = run_into(
+        dir.path(),
+        "request.toml",
+        "a.db",
+        &["--inject-failure", &failing],
+    )
+    .output()
+    .unwrap();
+    support::exited(&out, 3);
+    let first = run_id(&dir.path().join("a.db"));
+
+    let out = run_into(dir.path(), "request.toml", "b.db", &[])
+        .output()
+        .unwrap();
+    let stderr = refused(&out);
+    assert!(
+        stderr.contains(&format!(
+            "site {}: is being restored by run {first}",
+            deleted[0]
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("drover resume --state"), "{stderr}");
+
+    // The sites it did restore are live now: they are left out; the one it held is taken over.
+    let out = run_into(
+        dir.path(),
+        "request.toml",
+        "b.db",
+        &["--replace-existing", "--exclude-refused"],
+    )
+    .output()
+    .unwrap();
+    let stderr = support::exited(&out, 0);
+    assert!(
+        stderr.contains(&format!("took over {} from run {first}", deleted[0])),
+        "{stderr}"
+    );
+    let second = run_id(&dir.path().join("b.db"));
+    assert!(deleted_sites(&p).is_empty());
+
+    // The first run's sites were taken over: it may not continue them.
+    let out = drover()
+        .args(["resume", "--state"])
+        .arg(dir.path().join("a.db"))
+        .output()
+        .unwrap();
+    let stderr = support::exited(&out, 2);
+    assert!(
+        stderr.contains(&format!(
+            "site {}: is no longer this run's ({first}): another run took it over and has finished it",
+            deleted[0]
+        )),
+        "{stderr}"
+    );
+    let _ = second;
+}

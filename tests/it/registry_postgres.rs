@@ -320,3 +320,74 @@ fn the_view_can_be_named_and_a_bad_name_is_refused() {
         .get(0);
     assert_eq!(count, 5);
 }
+
+/// Two runs started at the same moment over the same sites, with their own ledgers: exactly
+/// one restores them; the other is refused before it runs anything, naming the run that holds
+/// them. The claims are kept beside the operator's registry and released when the run is done.
+#[test]
+fn two_runs_started_together_never_restore_the_same_sites() {
+    let url = registry();
+    let dir = tempfile::tempdir().unwrap();
+    // Steps of two seconds, so that the first run is still at work when the second starts.
+    let workflow = support::write(
+        dir.path(),
+        "workflow.toml",
+        WORKFLOW
+            .replace("scale = \"0.001\"", "scale = \"1\"")
+            .replace("estimate = \"1s\"", "estimate = \"2s\""),
+    );
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[
+            ("site-0001", r#"["wiki"]"#, "deleted"),
+            ("site-0002", r#"["wiki"]"#, "deleted"),
+        ],
+    );
+    let spawn = |state: &str| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("drover"));
+        cmd.args(["run", "--yes", "-w"])
+            .arg(&workflow)
+            .arg("-r")
+            .arg(dir.path().join("request.toml"))
+            .arg("--state")
+            .arg(dir.path().join(state))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("a.db"), spawn("b.db"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (winner, loser) = match (a.status.code(), b.status.code()) {
+        (Some(0), Some(2)) => ("a.db", b),
+        (Some(2), Some(0)) => ("b.db", a),
+        other => panic!(
+            "exactly one run restores the sites: exits {other:?}\n{}\n{}",
+            String::from_utf8_lossy(&a.stderr),
+            String::from_utf8_lossy(&b.stderr)
+        ),
+    };
+    let audit = drover()
+        .args(["audit", "--format", "json", "--state"])
+        .arg(dir.path().join(winner))
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let holder = doc["run_id"].as_str().unwrap();
+    let stderr = String::from_utf8_lossy(&loser.stderr);
+    assert!(
+        stderr.contains(&format!("is being restored by run {holder}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was executed"), "{stderr}");
+
+    // Done: the winner's claims are released.
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM drover_claims", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}

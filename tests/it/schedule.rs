@@ -78,6 +78,7 @@ async fn run_plan(
         max_parallel: 64,
         policy: None,
         excluded: Default::default(),
+        claimed_in: None,
     };
     let ledger = Arc::new(Mutex::new(MemoryLedger::new(&NewRun {
         info,
@@ -550,6 +551,7 @@ estimate = "1s"
         max_parallel: 64,
         policy: None,
         excluded: Default::default(),
+        claimed_in: None,
     };
     let ledger = Arc::new(Mutex::new(MemoryLedger::new(&NewRun {
         info,
