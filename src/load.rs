@@ -135,10 +135,17 @@ fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
 /// One string setting (`[table] key = "…"`) of a request file, read leniently: for a file that
 /// may not validate, or when nothing else of it is needed. `None` if it cannot be read.
 pub fn peek(request_path: &Path, table: &str, key: &str) -> Option<String> {
+    peek_value(request_path, table, key)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// As [`peek`], the value whatever its type.
+pub fn peek_value(request_path: &Path, table: &str, key: &str) -> Option<toml::Value> {
     let bytes = crate::util::read_capped(request_path, crate::source::MAX_INPUT_BYTES).ok()?;
     let text = String::from_utf8(bytes).ok()?;
-    let value: toml::Table = text.parse().ok()?;
-    value.get(table)?.get(key)?.as_str().map(str::to_owned)
+    let mut value: toml::Table = text.parse().ok()?;
+    value.remove(table)?.get(key).cloned()
 }
 
 /// A backup source with a relative directory made absolute (relative to the request file), so

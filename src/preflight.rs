@@ -65,7 +65,8 @@ pub fn registry(
             },
         )]
     };
-    if !crate::target::applies(&target.registry, uses_target(plan, &target.registry)) {
+    let used = || uses_target(plan, &target.registry);
+    if target.exec.is_none() && !crate::target::applies(&target.registry, used()) {
         return Ok(None);
     }
     let registry = crate::target::open(&target).map_err(|e| unreadable(&e))?;
@@ -256,7 +257,16 @@ pub fn identify_ids(request_path: &Path, problems: &mut [Problem]) {
 
 /// `[target]` of a request file, a directory resolved against the file's.
 fn target_of(request_path: &Path) -> Option<crate::request::Target> {
-    let registry = crate::load::peek(request_path, "target", "registry")?;
+    let registry = match crate::load::peek_value(request_path, "target", "registry")? {
+        toml::Value::String(s) => s,
+        toml::Value::Table(t) => {
+            let argv = t.get("exec")?.as_array()?;
+            let argv: Option<Vec<String>> =
+                argv.iter().map(|a| a.as_str().map(str::to_owned)).collect();
+            return Some(crate::request::Target::command(argv?));
+        }
+        _ => return None,
+    };
     let registry = if crate::target::postgres::is_url(&registry) {
         registry
     } else {
@@ -266,6 +276,7 @@ fn target_of(request_path: &Path) -> Option<crate::request::Target> {
     Some(crate::request::Target {
         registry,
         registry_view: crate::load::peek(request_path, "target", "registry_view"),
+        exec: None,
     })
 }
 

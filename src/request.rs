@@ -34,22 +34,42 @@ pub struct Request {
     pub target: Option<String>,
     /// `[target] registry_view`.
     pub registry_view: Option<String>,
+    /// `[target] registry = { exec = [...] }`: a command that looks sites up.
+    pub registry_exec: Option<Vec<String>>,
     pub sites: Vec<Site>,
 }
 
 /// The request's `[target]`: where its sites' registry is.
 #[derive(Clone, Debug)]
 pub struct Target {
+    /// The directory or URL; for a command, how it is described.
     pub registry: String,
     pub registry_view: Option<String>,
+    /// The command and its arguments, for a registry reached by a command.
+    pub exec: Option<Vec<String>>,
+}
+
+impl Target {
+    /// A registry reached by running `argv`.
+    pub fn command(argv: Vec<String>) -> Target {
+        Target {
+            registry: format!("the command `{}`", argv.join(" ")),
+            registry_view: None,
+            exec: Some(argv),
+        }
+    }
 }
 
 impl Request {
     /// The `[target]`, if the request names one.
     pub fn target(&self) -> Option<Target> {
+        if let Some(exec) = &self.registry_exec {
+            return Some(Target::command(exec.clone()));
+        }
         Some(Target {
             registry: self.target.clone()?,
             registry_view: self.registry_view.clone(),
+            exec: None,
         })
     }
 }
@@ -128,7 +148,14 @@ impl Request {
             backup_window,
             backups: file.backups.map(|b| b.source),
             registry_view: file.target.as_ref().and_then(|t| t.registry_view.clone()),
-            target: file.target.map(|t| t.registry),
+            registry_exec: file.target.as_ref().and_then(|t| match &t.registry {
+                format::Registry::Exec { exec } => Some(exec.clone()),
+                format::Registry::Location(_) => None,
+            }),
+            target: file.target.and_then(|t| match t.registry {
+                format::Registry::Location(l) => Some(l),
+                format::Registry::Exec { .. } => None,
+            }),
             sites,
         })
     }

@@ -4,10 +4,14 @@
 //! [`SiteRegistry`] is read-only by construction: it has no method that writes. Adapters:
 //! - [`reference`]: the reference platform's `registry.db` (`[target] registry = "<dir>"`);
 //! - [`postgres`]: the operator's own registry in PostgreSQL, read through a view
-//!   (`[target] registry = "postgres://…"`, docs/request-format.md).
+//!   (`[target] registry = "postgres://…"`, docs/request-format.md);
+//! - [`exec`]: any other registry, through a command the operator provides
+//!   (`[target] registry = { exec = ["tool", "lookup"] }`).
 //!
 //! [`open`] chooses the adapter from the request's `[target]`.
 
+mod entries;
+pub mod exec;
 pub mod postgres;
 pub mod reference;
 
@@ -84,6 +88,12 @@ impl RegistryError {
 
 /// The adapter for a request's `[target]`.
 pub fn open(target: &Target) -> Result<Box<dyn SiteRegistry>, RegistryError> {
+    if let Some(argv) = &target.exec {
+        return Ok(Box::new(exec::ExecRegistry::new(
+            argv.clone(),
+            target.registry.clone(),
+        )?));
+    }
     if postgres::is_url(&target.registry) {
         Ok(Box::new(postgres::PostgresRegistry::connect(target)?))
     } else {
@@ -131,6 +141,7 @@ pub fn claims(registry: &str) -> Result<Option<Box<dyn SiteClaims>>, RegistryErr
         let target = Target {
             registry: registry.to_owned(),
             registry_view: None,
+            exec: None,
         };
         return Ok(Some(Box::new(postgres::PostgresRegistry::connect(
             &target,

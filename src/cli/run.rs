@@ -330,6 +330,7 @@ fn reclaim(
     let target = crate::request::Target {
         registry: registry.clone(),
         registry_view: None,
+        exec: None,
     };
     let mut unfinished = vec![false; plan.sites.len()];
     for (step, record) in plan.steps.iter().zip(steps) {

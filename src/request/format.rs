@@ -48,9 +48,17 @@ pub struct Backups {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    pub registry: String,
+    pub registry: Registry,
     /// For a PostgreSQL registry: the view preflight reads (default `drover_sites`).
     pub registry_view: Option<String>,
+}
+
+/// `[target] registry`: a directory or URL, or `{ exec = [command, args…] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Registry {
+    Location(String),
+    Exec { exec: Vec<String> },
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,7 +13,7 @@ mod kinds;
 mod plan_cli;
 mod platform;
 mod preflight;
-mod registry_postgres;
+mod registries;
 mod report;
 mod restore_e2e;
 mod restore_faults;

@@ -1,6 +1,7 @@
-//! Preflight against an operator's own site registry in PostgreSQL (a real server, started by
-//! `support::postgres`): the same refusals as for the reference platform, read through the view
-//! the operator writes over their own tables, and a clear error when the registry cannot be read.
+//! Preflight against an operator's own site registry, through each adapter: in PostgreSQL (a
+//! real server, started by `support::postgres`), read through the view the operator writes over
+//! their own tables, and behind a command. The same refusals as for the reference platform, a
+//! clear error when the registry cannot be read, and one run per site.
 
 use std::path::{Path, PathBuf};
 
@@ -390,4 +391,96 @@ fn two_runs_started_together_never_restore_the_same_sites() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+/// A registry behind a command (`[target] registry = { exec = [...] }`): the same refusals, from
+/// the JSON lines a small shell script answers with; a command that fails is a clear error.
+#[test]
+fn a_registry_behind_a_command_gives_the_same_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = support::write(
+        dir.path(),
+        "registry.sh",
+        r#"#!/bin/sh
+# The operator's lookup tool: IDs on stdin, one JSON object per known ID on stdout.
+while read -r id; do
+  case "$id" in
+    site-0001) echo '{"id":"site-0001","kind":"site","state":"deleted","customer":"cust-acme","products":["wiki","issues"]}' ;;
+    site-0002) echo '{"id":"site-0002","kind":"site","state":"deleted","customer":"cust-acme","products":["wiki"]}' ;;
+    site-0003) echo '{"id":"site-0003","kind":"site","state":"active","customer":"cust-globex","products":["wiki"]}' ;;
+    site-0004) echo '{"id":"site-0004","kind":"site","state":"restoring","customer":"cust-globex","products":["wiki"]}' ;;
+    site-0005) echo '{"id":"site-0005","kind":"site","state":"deleted","customer":"cust-globex","products":["wiki"]}' ;;
+    app-0001-wiki) echo '{"id":"app-0001-wiki","kind":"app","site":"site-0001","product":"wiki"}' ;;
+    cust-globex) echo '{"id":"cust-globex","kind":"customer","sites":["site-0003","site-0004","site-0005"]}' ;;
+  esac
+done
+"#,
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let exec = format!("registry = {{ exec = [\"{}\"] }}", script.display());
+    let request = |sites: &[(&str, &str, &str)]| {
+        let mut text = format!(
+            "[request]\nname = \"incident\"\npoint_in_time = \"2022-04-05T07:38:00Z\"\n\n[target]\n{exec}\n\n"
+        );
+        for (id, products, state) in sites {
+            text.push_str(&format!(
+                "[[sites]]\nid = \"{id}\"\nproducts = {products}\nattrs = {{ state = \"{state}\" }}\n\n"
+            ));
+        }
+        support::write(dir.path(), "request.toml", text);
+    };
+
+    request(&[
+        ("site-0001", r#"["wiki", "issues"]"#, "deleted"),
+        ("site-0002", r#"["wiki"]"#, "deleted"),
+    ]);
+    let out = plan(dir.path(), &[]);
+    support::exited(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("registry       every site may be restored (2 deleted)"),
+        "{stdout}"
+    );
+
+    request(&[
+        ("site-0002", r#"["wiki", "issues"]"#, "deleted"),
+        ("site-0003", r#"["wiki"]"#, "deleted"),
+        ("site-0004", r#"["wiki"]"#, "deleted"),
+        ("site-0005", r#"["wiki"]"#, "soft-deleted"),
+        ("site-0099", r#"["wiki"]"#, "deleted"),
+    ]);
+    let stderr = refused(&plan(dir.path(), &[]));
+    for expected in [
+        "site site-0003: is active in the registry: it is serving customers",
+        "site site-0002: has no issues in the registry (it has: wiki)",
+        "site site-0004: is restoring in the registry: an earlier restore of it began",
+        "but the registry says deleted",
+        "site site-0099: is not in the registry at the command",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in {stderr}"
+        );
+    }
+
+    request(&[("app-0001-wiki", r#"["wiki"]"#, "deleted")]);
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001"),
+        "{stderr}"
+    );
+
+    // A command that fails is an error with what it said, never a pass.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'registry is down for maintenance' >&2\nexit 3\n",
+    )
+    .unwrap();
+    request(&[("site-0001", r#"["wiki"]"#, "deleted")]);
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains("cannot reach the registry at the command")
+            && stderr.contains("registry is down for maintenance"),
+        "{stderr}"
+    );
 }
