@@ -267,12 +267,13 @@ fn target_of(request_path: &Path) -> Option<crate::request::Target> {
         }
         _ => return None,
     };
-    let registry = if crate::target::postgres::is_url(&registry) {
-        registry
-    } else {
-        let dir = request_path.parent().unwrap_or(Path::new(""));
-        dir.join(registry).display().to_string()
-    };
+    let registry =
+        if crate::target::postgres::is_url(&registry) || crate::target::http::is_url(&registry) {
+            registry
+        } else {
+            let dir = request_path.parent().unwrap_or(Path::new(""));
+            dir.join(registry).display().to_string()
+        };
     Some(crate::request::Target {
         registry,
         registry_view: crate::load::peek(request_path, "target", "registry_view"),

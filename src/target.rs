@@ -5,6 +5,7 @@
 //! - [`reference`]: the reference platform's `registry.db` (`[target] registry = "<dir>"`);
 //! - [`postgres`]: the operator's own registry in PostgreSQL, read through a view
 //!   (`[target] registry = "postgres://…"`, docs/request-format.md);
+//! - [`http`]: a JSON endpoint (`[target] registry = "https://…"`);
 //! - [`exec`]: any other registry, through a command the operator provides
 //!   (`[target] registry = { exec = ["tool", "lookup"] }`).
 //!
@@ -12,6 +13,7 @@
 
 mod entries;
 pub mod exec;
+pub mod http;
 pub mod postgres;
 pub mod reference;
 
@@ -94,6 +96,9 @@ pub fn open(target: &Target) -> Result<Box<dyn SiteRegistry>, RegistryError> {
             target.registry.clone(),
         )?));
     }
+    if http::is_url(&target.registry) {
+        return Ok(Box::new(http::HttpRegistry::new(&target.registry)?));
+    }
     if postgres::is_url(&target.registry) {
         Ok(Box::new(postgres::PostgresRegistry::connect(target)?))
     } else {
@@ -161,7 +166,7 @@ pub fn claims(registry: &str) -> Result<Option<Box<dyn SiteClaims>>, RegistryErr
 /// operator's registry; for the reference platform when the workflow restores into it (`used`:
 /// a workflow of `sleep` steps restores nothing there).
 pub fn applies(registry: &str, used: bool) -> bool {
-    postgres::is_url(registry) || used
+    postgres::is_url(registry) || http::is_url(registry) || used
 }
 
 /// Whether a claim no longer holds its site: it was made on this host for a ledger that does

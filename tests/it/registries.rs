@@ -484,3 +484,128 @@ done
         "{stderr}"
     );
 }
+
+/// A registry behind an HTTP endpoint (`[target] registry = "https://…"`, plain http only to
+/// loopback): batched lookups with a bearer token from the environment, the same refusals, and
+/// an endpoint that refuses the token or keeps failing is a clear error, never a pass.
+#[test]
+fn a_registry_behind_an_http_endpoint_gives_the_same_refusals() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let log = support::http::Log::default();
+    let addr = runtime.block_on(support::http::serve(std::sync::Arc::clone(&log)));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/registry");
+    let plan_with = |token: Option<&str>| {
+        let workflow = support::write(dir.path(), "workflow.toml", WORKFLOW);
+        let mut cmd = drover();
+        cmd.current_dir(dir.path())
+            .arg("plan")
+            .arg("-w")
+            .arg(workflow)
+            .args(["-r", "request.toml"])
+            .env_remove("DROVER_REGISTRY_TOKEN");
+        if let Some(t) = token {
+            cmd.env("DROVER_REGISTRY_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[
+            ("site-0001", r#"["wiki", "issues"]"#, "deleted"),
+            ("site-0002", r#"["wiki"]"#, "deleted"),
+        ],
+    );
+    let out = plan_with(Some("s3cret"));
+    support::exited(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("registry       every site may be restored (2 deleted)"),
+        "{stdout}"
+    );
+    let asked = log.lock().unwrap().last().unwrap().body.clone();
+    assert!(
+        asked.contains("site-0001") && asked.contains("site-0002"),
+        "one batched lookup: {asked}"
+    );
+
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[
+            ("site-0002", r#"["wiki", "issues"]"#, "deleted"),
+            ("site-0003", r#"["wiki"]"#, "deleted"),
+            ("site-0004", r#"["wiki"]"#, "deleted"),
+            ("site-0099", r#"["wiki"]"#, "deleted"),
+        ],
+    );
+    let stderr = refused(&plan_with(Some("s3cret")));
+    for expected in [
+        "site site-0003: is active in the registry: it is serving customers",
+        "site site-0002: has no issues in the registry (it has: wiki)",
+        "site site-0004: is restoring in the registry: an earlier restore of it began",
+        "site site-0099: is not in the registry at http://127.0.0.1:",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in {stderr}"
+        );
+    }
+
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[("cust-globex", r#"["wiki"]"#, "deleted")],
+    );
+    let stderr = refused(&plan_with(Some("s3cret")));
+    assert!(
+        stderr.contains("'cust-globex' is a customer in the registry"),
+        "{stderr}"
+    );
+
+    // Without the token: refused, saying which variable holds it; the token is never printed.
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[("site-0001", r#"["wiki"]"#, "deleted")],
+    );
+    let stderr = refused(&plan_with(None));
+    assert!(
+        stderr.contains("401 Unauthorized") && stderr.contains("DROVER_REGISTRY_TOKEN"),
+        "{stderr}"
+    );
+    // An endpoint that keeps failing: retried, then refused.
+    let before = log.lock().unwrap().len();
+    request(
+        dir.path(),
+        &format!("http://{addr}/registry-down"),
+        "",
+        &[("site-0001", r#"["wiki"]"#, "deleted")],
+    );
+    let stderr = refused(&plan_with(Some("s3cret")));
+    assert!(
+        stderr.contains("it answered 503 Service Unavailable, 3 times"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert_eq!(log.lock().unwrap().len() - before, 3);
+
+    // Plain http to another machine is refused before anything is sent.
+    request(
+        dir.path(),
+        "http://registry.example.com/lookup",
+        "",
+        &[("site-0001", r#"["wiki"]"#, "deleted")],
+    );
+    let stderr = refused(&plan_with(Some("s3cret")));
+    assert!(
+        stderr.contains("is plain http to another machine: use https"),
+        "{stderr}"
+    );
+}

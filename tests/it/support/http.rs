@@ -12,7 +12,20 @@ pub struct Received {
     pub path: String,
     pub key: String,
     pub body: String,
+    pub authorization: String,
 }
+
+/// What `…/registry` answers (with `authorization: bearer s3cret`; 401 without): a site
+/// registry's entries, every one whatever was asked.
+pub const REGISTRY_ENTRIES: &str = r#"{"entries": [
+ {"id":"site-0001","kind":"site","state":"deleted","customer":"cust-acme","products":["wiki","issues"]},
+ {"id":"site-0002","kind":"site","state":"deleted","customer":"cust-acme","products":["wiki"]},
+ {"id":"site-0003","kind":"site","state":"active","customer":"cust-globex","products":["wiki"]},
+ {"id":"site-0004","kind":"site","state":"restoring","customer":"cust-globex","products":["wiki"]},
+ {"id":"site-0005","kind":"site","state":"deleted","customer":"cust-globex","products":["wiki"]},
+ {"id":"app-0001-wiki","kind":"app","site":"site-0001","product":"wiki"},
+ {"id":"cust-globex","kind":"customer","sites":["site-0003","site-0004","site-0005"]}
+]}"#;
 
 pub type Log = Arc<Mutex<Vec<Received>>>;
 
@@ -64,16 +77,31 @@ pub async fn serve(log: Log) -> std::net::SocketAddr {
                     .trim()
                     .to_owned();
                 let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+                let authorization = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization:"))
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
                 let seen = {
                     let mut log = log.lock().unwrap();
                     log.push(Received {
                         path: path.clone(),
                         key: key.clone(),
                         body,
+                        authorization: authorization.clone(),
                     });
                     log.iter().filter(|r| r.key == key).count()
                 };
-                let (status, body) = if path.ends_with("/bad") {
+                let (status, body) = if path.ends_with("/registry") {
+                    if authorization == "bearer s3cret" {
+                        ("200 OK", REGISTRY_ENTRIES)
+                    } else {
+                        ("401 Unauthorized", "{}")
+                    }
+                } else if path.ends_with("/registry-down") {
+                    ("503 Service Unavailable", "down")
+                } else if path.ends_with("/bad") {
                     ("400 Bad Request", "{\"error\":\"unknown site\"}")
                 } else if path.ends_with("/flaky") && seen == 1 {
                     ("503 Service Unavailable", "busy")
