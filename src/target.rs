@@ -30,6 +30,9 @@ pub trait SiteRegistry {
     fn sites(&self, ids: &[&str]) -> Result<HashMap<String, SiteRecord>, RegistryError>;
     /// What `id` is, for an ID that is not a site.
     fn identify(&self, id: &str) -> Result<Identity, RegistryError>;
+    /// What this registry is, however it was named: two registries with the same identity are
+    /// the same (a drill refuses a drill environment that is production).
+    fn identity(&self) -> Result<String, RegistryError>;
     /// Which of `ids` a run holds (`SiteClaims`), for preflight to name the run. Empty for a
     /// registry that keeps no claims.
     fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {

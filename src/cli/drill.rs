@@ -48,6 +48,13 @@ pub struct DrillArgs {
     /// Refuse a drill of more sites than this. Drills are meant to grow; raise it deliberately.
     #[arg(long, default_value_t = super::run::DEFAULT_MAX_SITES)]
     max_sites: usize,
+    /// A drill environment of your own to restore into, instead of a copy of production: its
+    /// registry, written as for `[target] registry` (a platform directory, `postgres://…`,
+    /// `https://…`), or `exec:<command> [args…]` for a registry behind a command. Refused when
+    /// it is production's registry, however named. With it, exec and http steps may run: they
+    /// must act only on this environment (docs/safety.md, "Drills on your own platform").
+    #[arg(long, value_name = "REGISTRY")]
+    target: Option<String>,
     #[command(flatten)]
     exec: ExecArgs,
 }
@@ -64,6 +71,9 @@ pub struct DrillsArgs {
 pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     let started = chrono::Utc::now();
     let mut inputs = super::shared::load(&args.workflow, &args.request)?;
+    if let Some(environment) = &args.target {
+        return drill_in(&args, &mut inputs, environment, started);
+    }
     let Some(target) = inputs.request.target.clone() else {
         return Err(super::refuse(
             &args.request,
@@ -91,13 +101,106 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     let Some(copy) = isolated_copy(&target, sites, &dir, &args, started)? else {
         return Ok(Done::Interrupted);
     };
-    let outcome = rehearse(&args, &mut inputs, &copy, started);
+    let into = crate::request::Target {
+        registry: copy.dir().display().to_string(),
+        registry_view: None,
+        exec: None,
+    };
+    let outcome = rehearse(&args, &mut inputs, &into, true, started);
     if args.keep {
         errln!("drill: kept the copy in {}", dir.display());
     } else {
         clean_up(&dir, &staging_dir(&args.state));
     }
     outcome
+}
+
+/// A drill in the operator's own drill environment (`--target`): refused before anything runs
+/// when that environment is production's registry, however named.
+fn drill_in(
+    args: &DrillArgs,
+    inputs: &mut crate::load::Inputs,
+    environment: &str,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<Done, Failure> {
+    let Some(production) = inputs.request.target() else {
+        return Err(super::refuse(
+            &args.request,
+            "target.registry",
+            "a drill needs production's registry, to check the drilled sites against it and to \
+             make sure the drill environment is not production"
+                .into(),
+            "add [target] registry to the request (docs/request-format.md)",
+        ));
+    };
+    let into = environment_of(environment);
+    refuse_production(&production, &into, args)?;
+    let plan_opts = PlanOptions {
+        pool_capacity: args.exec_pools(),
+    };
+    let plan = plan::plan(&inputs.workflow, &inputs.request, &plan_opts)?;
+    check_blast_radius(&plan, args.max_sites)?;
+    refuse_existing_outputs(args)?;
+    let checked = crate::preflight::Options {
+        drill: true,
+        ..Default::default()
+    };
+    super::shared::preflight(&plan, &inputs.request, &args.request, Some(checked))?;
+    errln!(
+        "drill: restoring into the drill environment {} (production, {}, is only read)",
+        into.registry,
+        production.registry
+    );
+    rehearse(args, inputs, &into, false, started)
+}
+
+/// `--target` as a registry: `exec:<command> [args…]`, a URL, or a directory.
+fn environment_of(text: &str) -> crate::request::Target {
+    if let Some(command) = text.strip_prefix("exec:") {
+        return crate::request::Target::command(
+            command.split_whitespace().map(str::to_owned).collect(),
+        );
+    }
+    let registry = if text.contains("://") {
+        text.to_owned()
+    } else {
+        std::path::absolute(text).map_or_else(|_| text.to_owned(), |p| p.display().to_string())
+    };
+    crate::request::Target {
+        registry,
+        registry_view: None,
+        exec: None,
+    }
+}
+
+/// Refuses a drill environment that is production's registry (the same directory or file, the
+/// same PostgreSQL cluster and database, the same endpoint or command), or that cannot be read.
+fn refuse_production(
+    production: &crate::request::Target,
+    into: &crate::request::Target,
+    args: &DrillArgs,
+) -> Result<(), Failure> {
+    let identity = |t: &crate::request::Target, which: &str| {
+        crate::target::open(t)
+            .and_then(|r| r.identity())
+            .map_err(|e| super::refuse(&args.request, which, e.to_string(), &e.fix()))
+    };
+    let ours = identity(into, "--target")?;
+    let theirs = identity(production, "target.registry")?;
+    if ours == theirs {
+        return Err(super::refuse(
+            &args.request,
+            "--target",
+            format!(
+                "the drill environment {} is production's registry ({}, {ours}): a drill never \
+                 runs against production",
+                into.registry, production.registry
+            ),
+            "give the registry of a separate drill environment, or drop --target to drill on an \
+             isolated copy of the reference platform",
+        ));
+    }
+    Ok(())
 }
 
 /// A drill acts only on its copy: steps that reach other systems are refused.
@@ -239,16 +342,22 @@ impl DrillArgs {
 fn rehearse(
     args: &DrillArgs,
     inputs: &mut crate::load::Inputs,
-    copy: &Platform,
+    into: &crate::request::Target,
+    copy: bool,
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<Done, Failure> {
-    let copy_dir = copy.dir().display().to_string();
-    inputs.request.target = Some(copy_dir);
-    for site in &mut inputs.request.sites {
-        site.attrs.insert(
-            crate::preflight::STATE_ATTR.into(),
-            crate::platform::SiteState::Deleted.as_str().into(),
-        );
+    let request = &mut inputs.request;
+    request.registry_exec = into.exec.clone();
+    request.target = into.exec.is_none().then(|| into.registry.clone());
+    request.registry_view = into.registry_view.clone();
+    if copy {
+        // The copy's drilled sites were deleted as the incident would.
+        for site in &mut request.sites {
+            site.attrs.insert(
+                crate::preflight::STATE_ATTR.into(),
+                crate::platform::SiteState::Deleted.as_str().into(),
+            );
+        }
     }
     let plan_opts = PlanOptions {
         pool_capacity: args.exec_pools(),
@@ -258,8 +367,8 @@ fn rehearse(
     if cut > 0 {
         errln!("drill: {cut} steps lose their webhook; their messages stay in the copy's outbox");
     }
-    // The backups were checked before the copy was made (the same units); the copy's registry
-    // must now hold every drilled site as deleted.
+    // The backups were checked before (the same units); the registry drilled into must now hold
+    // every drilled site as deleted.
     crate::preflight::registry(
         &plan,
         &inputs.request,

@@ -609,3 +609,115 @@ fn a_registry_behind_an_http_endpoint_gives_the_same_refusals() {
         "{stderr}"
     );
 }
+
+/// `drover drill --target <environment>` in `dir`, with the operator's workflow.
+fn drill_into(dir: &Path, environment: &str) -> std::process::Output {
+    let workflow = support::write(dir, "workflow.toml", WORKFLOW);
+    drover()
+        .current_dir(dir)
+        .arg("drill")
+        .arg("-w")
+        .arg(workflow)
+        .args([
+            "-r",
+            "request.toml",
+            "--target-rto",
+            "1h",
+            "--state",
+            "drill.db",
+        ])
+        .args(["--target", environment])
+        .output()
+        .unwrap()
+}
+
+/// A drill must never touch production: a drill environment that is production's registry,
+/// however it is named, is refused before anything runs, through every adapter; a separate
+/// one is drilled into.
+#[test]
+fn a_drill_pointed_at_production_is_refused_for_every_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = [("site-0001", r#"["wiki"]"#, "deleted")];
+    let refused_as_production = |out: &std::process::Output| {
+        let stderr = refused(out);
+        assert!(
+            stderr.contains("is production's registry")
+                && stderr.contains("a drill never runs against production"),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("drill.db").exists(), "{stderr}");
+        assert!(!dir.path().join("drills.jsonl").exists(), "{stderr}");
+    };
+
+    // PostgreSQL: the same database through another name of the same server.
+    let url = registry();
+    request(dir.path(), &url, "", &sites);
+    refused_as_production(&drill_into(
+        dir.path(),
+        &url.replace("127.0.0.1", "localhost"),
+    ));
+    // A separate drill environment (another database holding the same sites) is drilled into.
+    let environment = registry();
+    let out = drill_into(dir.path(), &environment);
+    let stderr = support::exited(&out, 0);
+    assert!(
+        stderr.contains("restoring into the drill environment"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PASS"));
+    std::fs::remove_file(dir.path().join("drill.db")).unwrap();
+    std::fs::remove_file(dir.path().join("drills.jsonl")).unwrap();
+    let _ = std::fs::remove_dir_all(dir.path().join("drill.db.staging"));
+
+    // An HTTP endpoint: the same URL, written another way.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let addr = runtime.block_on(support::http::serve(support::http::Log::default()));
+    request(dir.path(), &format!("http://{addr}/registry"), "", &sites);
+    refused_as_production(&drill_into(
+        dir.path(),
+        &format!("http://{addr}/registry/?ignored=1"),
+    ));
+
+    // A command: the same program through another path.
+    let script = support::write(dir.path(), "registry.sh", "#!/bin/sh\ncat >/dev/null\n");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let text = format!(
+        "[request]\nname = \"incident\"\npoint_in_time = \"2022-04-05T07:38:00Z\"\n\n\
+         [target]\nregistry = {{ exec = [\"{}\"] }}\n\n[[sites]]\nid = \"site-0001\"\nproducts = [\"wiki\"]\n",
+        script.display()
+    );
+    support::write(dir.path(), "request.toml", text);
+    let other_path = dir.path().join(".").join("registry.sh");
+    refused_as_production(&drill_into(
+        dir.path(),
+        &format!("exec:{}", other_path.display()),
+    ));
+
+    // The reference platform: its directory through a symlink.
+    let platform_dir = tempfile::tempdir().unwrap();
+    support::demo(platform_dir.path(), "init", 4, &[]);
+    let link = dir.path().join("also-production");
+    std::os::unix::fs::symlink(platform_dir.path().join("platform"), &link).unwrap();
+    // The demo's request names the platform by its absolute path.
+    // The demo's request names the platform by its absolute path.
+    let text = std::fs::read_to_string(platform_dir.path().join("request.toml")).unwrap();
+    support::write(dir.path(), "request.toml", text);
+    let out = drover()
+        .current_dir(dir.path())
+        .arg("drill")
+        .arg("-w")
+        .arg(support::shipped_workflow())
+        .args([
+            "-r",
+            "request.toml",
+            "--target-rto",
+            "1h",
+            "--state",
+            "drill.db",
+        ])
+        .arg("--target")
+        .arg(&link)
+        .output()
+        .unwrap();
+    refused_as_production(&out);
+}
