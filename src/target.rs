@@ -172,11 +172,16 @@ pub fn applies(registry: &str, used: bool) -> bool {
     postgres::is_url(registry) || http::is_url(registry) || used
 }
 
-/// Whether a claim no longer holds its site: it was made on this host for a ledger that does
-/// not exist (the run was stopped before it wrote its ledger, or the ledger was removed), so
-/// nothing can continue that run.
+/// Whether a claim no longer holds its site: it was made on this host by a process that has
+/// ended, for a ledger that does not exist (the run was stopped between claiming and writing its
+/// ledger, or the ledger was removed), so nothing can continue that run. A run still between
+/// the two keeps its claim. Without `/proc` (not Linux) no claim is void.
 pub fn is_void(claim: &Claim) -> bool {
-    claim.host == crate::ledger::lock::hostname() && !std::path::Path::new(&claim.ledger).exists()
+    let proc = std::path::Path::new("/proc");
+    claim.host == crate::ledger::lock::hostname()
+        && proc.join("self").exists()
+        && !proc.join(claim.pid.to_string()).exists()
+        && !std::path::Path::new(&claim.ledger).exists()
 }
 
 /// Why a site `claim` holds may not be restored by another run, and the fix: (message, fix).
