@@ -4,9 +4,11 @@
 //! `env.NAME` for environment variables; all templated like any param. A credential is passed
 //! by reference, `env.DB_PASSWORD = "{env:PROD_DB_PASSWORD}"`, resolved only here (and hidden
 //! again in the output's tail). The child also gets
-//! `DROVER_IDEMPOTENCY_KEY`, `DROVER_STEP_ID`, `DROVER_ATTEMPT` and, for site steps,
-//! `DROVER_SITE`. Its standard output and error go to `output.log` in the step's staging
-//! directory; the output records the exit code and the last lines.
+//! `DROVER_IDEMPOTENCY_KEY`, `DROVER_STEP_ID`, `DROVER_ATTEMPT`, `DROVER_STAGING` (a directory
+//! of its own, kept across attempts), `DROVER_UPSTREAM_STAGING` (the staging directories of the
+//! `exec` steps it depends on, `:`-separated: where they left their files) and, for site steps,
+//! `DROVER_SITE` and `DROVER_PRODUCT`. Its standard output and error go to `output.log` in its
+//! staging directory; the output records the exit code, the last lines and the staging path.
 //!
 //! Exit 0 is success, 75 (EX_TEMPFAIL) a retryable failure, anything else permanent; a child
 //! killed by a signal is retryable. A timed-out or cancelled step kills its child.
@@ -54,6 +56,11 @@ impl StepKind for Exec {
         if let Some(site) = &ctx.site {
             cmd.env("DROVER_SITE", site);
         }
+        if let Some(product) = &ctx.product {
+            cmd.env("DROVER_PRODUCT", product);
+        }
+        cmd.env("DROVER_STAGING", &ctx.staging)
+            .env("DROVER_UPSTREAM_STAGING", upstream_staging(&ctx));
         let mut secrets = Resolved::default();
         for (key, value) in &ctx.params {
             if let Some(name) = key.strip_prefix("env.") {
@@ -71,7 +78,12 @@ impl StepKind for Exec {
             }
         };
         let tail = secrets.hide(&tail(&log_path).await);
-        let output = serde_json::json!({ "exit_code": status.code(), "log": log_path.display().to_string(), "tail": tail });
+        let output = serde_json::json!({
+            "exit_code": status.code(),
+            "log": log_path.display().to_string(),
+            "tail": tail,
+            "staging": ctx.staging.display().to_string(),
+        });
         match status.code() {
             Some(0) => Ok(output),
             Some(RETRYABLE_EXIT) => Err(StepError::Retryable(format!(
@@ -87,6 +99,16 @@ impl StepKind for Exec {
             ))),
         }
     }
+}
+
+/// The staging directories of the steps this one depends on (those that report one, as `exec`
+/// steps do), `:`-separated in step-ID order: where an earlier command left its files.
+fn upstream_staging(ctx: &StepContext) -> String {
+    ctx.upstream
+        .values()
+        .filter_map(|out| out.get("staging").and_then(|s| s.as_str()))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Splits on whitespace; `"…"` groups words (no escapes inside).

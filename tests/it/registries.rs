@@ -721,3 +721,150 @@ fn a_drill_pointed_at_production_is_refused_for_every_adapter() {
         .unwrap();
     refused_as_production(&out);
 }
+
+/// The exec-platform example (workflows/examples/exec-platform.toml): a platform driven only by
+/// commands, its registry a command too, restores a set of sites end to end with preflight on;
+/// killed half-way and resumed, no step that had finished runs again, and each site is
+/// reactivated once.
+#[test]
+fn the_exec_platform_example_restores_and_resumes_without_repeating_a_step() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let (platform, backups) = (dir.path().join("platform"), dir.path().join("backups"));
+    let restored: Vec<String> = (1..=6).map(|i| format!("site-{i:04}")).collect();
+    for i in 1..=7 {
+        let site = format!("site-{i:04}");
+        let d = platform.join("sites").join(&site);
+        std::fs::create_dir_all(&d).unwrap();
+        let state = if i == 7 { "active" } else { "deleted" };
+        std::fs::write(d.join("state"), format!("{state}\n")).unwrap();
+        std::fs::write(d.join("customer"), format!("cust-{i}\n")).unwrap();
+        std::fs::write(d.join("products"), "wiki\nissues\n").unwrap();
+        std::fs::create_dir_all(backups.join(&site)).unwrap();
+        for product in ["wiki", "issues"] {
+            let data = format!("{site} {product} data\n").repeat(100 * i);
+            let path = backups.join(&site).join(product);
+            std::fs::write(&path, &data).unwrap();
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data.as_bytes()));
+            std::fs::write(path.with_extension("sha256"), format!("{digest}\n")).unwrap();
+        }
+    }
+    let registry = repo.join("workflows/examples/exec-platform/registry.sh");
+    let mut text = format!(
+        "[request]\nname = \"incident\"\npoint_in_time = \"2022-04-05T07:38:00Z\"\n\n\
+         [backups]\nsource = \"{}\"\n\n[target]\nregistry = {{ exec = [\"{}\", \"{}\"] }}\n\n",
+        backups.display(),
+        registry.display(),
+        platform.display()
+    );
+    for site in &restored {
+        text.push_str(&format!(
+            "[[sites]]\nid = \"{site}\"\nproducts = [\"wiki\", \"issues\"]\n\n"
+        ));
+    }
+    let request = support::write(dir.path(), "request.toml", text);
+    let state = dir.path().join("s.db");
+    let drover_in_repo = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("drover"));
+        cmd.current_dir(repo)
+            .args(args)
+            .env("PLATFORM_DIR", &platform)
+            .env("RESTORE_SECONDS", "0.3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let workflow = repo.join("workflows/examples/exec-platform.toml");
+
+    // The live site listed by mistake is refused through the registry command.
+    let mut with_live = std::fs::read_to_string(&request).unwrap();
+    with_live.push_str("[[sites]]\nid = \"site-0007\"\nproducts = [\"wiki\"]\n");
+    let wrong = support::write(dir.path(), "wrong.toml", with_live);
+    let out = drover_in_repo(&["plan", "-w"])
+        .arg(&workflow)
+        .arg("-r")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let stderr = refused(&out);
+    assert!(
+        stderr.contains("site site-0007: is active in the registry"),
+        "{stderr}"
+    );
+
+    // Killed once a few steps have finished.
+    let mut run = drover_in_repo(&["run", "--yes", "-w"])
+        .arg(&workflow)
+        .arg("-r")
+        .arg(&request)
+        .arg("--state")
+        .arg(&state)
+        .spawn()
+        .unwrap();
+    let succeeded = || -> Vec<String> {
+        let Ok(db) = rusqlite::Connection::open_with_flags(
+            &state,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return Vec::new();
+        };
+        db.prepare("SELECT id FROM steps WHERE state = 'succeeded'")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while succeeded().len() < 8 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let before = succeeded();
+    let total = 6 * 2 * 3 + 6;
+    assert!(
+        before.len() >= 8 && before.len() < total,
+        "killed half-way: {} of {total} steps had finished",
+        before.len()
+    );
+
+    let out = drover_in_repo(&["resume", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    support::exited(&out, 0);
+
+    let log = std::fs::read_to_string(platform.join("steps.log")).unwrap();
+    let count = |id: &str| log.lines().filter(|l| *l == id).count();
+    for id in &before {
+        assert_eq!(
+            count(id),
+            1,
+            "{id} had finished before the kill and ran again"
+        );
+    }
+    assert_eq!(succeeded().len(), total);
+    let reactivated = std::fs::read_to_string(platform.join("reactivations.log")).unwrap();
+    for site in &restored {
+        let d = platform.join("sites").join(site);
+        assert_eq!(
+            std::fs::read_to_string(d.join("state")).unwrap(),
+            "active-again\n"
+        );
+        assert_eq!(
+            reactivated.lines().filter(|l| l == site).count(),
+            1,
+            "{site}"
+        );
+        for product in ["wiki", "issues"] {
+            assert_eq!(
+                std::fs::read(platform.join("data").join(site).join(product)).unwrap(),
+                std::fs::read(backups.join(site).join(product)).unwrap(),
+                "{site}/{product}"
+            );
+        }
+    }
+    let live = platform.join("sites/site-0007/state");
+    assert_eq!(std::fs::read_to_string(live).unwrap(), "active\n");
+}
