@@ -469,6 +469,13 @@ done
         stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001"),
         "{stderr}"
     );
+    request(&[("cust-globex", r#"["wiki"]"#, "deleted")]);
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains("'cust-globex' is a customer in the registry")
+            && stderr.contains("site-0003, site-0004, site-0005"),
+        "{stderr}"
+    );
 
     // A command that fails is an error with what it said, never a pass.
     std::fs::write(
@@ -540,6 +547,7 @@ fn a_registry_behind_an_http_endpoint_gives_the_same_refusals() {
             ("site-0002", r#"["wiki", "issues"]"#, "deleted"),
             ("site-0003", r#"["wiki"]"#, "deleted"),
             ("site-0004", r#"["wiki"]"#, "deleted"),
+            ("site-0005", r#"["wiki"]"#, "soft-deleted"),
             ("site-0099", r#"["wiki"]"#, "deleted"),
         ],
     );
@@ -548,6 +556,7 @@ fn a_registry_behind_an_http_endpoint_gives_the_same_refusals() {
         "site site-0003: is active in the registry: it is serving customers",
         "site site-0002: has no issues in the registry (it has: wiki)",
         "site site-0004: is restoring in the registry: an earlier restore of it began",
+        "site site-0005: the request says state = \"soft-deleted\" (un-delete in place, no backup fetched), but the registry says deleted",
         "site site-0099: is not in the registry at http://127.0.0.1:",
     ] {
         assert!(
@@ -565,6 +574,17 @@ fn a_registry_behind_an_http_endpoint_gives_the_same_refusals() {
     let stderr = refused(&plan_with(Some("s3cret")));
     assert!(
         stderr.contains("'cust-globex' is a customer in the registry"),
+        "{stderr}"
+    );
+    request(
+        dir.path(),
+        &url,
+        "",
+        &[("app-0001-wiki", r#"["wiki"]"#, "deleted")],
+    );
+    let stderr = refused(&plan_with(Some("s3cret")));
+    assert!(
+        stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001"),
         "{stderr}"
     );
 
