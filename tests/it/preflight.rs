@@ -7,7 +7,7 @@ use crate::support;
 use std::path::{Path, PathBuf};
 
 use drover::platform::Platform;
-use support::{drover, shipped_workflow};
+use support::{drover, refused, shipped_workflow};
 
 /// A demo platform of `sites` sites with `deleted` of them permanently deleted. Leaves
 /// `all.toml` (a request for every site, written before the incident: all active) and
@@ -30,12 +30,6 @@ fn plan(dir: &Path, request: &str, extra: &[&str]) -> std::process::Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn refused(out: &std::process::Output) -> String {
-    let stderr = support::exited(out, 2);
-    assert!(stderr.contains("nothing was executed"), "{stderr}");
-    stderr
 }
 
 fn deleted_sites(p: &Platform) -> Vec<String> {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{self, drover, postgres};
+use crate::support::{self, drover, postgres, refused};
 
 /// The operator's schema (their own names for states and kinds) and the view that maps it to
 /// drover's columns, as docs/request-format.md shows.
@@ -63,6 +63,15 @@ params = { scale = "0.001" }
 estimate = "1s"
 "#;
 
+/// The rows of `table` in the database at `url`.
+fn count(url: &str, table: &str) -> i64 {
+    let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .unwrap()
+        .get(0)
+}
+
 fn registry() -> String {
     let url = postgres::database("registry");
     let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
@@ -73,9 +82,14 @@ fn registry() -> String {
 /// A request for `sites` (`(id, products, state attribute)`) naming `registry`; `extra` goes
 /// into `[target]`.
 fn request(dir: &Path, registry: &str, extra: &str, sites: &[(&str, &str, &str)]) -> PathBuf {
+    request_with(dir, &format!("registry = \"{registry}\"\n{extra}"), sites)
+}
+
+/// A request for `sites` whose `[target]` table holds `target`.
+fn request_with(dir: &Path, target: &str, sites: &[(&str, &str, &str)]) -> PathBuf {
     let mut text = format!(
         "[request]\nname = \"incident\"\npoint_in_time = \"2022-04-05T07:38:00Z\"\n\n\
-         [target]\nregistry = \"{registry}\"\n{extra}\n"
+         [target]\n{target}\n\n"
     );
     for (id, products, state) in sites {
         text.push_str(&format!(
@@ -83,6 +97,77 @@ fn request(dir: &Path, registry: &str, extra: &str, sites: &[(&str, &str, &str)]
         ));
     }
     support::write(dir, "request.toml", text)
+}
+
+/// The refusals every adapter gives, as the reference platform does, for a registry (named by
+/// `target`, the `[target]` table's body, and shown as `at` in messages) that holds sites
+/// site-0001 (deleted; wiki and issues), site-0002 (deleted; wiki), site-0003 (active),
+/// site-0004 (restoring), site-0005 (deleted), the app app-0001-wiki of site-0001 and the
+/// customer cust-globex of site-0003..5. `plan` runs `drover plan` on `dir/request.toml`.
+fn gives_the_same_refusals(
+    dir: &Path,
+    target: &str,
+    at: &str,
+    plan: &dyn Fn() -> std::process::Output,
+) {
+    // Deleted sites with their own products: the plan goes ahead, and says what it read.
+    request_with(
+        dir,
+        target,
+        &[
+            ("site-0001", r#"["wiki", "issues"]"#, "deleted"),
+            ("site-0002", r#"["wiki"]"#, "deleted"),
+        ],
+    );
+    let out = plan();
+    support::exited(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("registry       every site may be restored (2 deleted)"),
+        "{stdout}"
+    );
+
+    // A live site, a product the site does not have, a site an earlier restore began, a
+    // soft-delete path for purged data, and an ID that is no site: all refused at once.
+    request_with(
+        dir,
+        target,
+        &[
+            ("site-0001", r#"["wiki"]"#, "deleted"),
+            ("site-0002", r#"["wiki", "issues"]"#, "deleted"),
+            ("site-0003", r#"["wiki"]"#, "deleted"),
+            ("site-0004", r#"["wiki"]"#, "deleted"),
+            ("site-0005", r#"["wiki"]"#, "soft-deleted"),
+            ("site-0099", r#"["wiki"]"#, "deleted"),
+        ],
+    );
+    let stderr = refused(&plan());
+    for expected in [
+        "site site-0003: is active in the registry: it is serving customers".to_owned(),
+        "site site-0002: has no issues in the registry (it has: wiki)".to_owned(),
+        "site site-0004: is restoring in the registry: an earlier restore of it began".to_owned(),
+        "site site-0005: the request says state = \"soft-deleted\" (un-delete in place, no backup fetched), but the registry says deleted".to_owned(),
+        format!("site site-0099: is not in the registry at {at}"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in {stderr}");
+    }
+    assert!(!stderr.contains("site site-0001:"), "{stderr}");
+
+    // The 2022 script was handed IDs of other kinds: each is named for what it is.
+    request_with(dir, target, &[("app-0001-wiki", r#"["wiki"]"#, "deleted")]);
+    let stderr = refused(&plan());
+    assert!(
+        stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001 in the registry"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fix: list site-0001 instead"), "{stderr}");
+    request_with(dir, target, &[("cust-globex", r#"["wiki"]"#, "deleted")]);
+    let stderr = refused(&plan());
+    assert!(
+        stderr.contains("'cust-globex' is a customer in the registry")
+            && stderr.contains("site-0003, site-0004, site-0005"),
+        "the customer's sites are listed: {stderr}"
+    );
 }
 
 fn plan(dir: &Path, extra: &[&str]) -> std::process::Output {
@@ -98,65 +183,16 @@ fn plan(dir: &Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn refused(out: &std::process::Output) -> String {
-    let stderr = support::exited(out, 2);
-    assert!(stderr.contains("nothing was executed"), "{stderr}");
-    stderr
-}
-
 #[test]
-fn deleted_sites_pass_and_every_refusal_names_the_site_and_the_fix() {
+fn a_postgres_registry_gives_the_same_refusals() {
     let url = registry();
     let dir = tempfile::tempdir().unwrap();
-
-    // Deleted sites with their own products: the plan goes ahead, and says what it read.
-    request(
+    gives_the_same_refusals(
         dir.path(),
-        &url,
-        "",
-        &[
-            ("site-0001", r#"["wiki", "issues"]"#, "deleted"),
-            ("site-0002", r#"["wiki"]"#, "deleted"),
-        ],
+        &format!("registry = \"{url}\""),
+        "postgres://drover@127.0.0.1:",
+        &|| plan(dir.path(), &[]),
     );
-    let out = plan(dir.path(), &[]);
-    support::exited(&out, 0);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("registry       every site may be restored (2 deleted)"),
-        "{stdout}"
-    );
-
-    // A live site, a product the site does not have, a site an earlier restore began, a
-    // soft-delete path for purged data, and an ID that is no site: all refused at once.
-    request(
-        dir.path(),
-        &url,
-        "",
-        &[
-            ("site-0001", r#"["wiki"]"#, "deleted"),
-            ("site-0002", r#"["wiki", "issues"]"#, "deleted"),
-            ("site-0003", r#"["wiki"]"#, "deleted"),
-            ("site-0004", r#"["wiki"]"#, "deleted"),
-            ("site-0005", r#"["wiki"]"#, "soft-deleted"),
-            ("site-0099", r#"["wiki"]"#, "deleted"),
-        ],
-    );
-    let stderr = refused(&plan(dir.path(), &[]));
-    for expected in [
-        "site site-0003: is active in the registry: it is serving customers",
-        "site site-0002: has no issues in the registry (it has: wiki)",
-        "site site-0004: is restoring in the registry: an earlier restore of it began",
-        "site site-0005: the request says state = \"soft-deleted\" (un-delete in place, no backup fetched), but the registry says deleted",
-        "site site-0099: is not in the registry at postgres://drover@127.0.0.1:",
-    ] {
-        assert!(
-            stderr.contains(expected),
-            "missing {expected:?} in {stderr}"
-        );
-    }
-    assert!(!stderr.contains("site site-0001:"), "{stderr}");
-
     // --replace-existing lets the site an earlier restore began through, never the live one.
     request(
         dir.path(),
@@ -165,40 +201,13 @@ fn deleted_sites_pass_and_every_refusal_names_the_site_and_the_fix() {
         &[("site-0004", r#"["wiki"]"#, "deleted")],
     );
     support::exited(&plan(dir.path(), &["--replace-existing"]), 0);
-}
-
-#[test]
-fn an_app_or_customer_id_is_refused_with_what_it_is() {
-    let url = registry();
-    let dir = tempfile::tempdir().unwrap();
     request(
         dir.path(),
         &url,
         "",
-        &[("app-0001-wiki", r#"["wiki"]"#, "deleted")],
+        &[("site-0003", r#"["wiki"]"#, "deleted")],
     );
-    let stderr = refused(&plan(dir.path(), &[]));
-    assert!(
-        stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001 in the registry"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("fix: list site-0001 instead"), "{stderr}");
-
-    request(
-        dir.path(),
-        &url,
-        "",
-        &[("cust-globex", r#"["wiki"]"#, "deleted")],
-    );
-    let stderr = refused(&plan(dir.path(), &[]));
-    assert!(
-        stderr.contains("'cust-globex' is a customer in the registry"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("site-0003, site-0004, site-0005"),
-        "the customer's sites are listed: {stderr}"
-    );
+    refused(&plan(dir.path(), &["--replace-existing"]));
 }
 
 #[test]
@@ -315,11 +324,7 @@ fn the_view_can_be_named_and_a_bad_name_is_refused() {
     );
     let stderr = refused(&plan(dir.path(), &[]));
     assert!(stderr.contains("is not a view name"), "{stderr}");
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM sites", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 5);
+    assert_eq!(count(&url, "sites"), 5);
 }
 
 /// Two runs started at the same moment over the same sites, with their own ledgers: exactly
@@ -385,12 +390,7 @@ fn two_runs_started_together_never_restore_the_same_sites() {
     assert!(stderr.contains("nothing was executed"), "{stderr}");
 
     // Done: the winner's claims are released.
-    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-    let left: i64 = client
-        .query_one("SELECT count(*) FROM drover_claims", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+    assert_eq!(count(&url, "drover_claims"), 0);
 }
 
 /// A registry behind a command (`[target] registry = { exec = [...] }`): the same refusals, from
@@ -418,64 +418,7 @@ done
     );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let exec = format!("registry = {{ exec = [\"{}\"] }}", script.display());
-    let request = |sites: &[(&str, &str, &str)]| {
-        let mut text = format!(
-            "[request]\nname = \"incident\"\npoint_in_time = \"2022-04-05T07:38:00Z\"\n\n[target]\n{exec}\n\n"
-        );
-        for (id, products, state) in sites {
-            text.push_str(&format!(
-                "[[sites]]\nid = \"{id}\"\nproducts = {products}\nattrs = {{ state = \"{state}\" }}\n\n"
-            ));
-        }
-        support::write(dir.path(), "request.toml", text);
-    };
-
-    request(&[
-        ("site-0001", r#"["wiki", "issues"]"#, "deleted"),
-        ("site-0002", r#"["wiki"]"#, "deleted"),
-    ]);
-    let out = plan(dir.path(), &[]);
-    support::exited(&out, 0);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("registry       every site may be restored (2 deleted)"),
-        "{stdout}"
-    );
-
-    request(&[
-        ("site-0002", r#"["wiki", "issues"]"#, "deleted"),
-        ("site-0003", r#"["wiki"]"#, "deleted"),
-        ("site-0004", r#"["wiki"]"#, "deleted"),
-        ("site-0005", r#"["wiki"]"#, "soft-deleted"),
-        ("site-0099", r#"["wiki"]"#, "deleted"),
-    ]);
-    let stderr = refused(&plan(dir.path(), &[]));
-    for expected in [
-        "site site-0003: is active in the registry: it is serving customers",
-        "site site-0002: has no issues in the registry (it has: wiki)",
-        "site site-0004: is restoring in the registry: an earlier restore of it began",
-        "but the registry says deleted",
-        "site site-0099: is not in the registry at the command",
-    ] {
-        assert!(
-            stderr.contains(expected),
-            "missing {expected:?} in {stderr}"
-        );
-    }
-
-    request(&[("app-0001-wiki", r#"["wiki"]"#, "deleted")]);
-    let stderr = refused(&plan(dir.path(), &[]));
-    assert!(
-        stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001"),
-        "{stderr}"
-    );
-    request(&[("cust-globex", r#"["wiki"]"#, "deleted")]);
-    let stderr = refused(&plan(dir.path(), &[]));
-    assert!(
-        stderr.contains("'cust-globex' is a customer in the registry")
-            && stderr.contains("site-0003, site-0004, site-0005"),
-        "{stderr}"
-    );
+    gives_the_same_refusals(dir.path(), &exec, "the command", &|| plan(dir.path(), &[]));
 
     // A command that fails is an error with what it said, never a pass.
     std::fs::write(
@@ -483,7 +426,11 @@ done
         "#!/bin/sh\necho 'registry is down for maintenance' >&2\nexit 3\n",
     )
     .unwrap();
-    request(&[("site-0001", r#"["wiki"]"#, "deleted")]);
+    request_with(
+        dir.path(),
+        &exec,
+        &[("site-0001", r#"["wiki"]"#, "deleted")],
+    );
     let stderr = refused(&plan(dir.path(), &[]));
     assert!(
         stderr.contains("cannot reach the registry at the command")
@@ -517,75 +464,24 @@ fn a_registry_behind_an_http_endpoint_gives_the_same_refusals() {
         cmd.output().unwrap()
     };
 
-    request(
+    gives_the_same_refusals(
         dir.path(),
-        &url,
-        "",
-        &[
-            ("site-0001", r#"["wiki", "issues"]"#, "deleted"),
-            ("site-0002", r#"["wiki"]"#, "deleted"),
-        ],
+        &format!("registry = \"{url}\""),
+        "http://127.0.0.1:",
+        &|| plan_with(Some("s3cret")),
     );
-    let out = plan_with(Some("s3cret"));
-    support::exited(&out, 0);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let asked = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.body.contains("site-0003"))
+        .map(|r| r.body.clone())
+        .unwrap_or_default();
     assert!(
-        stdout.contains("registry       every site may be restored (2 deleted)"),
-        "{stdout}"
-    );
-    let asked = log.lock().unwrap().last().unwrap().body.clone();
-    assert!(
-        asked.contains("site-0001") && asked.contains("site-0002"),
-        "one batched lookup: {asked}"
-    );
-
-    request(
-        dir.path(),
-        &url,
-        "",
-        &[
-            ("site-0002", r#"["wiki", "issues"]"#, "deleted"),
-            ("site-0003", r#"["wiki"]"#, "deleted"),
-            ("site-0004", r#"["wiki"]"#, "deleted"),
-            ("site-0005", r#"["wiki"]"#, "soft-deleted"),
-            ("site-0099", r#"["wiki"]"#, "deleted"),
-        ],
-    );
-    let stderr = refused(&plan_with(Some("s3cret")));
-    for expected in [
-        "site site-0003: is active in the registry: it is serving customers",
-        "site site-0002: has no issues in the registry (it has: wiki)",
-        "site site-0004: is restoring in the registry: an earlier restore of it began",
-        "site site-0005: the request says state = \"soft-deleted\" (un-delete in place, no backup fetched), but the registry says deleted",
-        "site site-0099: is not in the registry at http://127.0.0.1:",
-    ] {
-        assert!(
-            stderr.contains(expected),
-            "missing {expected:?} in {stderr}"
-        );
-    }
-
-    request(
-        dir.path(),
-        &url,
-        "",
-        &[("cust-globex", r#"["wiki"]"#, "deleted")],
-    );
-    let stderr = refused(&plan_with(Some("s3cret")));
-    assert!(
-        stderr.contains("'cust-globex' is a customer in the registry"),
-        "{stderr}"
-    );
-    request(
-        dir.path(),
-        &url,
-        "",
-        &[("app-0001-wiki", r#"["wiki"]"#, "deleted")],
-    );
-    let stderr = refused(&plan_with(Some("s3cret")));
-    assert!(
-        stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001"),
-        "{stderr}"
+        ["site-0001", "site-0002", "site-0003", "site-0099"]
+            .iter()
+            .all(|id| asked.contains(id)),
+        "one batched lookup for the plan's sites: {asked}"
     );
 
     // Without the token: refused, saying which variable holds it; the token is never printed.

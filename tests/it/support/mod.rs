@@ -42,6 +42,13 @@ pub fn exited(out: &std::process::Output, code: i32) -> String {
     stderr
 }
 
+/// Asserts the process was refused (exit 2) before anything ran; returns its stderr.
+pub fn refused(out: &std::process::Output) -> String {
+    let stderr = exited(out, 2);
+    assert!(stderr.contains("nothing was executed"), "{stderr}");
+    stderr
+}
+
 /// `drover demo <stage> --dir <dir> <extra…>` (with `--sites <sites>` for `init`, the stage that
 /// builds), which must succeed.
 pub fn demo(dir: &Path, stage: &str, sites: u32, extra: &[&str]) {
