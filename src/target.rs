@@ -184,6 +184,40 @@ pub fn is_void(claim: &Claim) -> bool {
         && !std::path::Path::new(&claim.ledger).exists()
 }
 
+/// Putting a restored site back in service through the operator's registry (the write side,
+/// apart from [`SiteRegistry`]): a compare-and-set from `restoring` or `validated`, exactly once
+/// per site however often it is asked (retries, resumes) with the same idempotency key.
+pub trait SiteStates {
+    /// Reactivates `site` if it is in one of [`REACTIVATE_FROM`]; `Ok(true)` the first time,
+    /// `Ok(false)` when this key already reactivated it. Any other state is refused.
+    fn reactivate(&self, site: &str, key: &str) -> Result<bool, RegistryError>;
+}
+
+/// The states a site may be reactivated from.
+pub const REACTIVATE_FROM: [SiteState; 2] = [SiteState::Restoring, SiteState::Validated];
+
+/// Whether a `reactivate` step's `platform` param names a registry that keeps site states.
+pub fn keeps_states(platform: &str) -> bool {
+    postgres::is_url(platform)
+}
+
+/// The registry a `reactivate` step's `platform` param names, if an operator's registry keeps
+/// site states (PostgreSQL, through its function `drover_reactivate`); `None` for the reference
+/// platform, whose own operations the step uses.
+pub fn states(platform: &str) -> Result<Option<Box<dyn SiteStates>>, RegistryError> {
+    if postgres::is_url(platform) {
+        let target = Target {
+            registry: platform.to_owned(),
+            registry_view: None,
+            exec: None,
+        };
+        return Ok(Some(Box::new(postgres::PostgresRegistry::connect(
+            &target,
+        )?)));
+    }
+    Ok(None)
+}
+
 /// Why a site `claim` holds may not be restored by another run, and the fix: (message, fix).
 pub fn held_refusal(c: &Claim) -> (String, String) {
     (

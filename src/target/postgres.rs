@@ -438,3 +438,50 @@ impl super::SiteClaims for PostgresRegistry {
         tx.commit().map_err(failed)
     }
 }
+
+/// The function an operator's PostgreSQL registry provides for reactivation:
+/// `drover_reactivate(site text, idempotency_key text, expected text[]) RETURNS boolean` flips
+/// the site to live when its state is one of `expected` (compare and set), records the key, and
+/// returns true; it returns false when that key already reactivated the site, and raises an
+/// error otherwise (docs/request-format.md has an example).
+pub const REACTIVATE_FUNCTION: &str = "drover_reactivate";
+
+impl super::SiteStates for PostgresRegistry {
+    fn reactivate(&self, site: &str, key: &str) -> Result<bool, RegistryError> {
+        let expected: Vec<&str> = super::REACTIVATE_FROM.iter().map(|s| s.as_str()).collect();
+        let failed = |e: postgres::Error| RegistryError::Query {
+            registry: self.at.clone(),
+            view: format!("{REACTIVATE_FUNCTION}()"),
+            reason: reason(&e),
+        };
+        let first: bool = {
+            let mut client = self.client.borrow_mut();
+            let mut tx = client
+                .build_transaction()
+                .read_only(false)
+                .start()
+                .map_err(failed)?;
+            let row = tx
+                .query_one(
+                    &format!("SELECT {REACTIVATE_FUNCTION}($1, $2, $3::text[])"),
+                    &[&site, &key, &expected],
+                )
+                .map_err(failed)?;
+            let first = row.try_get(0).map_err(failed)?;
+            tx.commit().map_err(failed)?;
+            first
+        };
+        // Read back through the view: the site must now be live, whatever the function said.
+        let now = self.sites(&[site])?;
+        match now.get(site).map(|r| r.state) {
+            Some(state) if state.is_live() => Ok(first),
+            other => Err(self.bad(
+                site,
+                format!(
+                    "{} after {REACTIVATE_FUNCTION}() said it reactivated it",
+                    other.map_or("missing".to_owned(), |s| format!("a site in state {s}"))
+                ),
+            )),
+        }
+    }
+}

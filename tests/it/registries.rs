@@ -33,6 +33,23 @@ CREATE VIEW drover_sites AS
     UNION ALL
     SELECT a.id, 'app', NULL, NULL, NULL, NULL, a.site_id, a.product FROM apps a;
 
+-- Reactivation, compare and set from the states drover passes, once per idempotency key.
+CREATE TABLE reactivations (site text PRIMARY KEY, key text NOT NULL);
+CREATE FUNCTION drover_reactivate(p_site text, p_key text, expected text[]) RETURNS boolean AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM reactivations WHERE site = p_site AND key = p_key) THEN
+        RETURN false;
+    END IF;
+    UPDATE sites SET status = 'LIVE'
+     WHERE id = p_site
+       AND (CASE status WHEN 'RECOVERING' THEN 'restoring' ELSE lower(status) END) = ANY(expected);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'site % is not in a state to reactivate', p_site;
+    END IF;
+    INSERT INTO reactivations (site, key) VALUES (p_site, p_key);
+    RETURN true;
+END $$ LANGUAGE plpgsql;
+
 INSERT INTO customers VALUES ('cust-acme', 'Acme'), ('cust-globex', 'Globex');
 INSERT INTO sites VALUES
     ('site-0001', 'cust-acme', 'enterprise', 'PURGED'),
@@ -783,4 +800,88 @@ fn the_exec_platform_example_restores_and_resumes_without_repeating_a_step() {
     }
     let live = platform.join("sites/site-0007/state");
     assert_eq!(std::fs::read_to_string(live).unwrap(), "active\n");
+}
+
+/// An operator's restore that ends in the built-in `reactivate` step, through the registry.
+/// `mark` (psql standing in for the operator's tooling) marks the site restoring first.
+const REACTIVATING: &str = r#"
+[workflow]
+name = "operator"
+
+[products.wiki]
+
+[steps.mark]
+scope = "site"
+kind = "exec"
+params = { command = "psql", args = "-X -q -v ON_ERROR_STOP=1 {target} -c \"UPDATE sites SET status = 'RECOVERING' WHERE id = '{site}'\"" }
+estimate = "1s"
+
+[steps.reactivate]
+scope = "site"
+kind = "reactivate"
+params = { platform = "{target}" }
+after = ["mark"]
+estimate = "1s"
+"#;
+
+/// Reactivation through a PostgreSQL registry: the built-in `reactivate` step calls the
+/// registry's `drover_reactivate` (a compare-and-set from restoring or validated), once per site
+/// however often the step runs; a site in any other state is refused and stays as it was.
+#[test]
+fn reactivation_goes_through_the_postgres_registry_once_and_only_from_restoring() {
+    let url = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let sites = [
+        ("site-0001", r#"["wiki"]"#, "deleted"),
+        ("site-0002", r#"["wiki"]"#, "deleted"),
+    ];
+    let request = request(dir.path(), &url, "", &sites);
+    let workflow = support::write(dir.path(), "reactivating.toml", REACTIVATING);
+    let state = dir.path().join("s.db");
+    let out = support::run(&workflow, &request, &state).output().unwrap();
+    support::exited(&out, 0);
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let status = |client: &mut ::postgres::Client, site: &str| -> String {
+        client
+            .query_one("SELECT status FROM sites WHERE id = $1", &[&site])
+            .unwrap()
+            .get(0)
+    };
+    for (site, ..) in &sites {
+        assert_eq!(status(&mut client, site), "LIVE", "{site}");
+    }
+    assert_eq!(count(&url, "reactivations"), 2);
+
+    // Asked again with the same idempotency key (a retry whose success was not recorded): a
+    // no-op that says so, not a second reactivation.
+    let again: bool = client
+        .query_one(
+            "SELECT drover_reactivate('site-0001', key, ARRAY['restoring','validated']) FROM reactivations WHERE site = 'site-0001'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!again);
+
+    // Without the step that marks it restoring, the compare-and-set refuses: the site stays.
+    let only_reactivate = REACTIVATING.replace(
+        "[steps.mark]\nscope = \"site\"\nkind = \"exec\"",
+        "[steps.mark]\nscope = \"site\"\nkind = \"noop\"",
+    );
+    let skipping = support::write(dir.path(), "skipping.toml", only_reactivate);
+    let purged = request_with(
+        dir.path(),
+        &format!("registry = \"{url}\""),
+        &[("site-0005", r#"["wiki"]"#, "deleted")],
+    );
+    let out = support::run(&skipping, &purged, dir.path().join("t.db"))
+        .output()
+        .unwrap();
+    let stderr = support::exited(&out, 3);
+    assert_eq!(status(&mut client, "site-0005"), "PURGED", "{stderr}");
+    let doc = support::status_json(&dir.path().join("t.db"));
+    assert!(
+        doc.to_string().contains("not in a state to reactivate"),
+        "{doc}"
+    );
 }
