@@ -50,6 +50,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// The registry at `registry` (a directory or URL), through its default view.
+    pub fn at(registry: &str) -> Target {
+        Target {
+            registry: registry.to_owned(),
+            registry_view: None,
+            exec: None,
+        }
+    }
+
     /// A registry reached by running `argv`.
     pub fn command(argv: Vec<String>) -> Target {
         Target {

@@ -146,23 +146,12 @@ pub enum ClaimError {
 /// directory cannot be opened (preflight has said why).
 pub fn claims(registry: &str) -> Result<Option<Box<dyn SiteClaims>>, RegistryError> {
     if postgres::is_url(registry) {
-        let target = Target {
-            registry: registry.to_owned(),
-            registry_view: None,
-            exec: None,
-        };
-        return Ok(Some(Box::new(postgres::PostgresRegistry::connect(
-            &target,
-        )?)));
+        let registry = postgres::PostgresRegistry::connect(&Target::at(registry))?;
+        return Ok(Some(Box::new(registry)));
     }
-    Ok(crate::platform::Platform::open(registry)
+    Ok(reference::Reference::open(registry)
         .ok()
-        .map(|platform| {
-            Box::new(reference::Claims {
-                dir: registry.to_owned(),
-                platform,
-            }) as Box<dyn SiteClaims>
-        }))
+        .map(|r| Box::new(r) as Box<dyn SiteClaims>))
 }
 
 /// Whether preflight reads `registry` and a run claims its sites there: always for an
@@ -205,15 +194,9 @@ pub fn keeps_states(platform: &str) -> bool {
 /// site states (PostgreSQL, through its function `drover_reactivate`); `None` for the reference
 /// platform, whose own operations the step uses.
 pub fn states(platform: &str) -> Result<Option<Box<dyn SiteStates>>, RegistryError> {
-    if postgres::is_url(platform) {
-        let target = Target {
-            registry: platform.to_owned(),
-            registry_view: None,
-            exec: None,
-        };
-        return Ok(Some(Box::new(postgres::PostgresRegistry::connect(
-            &target,
-        )?)));
+    if keeps_states(platform) {
+        let registry = postgres::PostgresRegistry::connect(&Target::at(platform))?;
+        return Ok(Some(Box::new(registry)));
     }
     Ok(None)
 }

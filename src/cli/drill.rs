@@ -101,11 +101,7 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     let Some(copy) = isolated_copy(&target, sites, &dir, &args, started)? else {
         return Ok(Done::Interrupted);
     };
-    let into = crate::request::Target {
-        registry: copy.dir().display().to_string(),
-        registry_view: None,
-        exec: None,
-    };
+    let into = crate::request::Target::at(&copy.dir().display().to_string());
     let outcome = rehearse(&args, &mut inputs, &into, true, started);
     if args.keep {
         errln!("drill: kept the copy in {}", dir.display());
@@ -166,11 +162,7 @@ fn environment_of(text: &str) -> crate::request::Target {
     } else {
         std::path::absolute(text).map_or_else(|_| text.to_owned(), |p| p.display().to_string())
     };
-    crate::request::Target {
-        registry,
-        registry_view: None,
-        exec: None,
-    }
+    crate::request::Target::at(&registry)
 }
 
 /// Refuses a drill environment that is production's registry (the same directory or file, the

@@ -327,11 +327,7 @@ fn reclaim(
     let Some(registry) = &info.claimed_in else {
         return Ok(());
     };
-    let target = crate::request::Target {
-        registry: registry.clone(),
-        registry_view: None,
-        exec: None,
-    };
+    let target = crate::request::Target::at(registry);
     let mut unfinished = vec![false; plan.sites.len()];
     for (step, record) in plan.steps.iter().zip(steps) {
         if let crate::plan::Owner::Site { site, .. } = step.owner {

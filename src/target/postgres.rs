@@ -302,6 +302,17 @@ const CREATE_CLAIMS: &str = "CREATE TABLE IF NOT EXISTS drover_claims (
     at bigint NOT NULL
 )";
 
+/// A read-write transaction on the claims table, created if need be, holding `SERIALIZE`: one
+/// claimer at a time from before the table exists, so that two runs reading the same free sites
+/// cannot both take them and two first claimers cannot both create the table (concurrent
+/// `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL's catalog).
+fn claims_transaction(client: &mut Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    let mut tx = client.build_transaction().read_only(false).start()?;
+    tx.batch_execute(SERIALIZE)?;
+    tx.batch_execute(CREATE_CLAIMS)?;
+    Ok(tx)
+}
+
 fn claim_from(row: &postgres::Row) -> Result<(String, super::Claim), postgres::Error> {
     Ok((
         row.try_get("site")?,
@@ -364,16 +375,7 @@ impl super::SiteClaims for PostgresRegistry {
     ) -> Result<Vec<(String, super::Claim)>, super::ClaimError> {
         let failed = |e: postgres::Error| self.claims_failed(&e);
         let mut client = self.client.borrow_mut();
-        let mut tx = client
-            .build_transaction()
-            .read_only(false)
-            .start()
-            .map_err(failed)?;
-        // One claimer at a time, from before the table exists: two runs reading the same free
-        // sites must not both take them, and two first claimers must not both create the table
-        // (concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL's catalog).
-        tx.batch_execute(SERIALIZE).map_err(failed)?;
-        tx.batch_execute(CREATE_CLAIMS).map_err(failed)?;
+        let mut tx = claims_transaction(&mut client).map_err(failed)?;
         let ids: Vec<&str> = sites.to_vec();
         let held = tx
             .query(
@@ -423,13 +425,7 @@ impl super::SiteClaims for PostgresRegistry {
     fn release(&self, run_id: &str) -> Result<(), super::ClaimError> {
         let failed = |e: postgres::Error| self.claims_failed(&e);
         let mut client = self.client.borrow_mut();
-        let mut tx = client
-            .build_transaction()
-            .read_only(false)
-            .start()
-            .map_err(failed)?;
-        tx.batch_execute(SERIALIZE).map_err(failed)?;
-        tx.batch_execute(CREATE_CLAIMS).map_err(failed)?;
+        let mut tx = claims_transaction(&mut client).map_err(failed)?;
         tx.execute(
             &format!("DELETE FROM {CLAIMS_TABLE} WHERE run_id = $1"),
             &[&run_id],

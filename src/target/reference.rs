@@ -81,40 +81,34 @@ impl SiteRegistry for Reference {
 }
 
 /// Claims in the reference platform's registry (`platform::claims`).
-pub struct Claims {
-    pub(super) dir: String,
-    pub(super) platform: Platform,
-}
-
-impl super::SiteClaims for Claims {
+impl super::SiteClaims for Reference {
     fn claim(
         &self,
         sites: &[&str],
         me: &super::Claim,
         take_over: bool,
     ) -> Result<Vec<(String, super::Claim)>, super::ClaimError> {
-        match self
-            .platform
+        self.platform
             .claim_sites(sites, me, take_over, super::is_void)
-        {
-            Ok(taken) => Ok(taken),
-            Err(crate::platform::PlatformError::Claimed { held }) => {
-                Err(super::ClaimError::Held(held))
-            }
-            Err(e) => Err(super::ClaimError::Registry {
-                registry: self.dir.clone(),
-                reason: e.to_string(),
-            }),
-        }
+            .map_err(|e| match e {
+                crate::platform::PlatformError::Claimed { held } => super::ClaimError::Held(held),
+                e => self.claims_failed(e),
+            })
     }
 
     fn release(&self, run_id: &str) -> Result<(), super::ClaimError> {
         self.platform
             .release_sites(run_id)
             .map(drop)
-            .map_err(|e| super::ClaimError::Registry {
-                registry: self.dir.clone(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| self.claims_failed(e))
+    }
+}
+
+impl Reference {
+    fn claims_failed(&self, e: crate::platform::PlatformError) -> super::ClaimError {
+        super::ClaimError::Registry {
+            registry: self.dir.clone(),
+            reason: e.to_string(),
+        }
     }
 }
