@@ -128,7 +128,13 @@ fn request_with(path: &Path, files: &Files) -> Result<Request, Vec<Problem>> {
     let mut request = Request::parse(&source, site_list)
         .map_err(|p| or_named(path, &source, FileKind::Request, p))?;
     request.backups = request.backups.map(|b| absolute_source(&b, &dir));
-    request.target = request.target.map(|t| absolute_source(&t, &dir));
+    request.target = request.target.map(|t| {
+        if t.starts_with(crate::request::EXEC_PREFIX) {
+            t
+        } else {
+            absolute_source(&t, &dir)
+        }
+    });
     Ok(request)
 }
 

@@ -65,8 +65,7 @@ pub fn registry(
             },
         )]
     };
-    let used = || uses_target(plan, &target.registry);
-    if target.exec.is_none() && !crate::target::applies(&target.registry, used()) {
+    if !crate::target::applies(&target, uses_target(plan, &target.spec())) {
         return Ok(None);
     }
     let registry = crate::target::open(&target).map_err(|e| unreadable(&e))?;

@@ -30,12 +30,11 @@ pub struct Request {
     pub backups: Option<String>,
     /// How far before `point_in_time` a backup may be.
     pub backup_window: std::time::Duration,
-    /// `[target] registry`: the platform directory or registry URL (`{target}` in steps).
+    /// `[target] registry`: the platform directory, the registry URL, or for a registry behind
+    /// a command `exec:` and its arguments as a JSON array (`Target::spec`); `{target}` in steps.
     pub target: Option<String>,
     /// `[target] registry_view`.
     pub registry_view: Option<String>,
-    /// `[target] registry = { exec = [...] }`: a command that looks sites up.
-    pub registry_exec: Option<Vec<String>>,
     pub sites: Vec<Site>,
 }
 
@@ -67,19 +66,41 @@ impl Target {
             exec: Some(argv),
         }
     }
+
+    /// The target as one string that [`Target::parse`] reads back: what `{target}` gives steps
+    /// and what a ledger records of the registry its run claimed sites in.
+    pub fn spec(&self) -> String {
+        match &self.exec {
+            Some(argv) => format!(
+                "{EXEC_PREFIX}{}",
+                serde_json::to_string(argv).unwrap_or_default()
+            ),
+            None => self.registry.clone(),
+        }
+    }
+
+    /// A target from its [`Target::spec`], or from `exec:<command> [args…]` as typed on a
+    /// command line (split at whitespace).
+    pub fn parse(spec: &str) -> Target {
+        match spec.strip_prefix(EXEC_PREFIX) {
+            Some(command) => Target::command(
+                serde_json::from_str(command)
+                    .unwrap_or_else(|_| command.split_whitespace().map(str::to_owned).collect()),
+            ),
+            None => Target::at(spec),
+        }
+    }
 }
+
+/// How a [`Target::spec`] names a registry behind a command.
+pub const EXEC_PREFIX: &str = "exec:";
 
 impl Request {
     /// The `[target]`, if the request names one.
     pub fn target(&self) -> Option<Target> {
-        if let Some(exec) = &self.registry_exec {
-            return Some(Target::command(exec.clone()));
-        }
-        Some(Target {
-            registry: self.target.clone()?,
-            registry_view: self.registry_view.clone(),
-            exec: None,
-        })
+        let mut target = Target::parse(self.target.as_deref()?);
+        target.registry_view = self.registry_view.clone();
+        Some(target)
     }
 }
 
@@ -157,13 +178,9 @@ impl Request {
             backup_window,
             backups: file.backups.map(|b| b.source),
             registry_view: file.target.as_ref().and_then(|t| t.registry_view.clone()),
-            registry_exec: file.target.as_ref().and_then(|t| match &t.registry {
-                format::Registry::Exec { exec } => Some(exec.clone()),
-                format::Registry::Location(_) => None,
-            }),
-            target: file.target.and_then(|t| match t.registry {
-                format::Registry::Location(l) => Some(l),
-                format::Registry::Exec { .. } => None,
+            target: file.target.map(|t| match t.registry {
+                format::Registry::Location(l) => l,
+                format::Registry::Exec { exec } => Target::command(exec).spec(),
             }),
             sites,
         })

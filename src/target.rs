@@ -16,6 +16,7 @@ pub mod exec;
 pub mod http;
 pub mod postgres;
 pub mod reference;
+mod writes;
 
 use std::collections::HashMap;
 
@@ -63,6 +64,8 @@ pub enum RegistryError {
         id: String,
         what: String,
     },
+    #[error("the registry at {registry} refused: {reason}")]
+    Refused { registry: String, reason: String },
     #[error("{0}")]
     Config(String),
 }
@@ -85,6 +88,11 @@ impl RegistryError {
             ),
             RegistryError::BadRow { .. } => {
                 "map the registry's values to drover's in the view (docs/request-format.md lists them)".into()
+            }
+            RegistryError::Refused { .. } => {
+                "check the site's state in the registry: drover reactivates only a site in \
+                 restoring or validated"
+                    .into()
             }
             RegistryError::Config(_) => "see docs/request-format.md, [target]".into(),
         }
@@ -141,24 +149,36 @@ pub enum ClaimError {
     Registry { registry: String, reason: String },
 }
 
-/// Where the sites of a request naming `registry` are claimed: in the registry itself, the
-/// reference platform's or an operator's PostgreSQL one. `None` when the reference platform's
-/// directory cannot be opened (preflight has said why).
-pub fn claims(registry: &str) -> Result<Option<Box<dyn SiteClaims>>, RegistryError> {
-    if postgres::is_url(registry) {
-        let registry = postgres::PostgresRegistry::connect(&Target::at(registry))?;
+/// Where the sites of a request with `target` are claimed: in the registry itself, through the
+/// same adapter that reads it. `None` when the reference platform's directory cannot be opened
+/// (preflight has said why).
+pub fn claims(target: &Target) -> Result<Option<Box<dyn SiteClaims>>, RegistryError> {
+    if let Some(argv) = &target.exec {
+        let registry = exec::ExecRegistry::new(argv.clone(), target.registry.clone())?;
         return Ok(Some(Box::new(registry)));
     }
-    Ok(reference::Reference::open(registry)
+    if http::is_url(&target.registry) {
+        return Ok(Some(Box::new(http::HttpRegistry::new(&target.registry)?)));
+    }
+    if postgres::is_url(&target.registry) {
+        return Ok(Some(Box::new(postgres::PostgresRegistry::connect(target)?)));
+    }
+    Ok(reference::Reference::open(&target.registry)
         .ok()
         .map(|r| Box::new(r) as Box<dyn SiteClaims>))
 }
 
-/// Whether preflight reads `registry` and a run claims its sites there: always for an
-/// operator's registry; for the reference platform when the workflow restores into it (`used`:
-/// a workflow of `sleep` steps restores nothing there).
-pub fn applies(registry: &str, used: bool) -> bool {
-    postgres::is_url(registry) || http::is_url(registry) || used
+/// Whether `spec` (`Target::spec`) names an operator's own registry (PostgreSQL, HTTP or a
+/// command) rather than the reference platform's directory.
+pub fn is_operators(spec: &str) -> bool {
+    postgres::is_url(spec) || http::is_url(spec) || spec.starts_with(crate::request::EXEC_PREFIX)
+}
+
+/// Whether preflight reads `target` and a run claims its sites there: always for an operator's
+/// registry; for the reference platform when the workflow restores into it (`used`: a workflow
+/// of `sleep` steps restores nothing there).
+pub fn applies(target: &Target, used: bool) -> bool {
+    is_operators(&target.spec()) || used
 }
 
 /// Whether a claim no longer holds its site: it was made on this host by a process that has
@@ -185,20 +205,29 @@ pub trait SiteStates {
 /// The states a site may be reactivated from.
 pub const REACTIVATE_FROM: [SiteState; 2] = [SiteState::Restoring, SiteState::Validated];
 
-/// Whether a `reactivate` step's `platform` param names a registry that keeps site states.
+/// Whether a `reactivate` step's `platform` param names an operator's registry, which keeps
+/// site states itself.
 pub fn keeps_states(platform: &str) -> bool {
-    postgres::is_url(platform)
+    is_operators(platform)
 }
 
-/// The registry a `reactivate` step's `platform` param names, if an operator's registry keeps
-/// site states (PostgreSQL, through its function `drover_reactivate`); `None` for the reference
+/// The registry a `reactivate` step's `platform` param (a `Target::spec`, usually `{target}`)
+/// names, if it is an operator's: PostgreSQL (its function `drover_reactivate`), HTTP or a
+/// command (the `reactivate` operation, docs/request-format.md). `None` for the reference
 /// platform, whose own operations the step uses.
 pub fn states(platform: &str) -> Result<Option<Box<dyn SiteStates>>, RegistryError> {
-    if keeps_states(platform) {
-        let registry = postgres::PostgresRegistry::connect(&Target::at(platform))?;
-        return Ok(Some(Box::new(registry)));
+    if !keeps_states(platform) {
+        return Ok(None);
     }
-    Ok(None)
+    let target = Target::parse(platform);
+    Ok(Some(match &target.exec {
+        Some(argv) => Box::new(exec::ExecRegistry::new(
+            argv.clone(),
+            target.registry.clone(),
+        )?),
+        None if http::is_url(platform) => Box::new(http::HttpRegistry::new(platform)?),
+        None => Box::new(postgres::PostgresRegistry::connect(&target)?),
+    }))
 }
 
 /// Why a site `claim` holds may not be restored by another run, and the fix: (message, fix).

@@ -82,6 +82,17 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
             "add [target] registry = \"<platform directory>\" to the request",
         ));
     };
+    if crate::target::is_operators(&target) {
+        return Err(super::refuse(
+            &args.request,
+            "target.registry",
+            "drover copies only the reference platform for a drill; production here is your own \
+             registry"
+                .into(),
+            "name a separate drill environment with --target (docs/safety.md, drills on your \
+             own platform)",
+        ));
+    }
     let plan_opts = PlanOptions {
         pool_capacity: args.exec_pools(),
     };
@@ -152,10 +163,8 @@ fn drill_in(
 
 /// `--target` as a registry: `exec:<command> [args…]`, a URL, or a directory.
 fn environment_of(text: &str) -> crate::request::Target {
-    if let Some(command) = text.strip_prefix("exec:") {
-        return crate::request::Target::command(
-            command.split_whitespace().map(str::to_owned).collect(),
-        );
+    if text.starts_with(crate::request::EXEC_PREFIX) {
+        return crate::request::Target::parse(text);
     }
     let registry = if text.contains("://") {
         text.to_owned()
@@ -339,8 +348,7 @@ fn rehearse(
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<Done, Failure> {
     let request = &mut inputs.request;
-    request.registry_exec = into.exec.clone();
-    request.target = into.exec.is_none().then(|| into.registry.clone());
+    request.target = Some(into.spec());
     request.registry_view = into.registry_view.clone();
     if copy {
         // The copy's drilled sites were deleted as the incident would.

@@ -287,13 +287,14 @@ fn claim_new(
     ledger: &Path,
     take_over: bool,
 ) -> Result<Option<String>, Failure> {
-    let Some(registry) = request.target.clone() else {
+    let Some(target) = request.target() else {
         return Ok(None);
     };
-    if !crate::target::applies(&registry, crate::preflight::uses_target(plan, &registry)) {
+    let registry = target.spec();
+    if !crate::target::applies(&target, crate::preflight::uses_target(plan, &registry)) {
         return Ok(None);
     }
-    let claims = crate::target::claims(&registry).map_err(|e| Failure::Internal(e.into()))?;
+    let claims = crate::target::claims(&target).map_err(|e| Failure::Internal(e.into()))?;
     let Some(claims) = claims else {
         return Ok(None);
     };
@@ -327,7 +328,7 @@ fn reclaim(
     let Some(registry) = &info.claimed_in else {
         return Ok(());
     };
-    let target = crate::request::Target::at(registry);
+    let target = crate::request::Target::parse(registry);
     let mut unfinished = vec![false; plan.sites.len()];
     for (step, record) in plan.steps.iter().zip(steps) {
         if let crate::plan::Owner::Site { site, .. } = step.owner {
@@ -360,7 +361,10 @@ fn reclaim(
                          finished it",
                         info.run_id
                     ),
-                    format!("check the site's state in {registry}; restore it in a new run if it still needs it"),
+                    format!(
+                        "check the site's state in {}; restore it in a new run if it still needs it",
+                        target.registry
+                    ),
                 ),
             };
             Some(Problem::new(
@@ -381,7 +385,7 @@ fn release_claims(registry: Option<&str>, run_id: &str) {
     let Some(registry) = registry else {
         return;
     };
-    let released = crate::target::claims(registry)
+    let released = crate::target::claims(&crate::request::Target::parse(registry))
         .map_err(|e| e.to_string())
         .and_then(|c| c.map_or(Ok(()), |c| c.release(run_id).map_err(|e| e.to_string())));
     if let Err(e) = released {

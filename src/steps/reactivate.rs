@@ -1,8 +1,8 @@
 //! `reactivate`: flips a site back to active once every product validated (or, for a
 //! soft-deleted site, at once) — exactly once: a repeat is a no-op, not a second reactivation
 //! event. Records the time. Params: `platform`: the reference platform's directory, or an
-//! operator's PostgreSQL registry (`postgres://…`), where its function `drover_reactivate` does
-//! the compare-and-set (`target::SiteStates`) and drover reads the state back.
+//! operator's registry (`{target}`: PostgreSQL, HTTP or a command), which does the
+//! compare-and-set itself (`target::SiteStates`) before drover reads the state back.
 
 use async_trait::async_trait;
 
@@ -35,9 +35,10 @@ impl StepKind for Reactivate {
             return match done {
                 Ok(first) => Ok(serde_json::json!({ "reactivated": first })),
                 // The registry refused (the site is not in a state to reactivate): permanent.
-                Err(e @ crate::target::RegistryError::Query { .. }) => {
-                    Err(StepError::Permanent(e.to_string()))
-                }
+                Err(
+                    e @ (crate::target::RegistryError::Query { .. }
+                    | crate::target::RegistryError::Refused { .. }),
+                ) => Err(StepError::Permanent(e.to_string())),
                 Err(e) => Err(StepError::Retryable(e.to_string())),
             };
         }

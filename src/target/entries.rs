@@ -23,6 +23,8 @@ pub struct Entry {
     /// For a customer: its sites.
     #[serde(default)]
     pub sites: Vec<String>,
+    /// For a site a run has claimed: that run (`SiteClaims`).
+    pub held_by: Option<super::Claim>,
 }
 
 impl Entry {

@@ -1,8 +1,10 @@
 //! A registry reached through a command the operator provides (`[target] registry = { exec =
 //! ["my-registry-tool", "lookup"] }`): drover writes the IDs to look up on its standard input,
 //! one per line, and reads one JSON object per known ID from its standard output
-//! (`entries::Entry`). A command that fails, hangs past `TIMEOUT` or answers something else is
-//! a clear error, never a pass.
+//! (`entries::Entry`). Claims and reactivation run the same command with another operation in
+//! `OP_ENV` and their arguments in the environment; each answers one JSON object (`writes`). A
+//! command that fails, hangs past `TIMEOUT` or answers something else is a clear error, never a
+//! pass.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -10,9 +12,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::entries::{self, Entry};
-use super::{Identity, RegistryError, SiteRecord, SiteRegistry};
+use super::{
+    Claim, ClaimError, Identity, RegistryError, SiteClaims, SiteRecord, SiteRegistry, SiteStates,
+    writes,
+};
 
-/// How long one lookup may take.
+/// The environment variable that tells the command which operation drover asks for: `lookup`,
+/// `claim`, `release` or `reactivate` (docs/request-format.md).
+pub const OP_ENV: &str = "DROVER_REGISTRY_OP";
+
+/// How long one operation may take.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The most output a lookup may give (about a kilobyte per ID for a million IDs).
@@ -42,8 +51,44 @@ impl ExecRegistry {
 
     /// The entries the command gives for `ids`.
     fn lookup(&self, ids: &[&str]) -> Result<Vec<Entry>, RegistryError> {
+        let text = self.run("lookup", &[], ids)?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(n, line)| {
+                serde_json::from_str::<Entry>(line).map_err(|e| {
+                    self.failed(format!(
+                        "line {} of its output is not an entry (docs/request-format.md): {e}",
+                        n + 1
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Runs a write operation: `ids` on standard input, the rest in `env`; its answer is one
+    /// JSON object.
+    fn write<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &str,
+        env: &[(&str, String)],
+        ids: &[&str],
+    ) -> Result<T, RegistryError> {
+        let text = self.run(op, env, ids)?;
+        serde_json::from_str(text.trim()).map_err(|e| {
+            self.failed(format!(
+                "its answer to {op} ({OP_ENV}={op}) is not the JSON object docs/request-format.md                  describes: {e}"
+            ))
+        })
+    }
+
+    /// Runs the command for `op` (in `OP_ENV`) with `env`, writes `ids` to its standard input
+    /// one per line, and returns its standard output.
+    fn run(&self, op: &str, env: &[(&str, String)], ids: &[&str]) -> Result<String, RegistryError> {
         let mut child = Command::new(&self.argv[0])
             .args(&self.argv[1..])
+            .env(OP_ENV, op)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -101,20 +146,14 @@ impl ExecRegistry {
                 }
             )));
         }
-        let text = String::from_utf8(out)
-            .map_err(|_| self.failed("its output is not UTF-8 text".into()))?;
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(n, line)| {
-                serde_json::from_str::<Entry>(line).map_err(|e| {
-                    self.failed(format!(
-                        "line {} of its output is not an entry (docs/request-format.md): {e}",
-                        n + 1
-                    ))
-                })
-            })
-            .collect()
+        String::from_utf8(out).map_err(|_| self.failed("its output is not UTF-8 text".into()))
+    }
+
+    fn unclaimed(&self, e: RegistryError) -> ClaimError {
+        ClaimError::Registry {
+            registry: self.described.clone(),
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -140,5 +179,51 @@ impl SiteRegistry for ExecRegistry {
             Some(e) => e.identity(&self.described),
             None => Ok(Identity::Unknown),
         }
+    }
+
+    fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {
+        Ok(writes::holders(self.lookup(ids)?))
+    }
+}
+
+impl SiteClaims for ExecRegistry {
+    fn claim(
+        &self,
+        sites: &[&str],
+        me: &Claim,
+        take_over: bool,
+    ) -> Result<Vec<(String, Claim)>, ClaimError> {
+        let env = [
+            ("DROVER_RUN_ID", me.run_id.clone()),
+            ("DROVER_RUN_LEDGER", me.ledger.clone()),
+            ("DROVER_RUN_HOST", me.host.clone()),
+            ("DROVER_RUN_PID", me.pid.to_string()),
+            ("DROVER_RUN_AT", me.at.to_string()),
+            ("DROVER_TAKE_OVER", u8::from(take_over).to_string()),
+        ];
+        let answer: writes::ClaimAnswer = self
+            .write("claim", &env, sites)
+            .map_err(|e| self.unclaimed(e))?;
+        answer.into_result(&self.described)
+    }
+
+    fn release(&self, run_id: &str) -> Result<(), ClaimError> {
+        let _: serde_json::Value = self
+            .write("release", &[("DROVER_RUN_ID", run_id.to_owned())], &[])
+            .map_err(|e| self.unclaimed(e))?;
+        Ok(())
+    }
+}
+
+impl SiteStates for ExecRegistry {
+    fn reactivate(&self, site: &str, key: &str) -> Result<bool, RegistryError> {
+        let expected: Vec<&str> = super::REACTIVATE_FROM.iter().map(|s| s.as_str()).collect();
+        let env = [
+            ("DROVER_SITE", site.to_owned()),
+            ("DROVER_IDEMPOTENCY_KEY", key.to_owned()),
+            ("DROVER_EXPECTED", expected.join(" ")),
+        ];
+        let answer: writes::ReactivateAnswer = self.write("reactivate", &env, &[site])?;
+        answer.checked(self, site)
     }
 }

@@ -1,6 +1,7 @@
 //! A registry behind an HTTP endpoint (`[target] registry = "https://…"`): drover POSTs
-//! `{"ids": [...]}` (at most `BATCH` IDs a request) and reads `{"entries": [...]}`, one entry
-//! per ID the registry knows (`entries::Entry`). A bearer token comes from the environment
+//! `{"op": "lookup", "ids": [...]}` (at most `BATCH` IDs a request) and reads `{"entries":
+//! [...]}`, one entry per ID the registry knows (`entries::Entry`); claims and reactivation are
+//! POSTed to the same endpoint with their own `op` (`writes`). A bearer token comes from the environment
 //! (`DROVER_REGISTRY_TOKEN`), never from the request. Plain `http://` is accepted only to a
 //! loopback address. Busy or failing answers are retried a few times; then it is a clear error,
 //! never a pass.
@@ -9,7 +10,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::entries::{self, Entry};
-use super::{Identity, RegistryError, SiteRecord, SiteRegistry};
+use super::{
+    Claim, ClaimError, Identity, RegistryError, SiteClaims, SiteRecord, SiteRegistry, SiteStates,
+    writes,
+};
 
 /// The environment variable holding the bearer token, if the endpoint wants one.
 pub const TOKEN_ENV: &str = "DROVER_REGISTRY_TOKEN";
@@ -88,26 +92,35 @@ impl HttpRegistry {
         let mut out = Vec::new();
         for batch in ids.chunks(BATCH) {
             // On a thread of its own: preflight may be called where a runtime already runs.
-            let answer = std::thread::scope(|s| {
-                s.spawn(|| self.runtime.block_on(self.batch(batch)))
-                    .join()
-                    .unwrap_or_else(|_| Err(self.failed("the lookup panicked".into())))
-            })?;
-            out.extend(answer);
+            let answer: Answer = self.call(serde_json::json!({ "op": "lookup", "ids": batch }))?;
+            out.extend(answer.entries);
         }
         Ok(out)
     }
 
-    async fn batch(&self, ids: &[&str]) -> Result<Vec<Entry>, RegistryError> {
+    /// POSTs `body` and reads the answer as a `T`.
+    fn call<T: serde::de::DeserializeOwned + Send>(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<T, RegistryError> {
+        // On a thread of its own: preflight may be called where a runtime already runs.
+        std::thread::scope(|s| {
+            s.spawn(|| self.runtime.block_on(self.post(&body)))
+                .join()
+                .unwrap_or_else(|_| Err(self.failed("the request panicked".into())))
+        })
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<T, RegistryError> {
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 2))).await;
             }
-            let mut request = self
-                .client
-                .post(self.url.clone())
-                .json(&serde_json::json!({ "ids": ids }));
+            let mut request = self.client.post(self.url.clone()).json(body);
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }
@@ -131,12 +144,12 @@ impl HttpRegistry {
                 };
                 return Err(self.failed(format!("it answered {status}{hint}")));
             }
-            let answer: Answer = response.json().await.map_err(|e| {
+            let op = body["op"].as_str().unwrap_or_default();
+            return response.json().await.map_err(|e| {
                 self.failed(format!(
-                    "its answer is not {{\"entries\": [...]}} (docs/request-format.md): {e}"
+                    "its answer to {op} is not what docs/request-format.md says it is: {e}"
                 ))
-            })?;
-            return Ok(answer.entries);
+            });
         }
         Err(self.failed(format!("{last}, {ATTEMPTS} times")))
     }
@@ -175,5 +188,51 @@ impl SiteRegistry for HttpRegistry {
             Some(e) => e.identity(&self.describe()),
             None => Ok(Identity::Unknown),
         }
+    }
+
+    fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {
+        Ok(writes::holders(self.lookup(ids)?))
+    }
+}
+
+impl SiteClaims for HttpRegistry {
+    fn claim(
+        &self,
+        sites: &[&str],
+        me: &Claim,
+        take_over: bool,
+    ) -> Result<Vec<(String, Claim)>, ClaimError> {
+        let answer: writes::ClaimAnswer = self
+            .call(serde_json::json!({
+                "op": "claim", "sites": sites, "run": me, "take_over": take_over,
+            }))
+            .map_err(|e| self.unclaimed(e))?;
+        answer.into_result(&self.describe())
+    }
+
+    fn release(&self, run_id: &str) -> Result<(), ClaimError> {
+        let _: serde_json::Value = self
+            .call(serde_json::json!({ "op": "release", "run_id": run_id }))
+            .map_err(|e| self.unclaimed(e))?;
+        Ok(())
+    }
+}
+
+impl HttpRegistry {
+    fn unclaimed(&self, e: RegistryError) -> ClaimError {
+        ClaimError::Registry {
+            registry: self.describe(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl SiteStates for HttpRegistry {
+    fn reactivate(&self, site: &str, key: &str) -> Result<bool, RegistryError> {
+        let expected: Vec<&str> = super::REACTIVATE_FROM.iter().map(|s| s.as_str()).collect();
+        let answer: writes::ReactivateAnswer = self.call(serde_json::json!({
+            "op": "reactivate", "site": site, "key": key, "expected": expected,
+        }))?;
+        answer.checked(self, site)
     }
 }

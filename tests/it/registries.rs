@@ -368,14 +368,25 @@ fn two_runs_started_together_never_restore_the_same_sites() {
             ("site-0002", r#"["wiki"]"#, "deleted"),
         ],
     );
+    race(dir.path(), &workflow, &[]);
+
+    // Done: the winner's claims are released.
+    assert_eq!(count(&url, "drover_claims"), 0);
+}
+
+/// Starts two runs of `workflow` over `dir/request.toml` at the same moment, with their own
+/// ledgers (`a.db`, `b.db`) and `env`: exactly one runs and succeeds; the other is refused with
+/// exit 2 before anything runs, naming the run that holds the sites.
+fn race(dir: &Path, workflow: &Path, env: &[(&str, &str)]) {
     let spawn = |state: &str| {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("drover"));
         cmd.args(["run", "--yes", "-w"])
-            .arg(&workflow)
+            .arg(workflow)
             .arg("-r")
-            .arg(dir.path().join("request.toml"))
+            .arg(dir.join("request.toml"))
             .arg("--state")
-            .arg(dir.path().join(state))
+            .arg(dir.join(state))
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -394,7 +405,7 @@ fn two_runs_started_together_never_restore_the_same_sites() {
     };
     let audit = drover()
         .args(["audit", "--format", "json", "--state"])
-        .arg(dir.path().join(winner))
+        .arg(dir.join(winner))
         .output()
         .unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
@@ -405,9 +416,129 @@ fn two_runs_started_together_never_restore_the_same_sites() {
         "{stderr}"
     );
     assert!(stderr.contains("nothing was executed"), "{stderr}");
+}
 
-    // Done: the winner's claims are released.
-    assert_eq!(count(&url, "drover_claims"), 0);
+/// An operator's restore through an HTTP registry: their restore endpoint (an `http` step)
+/// marks each site restoring after a wait, and the built-in `reactivate` step puts it back in
+/// service through the registry.
+const THROUGH_HTTP: &str = r#"
+[workflow]
+name = "operator"
+
+[products.wiki]
+
+[steps.wait]
+scope = "product"
+kind = "sleep"
+params = { scale = "1" }
+estimate = "2s"
+
+[steps.restore]
+scope = "site"
+kind = "http"
+after = ["wait"]
+params = { url = "RESTORE_URL" }
+estimate = "1s"
+
+[steps.reactivate]
+scope = "site"
+kind = "reactivate"
+after = ["restore"]
+params = { platform = "{target}" }
+estimate = "1s"
+"#;
+
+/// Claims and reactivation through an HTTP registry (docs/request-format.md): two runs started
+/// together over the same sites, and exactly one restores them; it reactivates each site once
+/// through the endpoint and releases its claims; a site that is not restoring is refused and
+/// stays as it was.
+#[test]
+fn an_http_registry_keeps_one_run_per_site_and_reactivates_each_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let log = support::http::Log::default();
+    let addr = runtime.block_on(support::http::serve(std::sync::Arc::clone(&log)));
+    let url = format!("http://{addr}/registry");
+    let dir = tempfile::tempdir().unwrap();
+    let flow = THROUGH_HTTP.replace("RESTORE_URL", &format!("http://{addr}/restore-site"));
+    let workflow = support::write(dir.path(), "workflow.toml", &flow);
+    let token = [("DROVER_REGISTRY_TOKEN", "s3cret")];
+    let sites = [
+        ("site-0001", r#"["wiki"]"#, "deleted"),
+        ("site-0002", r#"["wiki"]"#, "deleted"),
+    ];
+    request(dir.path(), &url, "", &sites);
+    race(dir.path(), &workflow, &token);
+
+    // What the registry holds now, as a lookup answers.
+    let lookup = || -> serde_json::Value {
+        runtime.block_on(async {
+            reqwest::Client::new()
+                .post(&url)
+                .bearer_auth("s3cret")
+                .json(&serde_json::json!({ "op": "lookup", "ids": ["site-0001"] }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    let entry = |doc: &serde_json::Value, id: &str| {
+        doc["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let now = lookup();
+    for (site, _, _) in sites {
+        let e = entry(&now, site);
+        assert_eq!(e["state"], "active-again", "{e}");
+        assert!(e.get("held_by").is_none(), "released when done: {e}");
+    }
+    let reactivations = |site: &str| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.body.contains("\"op\":\"reactivate\"") && r.body.contains(site))
+            .count()
+    };
+    assert_eq!(
+        (reactivations("site-0001"), reactivations("site-0002")),
+        (1, 1)
+    );
+
+    // Without the restore that marks it restoring, the registry refuses: the step fails for
+    // good, with the registry's reason, and the site stays deleted.
+    let skipping = support::write(
+        dir.path(),
+        "skipping.toml",
+        flow.replace("kind = \"http\"", "kind = \"noop\""),
+    );
+    let purged = request(
+        dir.path(),
+        &url,
+        "",
+        &[("site-0005", r#"["wiki"]"#, "deleted")],
+    );
+    let out = support::run(&skipping, &purged, dir.path().join("t.db"))
+        .env("DROVER_REGISTRY_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    let stderr = support::exited(&out, 3);
+    assert_eq!(
+        entry(&lookup(), "site-0005")["state"],
+        "deleted",
+        "{stderr}"
+    );
+    let doc = support::status_json(&dir.path().join("t.db"));
+    assert!(
+        doc.to_string().contains("it did not reactivate site-0005"),
+        "{doc}"
+    );
 }
 
 /// A registry behind a command (`[target] registry = { exec = [...] }`): the same refusals, from
@@ -657,8 +788,9 @@ fn a_drill_pointed_at_production_is_refused_for_every_adapter() {
 
 /// The exec-platform example (workflows/examples/exec-platform.toml): a platform driven only by
 /// commands, its registry a command too, restores a set of sites end to end with preflight on;
-/// killed half-way and resumed, no step that had finished runs again, and each site is
-/// reactivated once.
+/// killed half-way, its sites stay claimed against a second run; resumed, no step that had
+/// finished runs again, each site is reactivated once through the registry command, and the
+/// claims are released.
 #[test]
 fn the_exec_platform_example_restores_and_resumes_without_repeating_a_step() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -695,7 +827,7 @@ fn the_exec_platform_example_restores_and_resumes_without_repeating_a_step() {
             "[[sites]]\nid = \"{site}\"\nproducts = [\"wiki\", \"issues\"]\n\n"
         ));
     }
-    let request = support::write(dir.path(), "request.toml", text);
+    let request = support::write(dir.path(), "request.toml", &text);
     let state = dir.path().join("s.db");
     let drover_in_repo = |args: &[&str]| {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("drover"));
@@ -762,20 +894,46 @@ fn the_exec_platform_example_restores_and_resumes_without_repeating_a_step() {
         before.len()
     );
 
+    // The killed run still holds its sites in the registry: a second run over them, with its
+    // own ledger, is refused before anything runs, naming the holder.
+    let claim = std::fs::read_to_string(platform.join("sites/site-0001/claim")).unwrap();
+    let out = drover_in_repo(&["run", "--yes", "-w"])
+        .arg(&workflow)
+        .arg("-r")
+        .arg(&request)
+        .arg("--state")
+        .arg(dir.path().join("other.db"))
+        .output()
+        .unwrap();
+    let stderr = refused(&out);
+    let holder: serde_json::Value = serde_json::from_str(&claim).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "is being restored by run {} (ledger {}",
+            holder["run_id"].as_str().unwrap(),
+            state.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("other.db").exists());
+
     let out = drover_in_repo(&["resume", "--state"])
         .arg(&state)
         .output()
         .unwrap();
     support::exited(&out, 0);
 
+    // The scripts log each step that did its work; the registry each reactivation it was asked
+    // for (the `reactivate` step goes through the registry command).
     let log = std::fs::read_to_string(platform.join("steps.log")).unwrap();
     let count = |id: &str| log.lines().filter(|l| *l == id).count();
+    let calls = std::fs::read_to_string(platform.join("reactivate-calls.log")).unwrap();
     for id in &before {
-        assert_eq!(
-            count(id),
-            1,
-            "{id} had finished before the kill and ran again"
-        );
+        let ran = match id.strip_suffix("/reactivate") {
+            Some(site) => calls.lines().filter(|l| *l == site).count(),
+            None => count(id),
+        };
+        assert_eq!(ran, 1, "{id} had finished before the kill and ran again");
     }
     assert_eq!(succeeded().len(), total);
     let reactivated = std::fs::read_to_string(platform.join("reactivations.log")).unwrap();
@@ -790,6 +948,7 @@ fn the_exec_platform_example_restores_and_resumes_without_repeating_a_step() {
             1,
             "{site}"
         );
+        assert!(!d.join("claim").exists(), "{site}: released when done");
         for product in ["wiki", "issues"] {
             assert_eq!(
                 std::fs::read(platform.join("data").join(site).join(product)).unwrap(),
@@ -800,6 +959,47 @@ fn the_exec_platform_example_restores_and_resumes_without_repeating_a_step() {
     }
     let live = platform.join("sites/site-0007/state");
     assert_eq!(std::fs::read_to_string(live).unwrap(), "active\n");
+
+    // A site deleted again and never restored (every step before `reactivate` skipped): the registry
+    // command refuses to reactivate it, the step fails for good with its reason, and the site
+    // stays deleted.
+    let skipping = support::write(
+        dir.path(),
+        "skipping.toml",
+        "[workflow]\nname = \"skipping\"\n\n[products.wiki]\n[products.issues]\n\n\
+         [steps.restore]\nscope = \"product\"\nkind = \"noop\"\nestimate = \"1s\"\n\n\
+         [steps.reactivate]\nscope = \"site\"\nkind = \"reactivate\"\nafter = [\"restore\"]\n\
+         params = { platform = \"{target}\" }\nestimate = \"1s\"\n",
+    );
+    let only_one = text.replace(
+        &restored[1..]
+            .iter()
+            .map(|s| format!("[[sites]]\nid = \"{s}\"\nproducts = [\"wiki\", \"issues\"]\n\n"))
+            .collect::<String>(),
+        "",
+    );
+    let d = platform.join("sites/site-0001");
+    std::fs::write(d.join("state"), "deleted\n").unwrap();
+    let request = support::write(dir.path(), "one.toml", only_one);
+    let out = drover_in_repo(&["run", "--yes", "-w"])
+        .arg(&skipping)
+        .arg("-r")
+        .arg(&request)
+        .arg("--state")
+        .arg(dir.path().join("t.db"))
+        .output()
+        .unwrap();
+    support::exited(&out, 3);
+    assert_eq!(
+        std::fs::read_to_string(d.join("state")).unwrap(),
+        "deleted\n"
+    );
+    let doc = support::status_json(&dir.path().join("t.db"));
+    assert!(
+        doc.to_string()
+            .contains("it did not reactivate site-0001: site-0001 is deleted"),
+        "{doc}"
+    );
 }
 
 /// An operator's restore that ends in the built-in `reactivate` step, through the registry.

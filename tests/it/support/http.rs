@@ -15,8 +15,8 @@ pub struct Received {
     pub authorization: String,
 }
 
-/// What `…/registry` answers (with `authorization: bearer s3cret`; 401 without): a site
-/// registry's entries, every one whatever was asked.
+/// What `…/registry` holds (it answers with `authorization: bearer s3cret`; 401 without): a
+/// site registry's entries; a lookup answers every one whatever was asked.
 pub const REGISTRY_ENTRIES: &str = r#"{"entries": [
  {"id":"site-0001","kind":"site","state":"deleted","customer":"cust-acme","products":["wiki","issues"]},
  {"id":"site-0002","kind":"site","state":"deleted","customer":"cust-acme","products":["wiki"]},
@@ -29,6 +29,112 @@ pub const REGISTRY_ENTRIES: &str = r#"{"entries": [
 
 pub type Log = Arc<Mutex<Vec<Received>>>;
 
+/// The registry `…/registry` keeps, as an operator's would: its entries, which run holds each
+/// site, and the idempotency key of each reactivation.
+#[derive(Default)]
+struct Registry {
+    entries: Vec<serde_json::Value>,
+    claims: std::collections::HashMap<String, serde_json::Value>,
+    reactivated: std::collections::HashMap<String, String>,
+}
+
+impl Registry {
+    fn new() -> Registry {
+        let doc: serde_json::Value = serde_json::from_str(REGISTRY_ENTRIES).unwrap();
+        Registry {
+            entries: doc["entries"].as_array().unwrap().clone(),
+            ..Default::default()
+        }
+    }
+
+    fn state(&mut self, site: &str) -> Option<&mut serde_json::Value> {
+        self.entries
+            .iter_mut()
+            .find(|e| e["id"] == site && e["kind"] == "site")
+            .map(|e| &mut e["state"])
+    }
+
+    /// Marks the site a restore step names restoring, from deleted.
+    fn restore(&mut self, body: &str) {
+        let ask: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        if let Some(state) = self
+            .state(ask["site"].as_str().unwrap_or_default())
+            .filter(|s| **s == "deleted")
+        {
+            *state = serde_json::json!("restoring");
+        }
+    }
+
+    /// The answer to one operation (docs/request-format.md).
+    fn answer(&mut self, body: &str) -> serde_json::Value {
+        use serde_json::json;
+        let ask: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        match ask["op"].as_str().unwrap_or("lookup") {
+            "lookup" => {
+                let mut entries = self.entries.clone();
+                for e in &mut entries {
+                    if let Some(c) = self.claims.get(e["id"].as_str().unwrap_or_default()) {
+                        e["held_by"] = c.clone();
+                    }
+                }
+                json!({ "entries": entries })
+            }
+            "claim" => {
+                let run = &ask["run"];
+                let sites = strings(&ask["sites"]);
+                let others: Vec<serde_json::Value> = sites
+                    .iter()
+                    .filter_map(|s| {
+                        let c = self.claims.get(s)?;
+                        (c["run_id"] != run["run_id"]).then(|| {
+                            let mut c = c.clone();
+                            c["site"] = json!(s);
+                            c
+                        })
+                    })
+                    .collect();
+                if !others.is_empty() && ask["take_over"] != true {
+                    return json!({ "claimed": false, "held": others });
+                }
+                for s in &sites {
+                    self.claims.insert(s.clone(), run.clone());
+                }
+                json!({ "claimed": true, "taken_over": others })
+            }
+            "release" => {
+                self.claims.retain(|_, c| c["run_id"] != ask["run_id"]);
+                json!({})
+            }
+            "reactivate" => {
+                let site = ask["site"].as_str().unwrap_or_default().to_owned();
+                let key = ask["key"].as_str().unwrap_or_default().to_owned();
+                if self.reactivated.get(&site) == Some(&key) {
+                    return json!({ "reactivated": false });
+                }
+                let expected = strings(&ask["expected"]);
+                match self.state(&site) {
+                    Some(state) if expected.iter().any(|e| state == e) => {
+                        *state = json!("active-again");
+                        self.reactivated.insert(site, key);
+                        json!({ "reactivated": true })
+                    }
+                    state => json!({ "refused": format!("{site} is {state:?}") }),
+                }
+            }
+            other => json!({ "error": format!("no operation {other}") }),
+        }
+    }
+}
+
 /// How many requests carried `key`.
 pub fn count(log: &Log, key: &str) -> usize {
     log.lock().unwrap().iter().filter(|r| r.key == key).count()
@@ -38,12 +144,14 @@ pub fn count(log: &Log, key: &str) -> usize {
 pub async fn serve(log: Log) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let registry = Arc::new(Mutex::new(Registry::new()));
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 continue;
             };
             let log = Arc::clone(&log);
+            let registry = Arc::clone(&registry);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -77,12 +185,22 @@ pub async fn serve(log: Log) -> std::net::SocketAddr {
                     .trim()
                     .to_owned();
                 let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+
                 let authorization = head
                     .lines()
                     .find_map(|l| l.strip_prefix("authorization:"))
                     .unwrap_or("")
                     .trim()
                     .to_owned();
+                // Only an authorized request reaches the registry. The operator's restore
+                // endpoint (an `http` step's default body names the site) marks it restoring.
+                let answer = path.ends_with("/registry").then(|| {
+                    (authorization == "bearer s3cret")
+                        .then(|| registry.lock().unwrap().answer(&body).to_string())
+                });
+                if path.ends_with("/restore-site") {
+                    registry.lock().unwrap().restore(&body);
+                }
                 let seen = {
                     let mut log = log.lock().unwrap();
                     log.push(Received {
@@ -93,9 +211,9 @@ pub async fn serve(log: Log) -> std::net::SocketAddr {
                     });
                     log.iter().filter(|r| r.key == key).count()
                 };
-                let (status, body) = if path.ends_with("/registry") {
-                    if authorization == "bearer s3cret" {
-                        ("200 OK", REGISTRY_ENTRIES)
+                let (status, body) = if let Some(answer) = &answer {
+                    if let Some(answer) = answer {
+                        ("200 OK", answer.as_str())
                     } else {
                         ("401 Unauthorized", "{}")
                     }
