@@ -6,8 +6,9 @@
 //! again in the output's tail). The child also gets
 //! `DROVER_IDEMPOTENCY_KEY`, `DROVER_STEP_ID`, `DROVER_ATTEMPT`, `DROVER_STAGING` (a directory
 //! of its own, kept across attempts), `DROVER_UPSTREAM_STAGING` (the staging directories of the
-//! `exec` steps it depends on, `:`-separated: where they left their files) and, for site steps,
-//! `DROVER_SITE` and `DROVER_PRODUCT`. Its standard output and error go to `output.log` in its
+//! `exec` steps it depends on, `:`-separated: where they left their files), `DROVER_UPSTREAM` (a
+//! JSON file of those steps' outputs by step ID: a `fetch` names the snapshot it chose) and, for
+//! site steps, `DROVER_SITE` and `DROVER_PRODUCT`. Its standard output and error go to `output.log` in its
 //! staging directory; the output records the exit code, the last lines and the staging path.
 //!
 //! Exit 0 is success, 75 (EX_TEMPFAIL) a retryable failure, anything else permanent; a child
@@ -59,8 +60,10 @@ impl StepKind for Exec {
         if let Some(product) = &ctx.product {
             cmd.env("DROVER_PRODUCT", product);
         }
+        let upstream = write_upstream(&ctx)?;
         cmd.env("DROVER_STAGING", &ctx.staging)
-            .env("DROVER_UPSTREAM_STAGING", upstream_staging(&ctx));
+            .env("DROVER_UPSTREAM_STAGING", upstream_staging(&ctx))
+            .env("DROVER_UPSTREAM", upstream);
         let mut secrets = Resolved::default();
         for (key, value) in &ctx.params {
             if let Some(name) = key.strip_prefix("env.") {
@@ -99,6 +102,19 @@ impl StepKind for Exec {
             ))),
         }
     }
+}
+
+/// Writes the outputs of the steps this one depends on, by step ID, to `upstream.json` in its
+/// staging directory (a fetch's names the snapshot it chose, its time and where it is); returns
+/// the file's path.
+fn write_upstream(ctx: &StepContext) -> Result<std::path::PathBuf, StepError> {
+    let path = ctx.staging.join("upstream.json");
+    let text = serde_json::to_vec_pretty(&ctx.upstream).expect("JSON values serialize");
+    let partial = ctx.staging.join("upstream.json.partial");
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .map_err(|e| StepError::Retryable(format!("{}: {e}", path.display())))?;
+    Ok(path)
 }
 
 /// The staging directories of the steps this one depends on (those that report one, as `exec`

@@ -1,7 +1,8 @@
 //! `http`: a JSON POST — for webhooks and operators' own restore APIs.
 //!
 //! Params: `url`; `body` (JSON text, templated; default: an object with the step, site, product,
-//! attempt and idempotency key); `header.NAME` for extra headers. Every request carries
+//! attempt, idempotency key and `upstream`, the outputs of the steps it depends on by step ID: a
+//! `fetch` names the snapshot it chose); `header.NAME` for extra headers. Every request carries
 //! `Idempotency-Key: <key>`, the same for every attempt and resume of the step.
 //!
 //! 2xx is success (the response body, JSON if it parses, is the output); 429 and 5xx, timeouts
@@ -39,6 +40,7 @@ impl StepKind for Http {
                 "product": ctx.product,
                 "attempt": ctx.attempt,
                 "idempotency_key": ctx.idempotency_key,
+                "upstream": ctx.upstream,
             }),
         };
         let (status, body) = post_json(&self.client, &ctx, url, &body).await?;

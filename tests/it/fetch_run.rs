@@ -307,3 +307,58 @@ fn clean_removes_only_fetched_data_that_no_unfinished_step_needs() {
         .collect();
     assert_eq!(modes, ["run", "clean", "skip", "clean"]);
 }
+
+/// `exec` and `http` steps after a `fetch` learn the snapshot it chose: a command from the JSON
+/// file `DROVER_UPSTREAM` names, an endpoint from the default body's `upstream`.
+#[test]
+fn exec_and_http_steps_learn_the_snapshot_the_fetch_chose() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let log = support::http::Log::default();
+    let addr = runtime.block_on(support::http::serve(std::sync::Arc::clone(&log)));
+    let dir = tempfile::tempdir().unwrap();
+    fetch_fixture(dir.path(), "2022-04-05T07:20:00Z");
+    let workflow = FETCH_WORKFLOW.replace(
+        "[steps.done]\nscope = \"site\"\nkind = \"noop\"",
+        &format!(
+            "[steps.tell]\nscope = \"product\"\nkind = \"http\"\nafter = [\"fetch\"]\n\
+             params = {{ url = \"http://{addr}/restore\" }}\nestimate = \"1s\"\n\
+             [steps.done]\nscope = \"site\"\nkind = \"exec\"\n\
+             params = {{ command = \"sh\", args = \"-c \\\"cp $DROVER_UPSTREAM {{site}}.json\\\"\" }}"
+        ),
+    );
+    std::fs::write(dir.path().join("wf.toml"), workflow).unwrap();
+    let out = support::run("wf.toml", "req.toml", "s.db")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    support::exited(&out, 0);
+
+    let read = |site: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(format!("{site}.json"))).unwrap())
+            .unwrap()
+    };
+    let one = read("site-0001");
+    assert_eq!(one["site-0001/wiki/fetch"]["snapshot"], "20220405T073000Z");
+    let shard = one
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(id, _)| id.ends_with("/fetch-shard"))
+        .map(|(_, out)| out["snapshot"].clone());
+    assert_eq!(shard, Some("20220405T070000Z".into()), "{one}");
+    assert_eq!(
+        read("site-0002")["site-0002/wiki/fetch"]["snapshot"],
+        "20220405T072000Z"
+    );
+    let told = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap())
+        .find(|b| b["site"] == "site-0002")
+        .unwrap();
+    assert_eq!(
+        told["upstream"]["site-0002/wiki/fetch"]["snapshot"],
+        "20220405T072000Z"
+    );
+}
