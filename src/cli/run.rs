@@ -155,9 +155,6 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         }
     };
     check_blast_radius(&plan, args.max_sites)?;
-    if args.plan.is_none() {
-        confirm(&plan, args.yes)?;
-    }
     check_kinds(&plan, &workflow)?;
     // Refused before a ledger exists; `execute` checks again (and warns) for every session.
     check_secrets(&plan, &workflow, false)?;
@@ -210,6 +207,11 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
             crate::report::human(p50),
             crate::report::human(max)
         );
+    }
+    // Asked once preflight has said what it found and which sites it left out: the operator
+    // confirms the restore that will run.
+    if args.plan.is_none() {
+        confirm(&plan, args.yes)?;
     }
     let mut ledger = if continuing {
         let ledger = SqliteLedger::open(&args.state)?;

@@ -525,6 +525,8 @@ fn exclude_refused_restores_the_other_sites_and_records_the_ones_left_out() {
         stderr.contains("already holds this plan; continuing it"),
         "{stderr}"
     );
+    // What the operator confirms is the restore that runs, without the sites left out.
+    assert!(stderr.contains("about to restore 3 sites"), "{stderr}");
 
     // The audit trail says which sites were left out and why.
     let out = drover()
