@@ -75,6 +75,17 @@ pub fn registry(
     let described = registry.describe();
     let at: HashMap<&str, &crate::request::Site> =
         request.sites.iter().map(|s| (s.id.as_str(), s)).collect();
+    // What the IDs that are not sites are, asked all at once.
+    let others: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| !known.contains_key(*id))
+        .collect();
+    let identities = if others.is_empty() {
+        Ok(HashMap::new())
+    } else {
+        registry.identify_all(&others)
+    };
     let mut problems = Vec::new();
     let mut by_state = BTreeMap::new();
     for site in &plan.sites {
@@ -87,8 +98,11 @@ pub fn registry(
                     .or_insert(0) += 1;
                 refusals(plan, site, req, record, held.get(id), opts)
             }
-            None => vec![match registry.identify(id) {
-                Ok(identity) => not_a_site(&identity, &described),
+            None => vec![match &identities {
+                Ok(identities) => not_a_site(
+                    identities.get(id).unwrap_or(&crate::target::Identity::Unknown),
+                    &described,
+                ),
                 Err(e) => (format!("cannot look it up: {e}"), e.fix()),
             }],
         };
@@ -239,12 +253,24 @@ pub fn identify_ids(request_path: &Path, problems: &mut [Problem]) {
         return;
     };
     let described = registry.describe();
+    // All at once: a list of 883 app IDs is one lookup, not 883.
+    let values: Vec<String> = problems
+        .iter()
+        .filter_map(|p| match &p.kind {
+            ProblemKind::BadSiteId(SiteIdError { value, .. }) => Some(value.clone()),
+            _ => None,
+        })
+        .collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    let Ok(identities) = registry.identify_all(&values) else {
+        return;
+    };
     for p in problems.iter_mut() {
         let ProblemKind::BadSiteId(SiteIdError { value, .. }) = &p.kind else {
             continue;
         };
-        let identity = registry.identify(value);
-        if let Ok(identity @ (Identity::Customer { .. } | Identity::App { .. })) = identity {
+        let identity = identities.get(value.as_str()).cloned();
+        if let Some(identity @ (Identity::Customer { .. } | Identity::App { .. })) = identity {
             let (reason, fix) = not_a_site(&identity, &described);
             p.kind = ProblemKind::Invalid {
                 message: format!("'{value}' {reason}"),

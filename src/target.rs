@@ -31,6 +31,13 @@ pub trait SiteRegistry {
     fn sites(&self, ids: &[&str]) -> Result<HashMap<String, SiteRecord>, RegistryError>;
     /// What `id` is, for an ID that is not a site.
     fn identify(&self, id: &str) -> Result<Identity, RegistryError>;
+    /// What each of `ids` is ([`SiteRegistry::identify`]); adapters for which each question
+    /// costs a request or a process answer them all at once.
+    fn identify_all(&self, ids: &[&str]) -> Result<HashMap<String, Identity>, RegistryError> {
+        ids.iter()
+            .map(|&id| Ok((id.to_owned(), self.identify(id)?)))
+            .collect()
+    }
     /// What this registry is, however it was named: two registries with the same identity are
     /// the same (a drill refuses a drill environment that is production).
     fn identity(&self) -> Result<String, RegistryError>;

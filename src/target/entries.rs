@@ -89,3 +89,21 @@ pub fn sites(
     }
     Ok(out)
 }
+
+/// What each of `ids` is, from the entries a lookup of them gave: an ID without one is unknown.
+pub fn identities(
+    entries: Vec<Entry>,
+    ids: &[&str],
+    registry: &str,
+) -> Result<HashMap<String, Identity>, RegistryError> {
+    let mut out: HashMap<String, Identity> = ids
+        .iter()
+        .map(|&id| (id.to_owned(), Identity::Unknown))
+        .collect();
+    for e in entries {
+        if let Some(slot) = out.get_mut(&e.id) {
+            *slot = e.identity(registry)?;
+        }
+    }
+    Ok(out)
+}

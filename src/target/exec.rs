@@ -181,6 +181,10 @@ impl SiteRegistry for ExecRegistry {
         }
     }
 
+    fn identify_all(&self, ids: &[&str]) -> Result<HashMap<String, Identity>, RegistryError> {
+        entries::identities(self.lookup(ids)?, ids, &self.described)
+    }
+
     fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {
         Ok(writes::holders(self.lookup(ids)?))
     }

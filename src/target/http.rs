@@ -190,6 +190,10 @@ impl SiteRegistry for HttpRegistry {
         }
     }
 
+    fn identify_all(&self, ids: &[&str]) -> Result<HashMap<String, Identity>, RegistryError> {
+        entries::identities(self.lookup(ids)?, ids, &self.describe())
+    }
+
     fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {
         Ok(writes::holders(self.lookup(ids)?))
     }

@@ -551,6 +551,7 @@ fn a_registry_behind_a_command_gives_the_same_refusals() {
         "registry.sh",
         r#"#!/bin/sh
 # The operator's lookup tool: IDs on stdin, one JSON object per known ID on stdout.
+echo called >> "$(dirname "$0")/calls.log"
 while read -r id; do
   case "$id" in
     site-0001) echo '{"id":"site-0001","kind":"site","state":"deleted","customer":"cust-acme","products":["wiki","issues"]}' ;;
@@ -567,6 +568,26 @@ done
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let exec = format!("registry = {{ exec = [\"{}\"] }}", script.display());
     gives_the_same_refusals(dir.path(), &exec, "the command", &|| plan(dir.path(), &[]));
+
+    // A list of IDs of other kinds (the 2022 list) is identified in one run of the command.
+    let calls = dir.path().join("calls.log");
+    std::fs::remove_file(&calls).unwrap();
+    request_with(
+        dir.path(),
+        &exec,
+        &[
+            ("app-0001-wiki", r#"["wiki"]"#, "deleted"),
+            ("cust-globex", r#"["wiki"]"#, "deleted"),
+            ("app-0009-wiki", r#"["wiki"]"#, "deleted"),
+        ],
+    );
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains("'app-0001-wiki' is the wiki instance (app) of site-0001")
+            && stderr.contains("'cust-globex' is a customer"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 1);
 
     // A command that fails is an error with what it said, never a pass.
     std::fs::write(
