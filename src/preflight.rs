@@ -100,7 +100,9 @@ pub fn registry(
             }
             None => vec![match &identities {
                 Ok(identities) => not_a_site(
-                    identities.get(id).unwrap_or(&crate::target::Identity::Unknown),
+                    identities
+                        .get(id)
+                        .unwrap_or(&crate::target::Identity::Unknown),
                     &described,
                 ),
                 Err(e) => (format!("cannot look it up: {e}"), e.fix()),
