@@ -1,11 +1,12 @@
-//! What a registry reached by a command (`exec`) answers: one JSON object per ID it knows,
-//! docs/request-format.md ("A registry behind a command"). IDs it does not know are left out.
+//! What a registry reached by a command (`exec`) or an endpoint (`http`) answers: one JSON
+//! object per ID it knows, docs/request-format.md ("A registry behind a command"). IDs it does
+//! not know are left out. [`Lookup`] turns such lookups into a [`SiteRegistry`].
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{Identity, RegistryError, SiteRecord, SiteState};
+use super::{Claim, Identity, RegistryError, SiteRecord, SiteRegistry, SiteState};
 
 #[derive(Debug, Deserialize)]
 pub struct Entry {
@@ -77,10 +78,7 @@ impl Entry {
 }
 
 /// The sites among `entries`.
-pub fn sites(
-    entries: &[Entry],
-    registry: &str,
-) -> Result<HashMap<String, SiteRecord>, RegistryError> {
+fn sites(entries: &[Entry], registry: &str) -> Result<HashMap<String, SiteRecord>, RegistryError> {
     let mut out = HashMap::new();
     for e in entries {
         if let Some(record) = e.site_record(registry)? {
@@ -91,7 +89,7 @@ pub fn sites(
 }
 
 /// What each of `ids` is, from the entries a lookup of them gave: an ID without one is unknown.
-pub fn identities(
+fn identities(
     entries: Vec<Entry>,
     ids: &[&str],
     registry: &str,
@@ -106,4 +104,57 @@ pub fn identities(
         }
     }
     Ok(out)
+}
+
+/// A registry that answers lookups with entries: everything preflight asks of it is one lookup.
+pub trait Lookup {
+    /// The entries for `ids` (an answer may hold others; they are ignored).
+    fn lookup(&self, ids: &[&str]) -> Result<Vec<Entry>, RegistryError>;
+    /// Where it is, for messages.
+    fn described(&self) -> String;
+    /// What it is, however named ([`SiteRegistry::identity`]).
+    fn identity(&self) -> String;
+
+    /// The entries for `ids`, and only those.
+    fn lookup_only(&self, ids: &[&str]) -> Result<Vec<Entry>, RegistryError> {
+        let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
+        Ok(self
+            .lookup(ids)?
+            .into_iter()
+            .filter(|e| wanted.contains(e.id.as_str()))
+            .collect())
+    }
+}
+
+impl<T: Lookup> SiteRegistry for T {
+    fn describe(&self) -> String {
+        self.described()
+    }
+
+    fn identity(&self) -> Result<String, RegistryError> {
+        Ok(Lookup::identity(self))
+    }
+
+    fn sites(&self, ids: &[&str]) -> Result<HashMap<String, SiteRecord>, RegistryError> {
+        sites(&self.lookup_only(ids)?, &self.described())
+    }
+
+    fn identify(&self, id: &str) -> Result<Identity, RegistryError> {
+        Ok(self
+            .identify_all(&[id])?
+            .remove(id)
+            .unwrap_or(Identity::Unknown))
+    }
+
+    fn identify_all(&self, ids: &[&str]) -> Result<HashMap<String, Identity>, RegistryError> {
+        identities(self.lookup_only(ids)?, ids, &self.described())
+    }
+
+    fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {
+        Ok(self
+            .lookup_only(ids)?
+            .into_iter()
+            .filter_map(|e| Some((e.id, e.held_by?)))
+            .collect())
+    }
 }

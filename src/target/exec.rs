@@ -6,16 +6,12 @@
 //! command that fails, hangs past `TIMEOUT` or answers something else is a clear error, never a
 //! pass.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::entries::{self, Entry};
-use super::{
-    Claim, ClaimError, Identity, RegistryError, SiteClaims, SiteRecord, SiteRegistry, SiteStates,
-    writes,
-};
+use super::{Claim, ClaimError, RegistryError, SiteClaims, SiteStates, writes};
 
 /// The environment variable that tells the command which operation drover asks for: `lookup`,
 /// `claim`, `release` or `reactivate` (docs/request-format.md).
@@ -157,36 +153,20 @@ impl ExecRegistry {
     }
 }
 
-impl SiteRegistry for ExecRegistry {
-    fn describe(&self) -> String {
+impl entries::Lookup for ExecRegistry {
+    fn lookup(&self, ids: &[&str]) -> Result<Vec<Entry>, RegistryError> {
+        ExecRegistry::lookup(self, ids)
+    }
+
+    fn described(&self) -> String {
         self.described.clone()
     }
 
-    fn identity(&self) -> Result<String, RegistryError> {
+    fn identity(&self) -> String {
         // The program itself, however named (a relative path, a symlink), and its arguments.
         let program = std::fs::canonicalize(&self.argv[0])
             .map_or_else(|_| self.argv[0].clone(), |p| p.display().to_string());
-        Ok(format!("command {program} {}", self.argv[1..].join(" ")))
-    }
-
-    fn sites(&self, ids: &[&str]) -> Result<HashMap<String, SiteRecord>, RegistryError> {
-        let entries = self.lookup(ids)?;
-        entries::sites(&entries, &self.described)
-    }
-
-    fn identify(&self, id: &str) -> Result<Identity, RegistryError> {
-        match self.lookup(&[id])?.into_iter().find(|e| e.id == id) {
-            Some(e) => e.identity(&self.described),
-            None => Ok(Identity::Unknown),
-        }
-    }
-
-    fn identify_all(&self, ids: &[&str]) -> Result<HashMap<String, Identity>, RegistryError> {
-        entries::identities(self.lookup(ids)?, ids, &self.described)
-    }
-
-    fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {
-        Ok(writes::holders(self.lookup(ids)?))
+        format!("command {program} {}", self.argv[1..].join(" "))
     }
 }
 

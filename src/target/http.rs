@@ -6,14 +6,10 @@
 //! loopback address. Busy or failing answers are retried a few times; then it is a clear error,
 //! never a pass.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use super::entries::{self, Entry};
-use super::{
-    Claim, ClaimError, Identity, RegistryError, SiteClaims, SiteRecord, SiteRegistry, SiteStates,
-    writes,
-};
+use super::{Claim, ClaimError, RegistryError, SiteClaims, SiteRegistry, SiteStates, writes};
 
 /// The environment variable holding the bearer token, if the endpoint wants one.
 pub const TOKEN_ENV: &str = "DROVER_REGISTRY_TOKEN";
@@ -155,47 +151,26 @@ impl HttpRegistry {
     }
 }
 
-impl SiteRegistry for HttpRegistry {
-    fn describe(&self) -> String {
+impl entries::Lookup for HttpRegistry {
+    fn lookup(&self, ids: &[&str]) -> Result<Vec<Entry>, RegistryError> {
+        HttpRegistry::lookup(self, ids)
+    }
+
+    fn described(&self) -> String {
         self.url.to_string()
     }
 
-    fn identity(&self) -> Result<String, RegistryError> {
+    fn identity(&self) -> String {
         let mut url = self.url.clone();
         url.set_query(None);
         url.set_fragment(None);
-        Ok(format!(
+        format!(
             "endpoint {}://{}:{}{}",
             url.scheme(),
             url.host_str().unwrap_or("").to_ascii_lowercase(),
             url.port_or_known_default().unwrap_or(0),
             url.path().trim_end_matches('/')
-        ))
-    }
-
-    fn sites(&self, ids: &[&str]) -> Result<HashMap<String, SiteRecord>, RegistryError> {
-        let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
-        let entries: Vec<Entry> = self
-            .lookup(ids)?
-            .into_iter()
-            .filter(|e| wanted.contains(e.id.as_str()))
-            .collect();
-        entries::sites(&entries, &self.describe())
-    }
-
-    fn identify(&self, id: &str) -> Result<Identity, RegistryError> {
-        match self.lookup(&[id])?.into_iter().find(|e| e.id == id) {
-            Some(e) => e.identity(&self.describe()),
-            None => Ok(Identity::Unknown),
-        }
-    }
-
-    fn identify_all(&self, ids: &[&str]) -> Result<HashMap<String, Identity>, RegistryError> {
-        entries::identities(self.lookup(ids)?, ids, &self.describe())
-    }
-
-    fn held(&self, ids: &[&str]) -> Result<HashMap<String, Claim>, RegistryError> {
-        Ok(writes::holders(self.lookup(ids)?))
+        )
     }
 }
 

@@ -3,8 +3,6 @@
 //! themselves reach the registry as a JSON body (HTTP) or as environment variables and IDs on
 //! standard input (a command); the answers are the same for both.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
 use super::{Claim, ClaimError, RegistryError, SiteRegistry};
@@ -87,12 +85,4 @@ impl ReactivateAnswer {
             }),
         }
     }
-}
-
-/// The holders among looked-up entries (`held_by`), by site.
-pub fn holders(entries: Vec<super::entries::Entry>) -> HashMap<String, Claim> {
-    entries
-        .into_iter()
-        .filter_map(|e| Some((e.id, e.held_by?)))
-        .collect()
 }
