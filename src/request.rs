@@ -138,6 +138,20 @@ impl Request {
         let point_in_time = parse_time(source, &header.point_in_time, &mut problems);
         let backup_window = backup_window(source, file.backups.as_ref(), &mut problems);
         let tiers = tiers(source, header, &mut problems);
+        if let Some(format::Registry::Location(l)) = file.target.as_ref().map(|t| &t.registry) {
+            // A string is never run: a command is written as a list, on purpose.
+            if l.starts_with(EXEC_PREFIX) {
+                problems.push(Problem::new(
+                    source.whole(),
+                    "target.registry",
+                    ProblemKind::Invalid {
+                        message: format!("'{l}' is neither a directory nor a URL"),
+                        fix: "write a registry behind a command as registry = { exec = [\"command\", \"arg\"] }"
+                            .into(),
+                    },
+                ));
+            }
+        }
         let default_products = header
             .products
             .as_ref()

@@ -606,6 +606,20 @@ done
             && stderr.contains("registry is down for maintenance"),
         "{stderr}"
     );
+
+    // A string is never run as a command; only the list form is.
+    request_with(
+        dir.path(),
+        &format!("registry = \"exec:{}\"", script.display()),
+        &[("site-0001", r#"["wiki"]"#, "deleted")],
+    );
+    let stderr = refused(&plan(dir.path(), &[]));
+    assert!(
+        stderr.contains("is neither a directory nor a URL")
+            && stderr.contains("registry = { exec = [")
+            && !stderr.contains("registry is down"),
+        "{stderr}"
+    );
 }
 
 /// A registry behind an HTTP endpoint (`[target] registry = "https://…"`, plain http only to
@@ -762,6 +776,30 @@ fn a_drill_pointed_at_production_is_refused_for_every_adapter() {
         dir.path(),
         &format!("http://{addr}/registry/?ignored=1"),
     ));
+    // Without --target, a drill on an operator's registry has nothing it may copy: refused.
+    let workflow = support::write(dir.path(), "workflow.toml", WORKFLOW);
+    let out = drover()
+        .current_dir(dir.path())
+        .arg("drill")
+        .arg("-w")
+        .arg(workflow)
+        .args([
+            "-r",
+            "request.toml",
+            "--target-rto",
+            "1h",
+            "--state",
+            "drill.db",
+        ])
+        .output()
+        .unwrap();
+    let stderr = refused(&out);
+    assert!(
+        stderr.contains("drover copies only the reference platform for a drill")
+            && stderr.contains("--target"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("drill.db").exists());
 
     // A command: the same program through another path.
     let script = support::write(dir.path(), "registry.sh", "#!/bin/sh\ncat >/dev/null\n");
