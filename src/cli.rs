@@ -28,6 +28,7 @@ mod progress;
 mod report;
 mod retry;
 mod run;
+mod serve;
 mod shared;
 mod status;
 
@@ -75,6 +76,9 @@ pub(crate) enum Command {
     Resume(run::ResumeArgs),
     /// Show per-site and per-step state of a run, and every failure with its error.
     Status(status::StatusArgs),
+    /// Serve a run's ledger over HTTP while it goes and after: a live status page, its JSON API,
+    /// Prometheus metrics (/metrics) and health endpoints. Read-only. docs/serve.md.
+    Serve(serve::ServeArgs),
     /// Draw a run from its ledger: an HTML report (Gantt chart, restore time per site, failures)
     /// and a JSON timeline of every step.
     Report(report::ReportArgs),
@@ -255,6 +259,7 @@ pub(crate) fn execute(command: Command) -> Result<Done, Failure> {
         Command::Run(args) => run::run(args),
         Command::Resume(args) => run::resume(args),
         Command::Status(args) => status::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Report(args) => report::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Retry(args) => retry::retry(args),

@@ -106,6 +106,7 @@ mod redact;
 pub mod report;
 pub mod request;
 pub mod schedule;
+pub mod serve;
 pub mod sim;
 pub mod sniff;
 pub mod source;

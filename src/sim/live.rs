@@ -144,3 +144,75 @@ pub fn eta(plan: &Arc<Plan>, records: &[StepRecord], opts: &SimOptions, now_ms: 
         .collect();
     calibration.time_left(&core, &running, &[])
 }
+
+/// The time left in a run and each site's, as ranges over simulated trials.
+#[derive(Clone, Debug, Default)]
+pub struct Ranges {
+    /// p50 and p90 of the time left, ms.
+    pub left_ms: (u64, u64),
+    /// Per site in plan order: p50 and p90 of the time until it is restored, ms (0 for a site
+    /// with nothing left to run).
+    pub sites_ms: Vec<(u64, u64)>,
+}
+
+/// [`eta`] as ranges: `trials` simulations from the recorded state, the first with the model's
+/// durations and the others sampled around them (the spread `estimate --trials` uses).
+pub fn ranges(
+    plan: &Arc<Plan>,
+    records: &[StepRecord],
+    opts: &SimOptions,
+    now_ms: i64,
+    trials: u32,
+) -> Ranges {
+    use rand::SeedableRng;
+    let calibration = Calibration::new(plan, Arc::default(), records);
+    let model = calibration.model();
+    let states: Vec<StepState> = records.iter().map(|r| r.state).collect();
+    let mut core = new_core(plan, opts);
+    core.restore_live(&states);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.steps.len() as u64);
+    let runs: Vec<super::Schedule> = (0..trials.max(1))
+        .map(|t| {
+            let durations = if t == 0 {
+                model.durations(plan)
+            } else {
+                model.sample(plan, &mut rng)
+            };
+            let fill = durations.units.filled(&core.state);
+            let running: Vec<(StepIdx, u64)> = records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.state == StepState::Running)
+                .map(|(i, r)| {
+                    let ran = r.started_at.map_or(0, |s| (now_ms - s).max(0) as u64);
+                    let i = i as StepIdx;
+                    (i, durations.at(i, &core.counts, &fill).saturating_sub(ran))
+                })
+                .collect();
+            run(core.clone(), &durations, &running, &[])
+        })
+        .collect();
+    let spread = |values: &mut Vec<u64>| {
+        values.sort_unstable();
+        (
+            super::percentile(values, 50.0),
+            super::percentile(values, 90.0),
+        )
+    };
+    let mut left: Vec<u64> = runs
+        .iter()
+        .map(|s| s.makespan.as_millis().try_into().unwrap_or(u64::MAX))
+        .collect();
+    let mut values = Vec::with_capacity(runs.len());
+    let sites_ms = (0..plan.sites.len())
+        .map(|s| {
+            values.clear();
+            values.extend(runs.iter().map(|r| r.site_done_ms[s]));
+            spread(&mut values)
+        })
+        .collect();
+    Ranges {
+        left_ms: spread(&mut left),
+        sites_ms,
+    }
+}

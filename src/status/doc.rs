@@ -149,7 +149,7 @@ fn count_blocked(steps: &[crate::ledger::StepRecord]) -> std::collections::HashM
 }
 
 /// Why each site is not restored: its first failed or blocking step.
-fn site_reasons(plan: &Plan, steps: &[crate::ledger::StepRecord]) -> Vec<Option<String>> {
+pub fn site_reasons(plan: &Plan, steps: &[crate::ledger::StepRecord]) -> Vec<Option<String>> {
     let mut reasons = vec![None; plan.sites.len()];
     for (i, r) in steps.iter().enumerate() {
         let Owner::Site { site, .. } = plan.steps[i].owner else {
@@ -187,15 +187,22 @@ fn eta_of(stored: &Stored, now: i64) -> Option<f64> {
         return None;
     }
     let plan = std::sync::Arc::new(stored.plan.clone());
-    let mut opts = crate::sim::SimOptions::for_plan(&plan);
+    let opts = sim_options(&plan, &stored.info);
+    Some(crate::sim::live::eta(&plan, &stored.steps, &opts, now).as_secs_f64())
+}
+
+/// How a simulation of the rest of a run schedules: with the run's recorded pools, limit and
+/// policy.
+pub fn sim_options(plan: &Plan, info: &crate::ledger::RunInfo) -> crate::sim::SimOptions {
+    let mut opts = crate::sim::SimOptions::for_plan(plan);
     for (i, p) in plan.pools.iter().enumerate() {
-        if let Some(&c) = stored.info.pools.get(&p.name) {
+        if let Some(&c) = info.pools.get(&p.name) {
             opts.capacity[i] = c.max(1);
         }
     }
-    opts.max_parallel = stored.info.max_parallel.max(1);
-    if let Some(policy) = stored.info.policy {
+    opts.max_parallel = info.max_parallel.max(1);
+    if let Some(policy) = info.policy {
         opts.policy = policy;
     }
-    Some(crate::sim::live::eta(&plan, &stored.steps, &opts, now).as_secs_f64())
+    opts
 }

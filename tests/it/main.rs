@@ -20,3 +20,4 @@ mod restore_faults;
 mod run_cli;
 mod safety;
 mod schedule;
+mod serve;

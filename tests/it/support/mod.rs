@@ -165,6 +165,7 @@ id = "site-0003"
 products = ["identity"]
 attrs = { size_gb = 3, "identity.shard" = "identity-2" }
 "#;
+pub mod browser;
 pub mod http;
 pub mod postgres;
 pub mod s3;

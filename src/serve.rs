@@ -1,0 +1,188 @@
+//! `drover serve`: a run's ledger over HTTP while the run goes and after it (docs/serve.md): a
+//! status page, the JSON API behind it, Prometheus metrics and health endpoints. Read-only by
+//! construction: every route is a GET that reads a [`snapshot::Snapshot`] of the ledger; none
+//! writes, and the ledger's lock is never taken.
+//!
+//! - `snapshot`: reading the ledger, at most once a second for every client;
+//! - `api`: the JSON answers (`drover-serve/1`);
+//! - `metrics`: the Prometheus text format;
+//! - `page.html`: the page, one file with no external resources.
+
+mod api;
+mod metrics;
+pub mod snapshot;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use snapshot::Reader;
+
+/// The environment variable holding the bearer token every endpoint then wants.
+pub const TOKEN_ENV: &str = "DROVER_SERVE_TOKEN";
+
+const PAGE: &str = include_str!("serve/page.html");
+
+struct Served {
+    reader: Reader,
+    token: Option<String>,
+}
+
+/// The routes, serving the ledger `reader` reads; with `token`, every request must carry it.
+pub fn router(reader: Reader, token: Option<String>) -> Router {
+    let served = Arc::new(Served { reader, token });
+    Router::new()
+        .route("/", get(page))
+        .route("/report", get(report))
+        .route("/api/v1/summary", get(summary))
+        .route("/api/v1/sites", get(sites))
+        .route("/api/v1/sites/{site}", get(site))
+        .route("/api/v1/failures", get(failures))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&served),
+            authorized,
+        ))
+        .with_state(served)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Refuses a request without the token, when there is one; but the page itself, which holds no
+/// data and asks for the token (a browser cannot send it to open a page).
+async fn authorized(State(served): State<Arc<Served>>, request: Request, next: Next) -> Response {
+    if let Some(token) = served
+        .token
+        .as_ref()
+        .filter(|_| request.uri().path() != "/")
+    {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("this server wants Authorization: Bearer <the token in {TOKEN_ENV}>\n"),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The snapshot, or the answer that says why there is none.
+async fn current(served: &Served) -> Result<Arc<snapshot::Snapshot>, Response> {
+    served.reader.current().await.map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the ledger: {e}\n"),
+        )
+            .into_response()
+    })
+}
+
+fn json(value: &impl serde::Serialize) -> Response {
+    axum::Json(value).into_response()
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+async fn report(State(served): State<Arc<Served>>) -> Response {
+    let s = match current(&served).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let plan = s.plan();
+    let mut timeline =
+        crate::report::Timeline::from_run(plan, &s.steps, crate::report::LaneMode::auto(plan));
+    timeline.subtitle = format!("run {} · {}", s.fixed.info.run_id, timeline.subtitle);
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        crate::report::html(&timeline),
+    )
+        .into_response()
+}
+
+async fn summary(State(served): State<Arc<Served>>) -> Response {
+    match current(&served).await {
+        Ok(s) => json(&api::summary(&s)),
+        Err(r) => r,
+    }
+}
+
+async fn sites(State(served): State<Arc<Served>>, Query(q): Query<api::SiteQuery>) -> Response {
+    match current(&served).await {
+        Ok(s) => json(&api::sites(&s, &api::steps_by_site(&s), &q)),
+        Err(r) => r,
+    }
+}
+
+async fn site(State(served): State<Arc<Served>>, Path(id): Path<String>) -> Response {
+    let s = match current(&served).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(at) = s.plan().sites.iter().position(|x| x.id.as_str() == id) else {
+        return (StatusCode::NOT_FOUND, "no such site in this run\n").into_response();
+    };
+    let steps: Vec<usize> = (0..s.plan().steps.len())
+        .filter(|&i| snapshot::site_of(s.plan(), i) == Some(at))
+        .collect();
+    json(&api::site(&s, at, &steps))
+}
+
+async fn failures(State(served): State<Arc<Served>>) -> Response {
+    match current(&served).await {
+        Ok(s) => json(&api::failures(&s, served.reader.path())),
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(served): State<Arc<Served>>) -> Response {
+    match current(&served).await {
+        Ok(s) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            metrics::render(&s),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn ready(State(served): State<Arc<Served>>) -> Response {
+    match current(&served).await {
+        Ok(_) => "ready\n".into_response(),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,269 @@
+//! What `drover serve` shows, read from the ledger: a [`Snapshot`] of the run at one moment,
+//! re-read at most once per [`REFRESH`] however many clients ask ([`Reader`]). The plan and the
+//! sites' customers are read once per plan; the step records, the holder and the time-left
+//! ranges each time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::ledger::sqlite::SqliteLedger;
+use crate::ledger::{Ledger, LedgerError, RunInfo, StepRecord, StepState, Stored};
+use crate::plan::{Owner, Plan};
+use crate::status::SiteState;
+use crate::status::doc::HolderRecord;
+
+/// How often the ledger is read again, at most.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// How often the time-left ranges (simulations) are computed again, at most.
+const RANGES_REFRESH: Duration = Duration::from_secs(5);
+
+/// Simulated trials behind the ranges: fewer for large plans, so that one refresh of a
+/// 60,000-step run stays well under a second.
+fn trials_for(steps: usize) -> u32 {
+    (400_000 / steps.max(1)).clamp(3, 16) as u32
+}
+
+/// What does not change while a run goes: its plan, and each site's customer.
+pub struct Fixed {
+    pub info: RunInfo,
+    pub plan: Arc<Plan>,
+    /// Per site in plan order: its customer, from the request's `customer` attribute or the
+    /// target registry; `None` when neither says.
+    pub customers: Vec<Option<String>>,
+    /// The customers, sorted, once each.
+    pub customer_names: Vec<String>,
+}
+
+/// The run at one moment.
+pub struct Snapshot {
+    pub fixed: Arc<Fixed>,
+    pub steps: Vec<StepRecord>,
+    pub holder: Option<HolderRecord>,
+    /// When the ledger was read, ms since the epoch.
+    pub read_at: i64,
+    taken: Instant,
+    pub sites: Vec<SiteState>,
+    /// Why each site is not restored, for failed, blocked and quarantined ones.
+    pub reasons: Vec<Option<String>>,
+    pub ranges: Arc<Ranges>,
+}
+
+/// Time left, as ranges over simulated trials (`sim::live::ranges`), and when it was computed.
+pub struct Ranges {
+    /// `None` when nothing is left to run.
+    pub left: Option<crate::sim::live::Ranges>,
+    taken: Instant,
+}
+
+impl Snapshot {
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.fixed.plan
+    }
+
+    /// Site `s`'s time left as (p50, p90) seconds, while it is pending or running.
+    pub fn site_range(&self, s: usize) -> Option<(f64, f64)> {
+        if !matches!(self.sites[s], SiteState::Pending | SiteState::Running) {
+            return None;
+        }
+        let (p50, p90) = *self.ranges.left.as_ref()?.sites_ms.get(s)?;
+        (p90 != u64::MAX).then(|| self.since_computed(p50, p90))
+    }
+
+    /// The run's time left as (p50, p90) seconds.
+    pub fn range(&self) -> Option<(f64, f64)> {
+        let (p50, p90) = self.ranges.left.as_ref()?.left_ms;
+        Some(self.since_computed(p50, p90))
+    }
+
+    /// Times left computed a moment before this snapshot, as of the snapshot, seconds.
+    fn since_computed(&self, p50_ms: u64, p90_ms: u64) -> (f64, f64) {
+        let ago = self
+            .taken
+            .saturating_duration_since(self.ranges.taken)
+            .as_secs_f64();
+        (
+            (p50_ms as f64 / 1000.0 - ago).max(0.0),
+            (p90_ms as f64 / 1000.0 - ago).max(0.0),
+        )
+    }
+}
+
+/// Reads the ledger at `path` for every client, at most once per [`REFRESH`].
+pub struct Reader {
+    path: PathBuf,
+    current: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl Reader {
+    pub fn new(path: PathBuf) -> Reader {
+        Reader {
+            path,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The latest snapshot, read again if it is older than [`REFRESH`]. Clients that ask while
+    /// it is being read wait for that read instead of starting their own.
+    pub async fn current(&self) -> Result<Arc<Snapshot>, Arc<LedgerError>> {
+        let mut slot = self.current.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| s.taken.elapsed() < REFRESH) {
+            return Ok(Arc::clone(s));
+        }
+        let previous = slot.clone();
+        let path = self.path.clone();
+        let read = tokio::task::spawn_blocking(move || read(&path, previous.as_deref()))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .map_err(Arc::new)?;
+        let read = Arc::new(read);
+        *slot = Some(Arc::clone(&read));
+        Ok(read)
+    }
+}
+
+/// Reads the run; what `previous` read of the same plan is kept.
+fn read(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, LedgerError> {
+    let ledger = SqliteLedger::open(path)?;
+    let info = ledger.info()?;
+    let same_plan = previous.filter(|p| p.fixed.info.plan_hash == info.plan_hash);
+    let (fixed, steps) = match same_plan {
+        Some(p) => (Arc::clone(&p.fixed), ledger.step_records()?),
+        None => {
+            let stored = ledger.load()?;
+            let steps = stored.steps.clone();
+            (Arc::new(fixed(stored)), steps)
+        }
+    };
+    let holder = ledger.holder()?;
+    let read_at = crate::ledger::now_ms();
+    let plan = &fixed.plan;
+    let states: Vec<StepState> = steps.iter().map(|r| r.state).collect();
+    let sites = crate::status::site_states(plan, &states, |i| steps[i].quarantined());
+    let reasons = crate::status::doc::site_reasons(plan, &steps);
+    let open = steps
+        .iter()
+        .any(|r| matches!(r.state, StepState::Pending | StepState::Running));
+    let ranges = match same_plan.map(|p| &p.ranges) {
+        Some(r) if open && r.taken.elapsed() < RANGES_REFRESH => Arc::clone(r),
+        _ => Arc::new(ranges(&fixed, &steps, read_at, open)),
+    };
+    Ok(Snapshot {
+        fixed,
+        steps,
+        holder,
+        read_at,
+        taken: Instant::now(),
+        sites,
+        reasons,
+        ranges,
+    })
+}
+
+/// The time left from the recorded state, with the run's own pools and limits.
+fn ranges(fixed: &Fixed, steps: &[StepRecord], now: i64, open: bool) -> Ranges {
+    let left = open.then(|| {
+        let opts = crate::status::doc::sim_options(&fixed.plan, &fixed.info);
+        crate::sim::live::ranges(
+            &fixed.plan,
+            steps,
+            &opts,
+            now,
+            trials_for(fixed.plan.steps.len()),
+        )
+    });
+    Ranges {
+        left,
+        taken: Instant::now(),
+    }
+}
+
+fn fixed(stored: Stored) -> Fixed {
+    let customers = customers(&stored);
+    let mut customer_names: Vec<String> = customers.iter().flatten().cloned().collect();
+    customer_names.sort();
+    customer_names.dedup();
+    Fixed {
+        info: stored.info,
+        plan: Arc::new(stored.plan),
+        customers,
+        customer_names,
+    }
+}
+
+/// Each site's customer: the request's `customer` attribute, else what the target registry
+/// says (read once; a registry that cannot be read leaves them unknown).
+fn customers(stored: &Stored) -> Vec<Option<String>> {
+    let plan = &stored.plan;
+    let Some(request) = request_of(&stored.snapshot) else {
+        return vec![None; plan.sites.len()];
+    };
+    let by_attr: std::collections::HashMap<&str, &str> = request
+        .sites
+        .iter()
+        .filter_map(|s| Some((s.id.as_str(), s.attrs.get("customer")?.as_str())))
+        .collect();
+    let missing: Vec<&str> = plan
+        .sites
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| !by_attr.contains_key(id))
+        .collect();
+    let from_registry = if missing.is_empty() {
+        Default::default()
+    } else {
+        request
+            .target()
+            .and_then(|t| crate::target::open(&t).ok())
+            .and_then(|r| r.sites(&missing).ok())
+            .unwrap_or_default()
+    };
+    plan.sites
+        .iter()
+        .map(|s| {
+            let id = s.id.as_str();
+            by_attr
+                .get(id)
+                .map(|c| (*c).to_owned())
+                .or_else(|| from_registry.get(id).map(|r| r.customer.clone()))
+                .filter(|c| !c.is_empty())
+        })
+        .collect()
+}
+
+/// The request as the ledger's snapshot of it, its registry resolved against its file's
+/// directory.
+fn request_of(snapshot: &crate::ledger::Snapshot) -> Option<crate::request::Request> {
+    use crate::source::Source;
+    let name = &snapshot.request_file;
+    let text = snapshot.files.get(name)?;
+    let mut request =
+        crate::request::Request::parse(&Source::new(name.clone(), text.clone()), |csv| {
+            let text = snapshot.files.get(csv).cloned().unwrap_or_default();
+            Ok(Source::new(csv, text))
+        })
+        .ok()?;
+    let dir = Path::new(name).parent().unwrap_or(Path::new(""));
+    request.target = request.target.map(|t| {
+        if crate::target::is_operators(&t) || Path::new(&t).is_absolute() {
+            t
+        } else {
+            dir.join(t).display().to_string()
+        }
+    });
+    Some(request)
+}
+
+/// The site a step belongs to, if any.
+pub fn site_of(plan: &Plan, i: usize) -> Option<usize> {
+    match plan.steps[i].owner {
+        Owner::Site { site, .. } => Some(site as usize),
+        Owner::Shared { .. } => None,
+    }
+}
