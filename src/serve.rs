@@ -29,13 +29,16 @@ pub const TOKEN_ENV: &str = "DROVER_SERVE_TOKEN";
 const PAGE: &str = include_str!("serve/page.html");
 
 struct Served {
-    reader: Reader,
+    reader: Arc<Reader>,
     token: Option<String>,
 }
 
 /// The routes, serving the ledger `reader` reads; with `token`, every request must carry it.
 pub fn router(reader: Reader, token: Option<String>) -> Router {
-    let served = Arc::new(Served { reader, token });
+    let served = Arc::new(Served {
+        reader: Arc::new(reader),
+        token,
+    });
     Router::new()
         .route("/", get(page))
         .route("/report", get(report))

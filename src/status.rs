@@ -24,16 +24,20 @@ pub enum SiteState {
     Blocked,
     /// The site's data did not validate: it must not be reactivated.
     Quarantined,
+    /// Restored and back in service, but telling its contacts failed (a `notify` step failed
+    /// for good): a live site, not a failed one. `retry` re-sends only the notification.
+    Unnotified,
 }
 
 impl SiteState {
-    pub const ALL: [SiteState; 6] = [
+    pub const ALL: [SiteState; 7] = [
         SiteState::Pending,
         SiteState::Running,
         SiteState::Restored,
         SiteState::Failed,
         SiteState::Blocked,
         SiteState::Quarantined,
+        SiteState::Unnotified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,9 +48,13 @@ impl SiteState {
             SiteState::Failed => "failed",
             SiteState::Blocked => "blocked",
             SiteState::Quarantined => "quarantined",
+            SiteState::Unnotified => "unnotified",
         }
     }
 }
+
+/// The step kind that tells a restored site's contacts.
+const NOTIFY: &str = "notify";
 
 /// Every site's state, in plan site order. `quarantined(i)` says whether step `i`, if failed,
 /// failed with [`crate::steps::StepError::Quarantine`].
@@ -59,6 +67,7 @@ pub fn site_states(
     struct Tally {
         quarantined: bool,
         failed: bool,
+        unnotified: bool,
         blocked: bool,
         running: bool,
         open: bool,
@@ -71,6 +80,9 @@ pub fn site_states(
         let t = &mut tally[site as usize];
         match state {
             StepState::Failed if quarantined(i) => t.quarantined = true,
+            // A notification runs once the site is back in service: its failure leaves a live
+            // site, not a failed one.
+            StepState::Failed if plan.kind(step) == NOTIFY => t.unnotified = true,
             StepState::Failed => t.failed = true,
             StepState::Blocked => t.blocked = true,
             StepState::Running => t.running = true,
@@ -88,6 +100,9 @@ pub fn site_states(
             Tally { blocked: true, .. } => SiteState::Blocked,
             Tally { running: true, .. } => SiteState::Running,
             Tally { open: true, .. } => SiteState::Pending,
+            Tally {
+                unnotified: true, ..
+            } => SiteState::Unnotified,
             _ => SiteState::Restored,
         })
         .collect()

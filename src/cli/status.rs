@@ -102,7 +102,10 @@ fn print_text(doc: &StatusDoc) {
         .filter(|s| {
             matches!(
                 s.state,
-                SiteState::Failed | SiteState::Blocked | SiteState::Quarantined
+                SiteState::Failed
+                    | SiteState::Blocked
+                    | SiteState::Quarantined
+                    | SiteState::Unnotified
             )
         })
         .collect();

@@ -1,5 +1,6 @@
 //! What `drover serve` shows, read from the ledger: a [`Snapshot`] of the run at one moment,
-//! re-read at most once per [`REFRESH`] however many clients ask ([`Reader`]). The plan and the
+//! re-read in the background at most once per [`REFRESH`] however many clients ask
+//! ([`Reader`]). The plan and the
 //! sites' customers are read once per plan; the step records, the holder and the time-left
 //! ranges each time.
 
@@ -91,17 +92,28 @@ impl Snapshot {
     }
 }
 
-/// Reads the ledger at `path` for every client, at most once per [`REFRESH`].
+/// Reads the ledger at `path` for every client, at most once per [`REFRESH`]. A client never
+/// waits for a read but the very first: one that finds the snapshot older than [`REFRESH`] gets
+/// it as it is, and a read starts in the background (one at a time).
 pub struct Reader {
     path: PathBuf,
-    current: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+    slot: std::sync::Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    snapshot: Option<Arc<Snapshot>>,
+    /// A background read is under way.
+    reading: bool,
+    /// Why the last read failed, until one succeeds.
+    failed: Option<Arc<LedgerError>>,
 }
 
 impl Reader {
     pub fn new(path: PathBuf) -> Reader {
         Reader {
             path,
-            current: tokio::sync::Mutex::new(None),
+            slot: std::sync::Mutex::new(Slot::default()),
         }
     }
 
@@ -109,22 +121,61 @@ impl Reader {
         &self.path
     }
 
-    /// The latest snapshot, read again if it is older than [`REFRESH`]. Clients that ask while
-    /// it is being read wait for that read instead of starting their own.
-    pub async fn current(&self) -> Result<Arc<Snapshot>, Arc<LedgerError>> {
-        let mut slot = self.current.lock().await;
-        if let Some(s) = slot.as_ref().filter(|s| s.taken.elapsed() < REFRESH) {
-            return Ok(Arc::clone(s));
+    /// The latest snapshot (see [`Reader`]); an error while the ledger cannot be read.
+    pub async fn current(self: &Arc<Self>) -> Result<Arc<Snapshot>, Arc<LedgerError>> {
+        let stale = {
+            let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = slot
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.taken.elapsed() < REFRESH);
+            if slot.failed.is_none() && fresh {
+                return Ok(Arc::clone(slot.snapshot.as_ref().expect("fresh")));
+            }
+            if slot.snapshot.is_some() || slot.failed.is_some() {
+                if !std::mem::replace(&mut slot.reading, true) {
+                    let me = Arc::clone(self);
+                    tokio::task::spawn_blocking(move || me.read());
+                }
+                if let Some(e) = &slot.failed {
+                    return Err(Arc::clone(e));
+                }
+            }
+            slot.snapshot.clone()
+        };
+        if let Some(s) = stale {
+            return Ok(s);
         }
-        let previous = slot.clone();
-        let path = self.path.clone();
-        let read = tokio::task::spawn_blocking(move || read(&path, previous.as_deref()))
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.read())
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-            .map_err(Arc::new)?;
-        let read = Arc::new(read);
-        *slot = Some(Arc::clone(&read));
-        Ok(read)
+    }
+
+    /// Reads the ledger now and keeps what it read (or why it could not).
+    fn read(&self) -> Result<Arc<Snapshot>, Arc<LedgerError>> {
+        let previous = self
+            .slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot
+            .clone();
+        let read = read(&self.path, previous.as_deref());
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.reading = false;
+        match read {
+            Ok(s) => {
+                let s = Arc::new(s);
+                slot.snapshot = Some(Arc::clone(&s));
+                slot.failed = None;
+                Ok(s)
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                slot.failed = Some(Arc::clone(&e));
+                Err(e)
+            }
+        }
     }
 }
 

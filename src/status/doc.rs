@@ -157,6 +157,17 @@ pub fn site_reasons(plan: &Plan, steps: &[crate::ledger::StepRecord]) -> Vec<Opt
         };
         let slot = &mut reasons[site as usize];
         match r.state {
+            StepState::Failed if plan.kind(&plan.steps[i]) == "notify" => {
+                *slot = slot.take().or_else(|| {
+                    Some(format!(
+                        "back in service, but {} failed: {} (re-send only it: drover retry \
+                         --site {}, then drover resume)",
+                        plan.steps[i].id,
+                        r.last_error.as_deref().unwrap_or(""),
+                        plan.sites[site as usize].id
+                    ))
+                })
+            }
             StepState::Failed => {
                 *slot = Some(format!(
                     "{} failed: {}",

@@ -427,3 +427,84 @@ fn fifty_sigkills_during_a_300_site_restore_lose_and_repeat_nothing() {
         );
     }
 }
+
+/// A site whose notification fails for good (the webhook answers 400) is back in service, not
+/// failed: status calls it unnotified and says why; `retry` re-sends only the notification.
+#[test]
+fn a_live_site_whose_notification_failed_is_not_a_failed_site() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let log = support::http::Log::default();
+    let addr = runtime.block_on(support::http::serve(std::sync::Arc::clone(&log)));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let platform = deleted_platform(d, 2);
+    let shipped = std::fs::read_to_string(shipped_workflow()).unwrap();
+    let at = shipped.find("[steps.notify]").unwrap();
+    let notify = &shipped[at..];
+    let with_webhook = notify.replacen(
+        "params = { ",
+        &format!("params = {{ webhook = \"http://{addr}/refuse-once\", "),
+        1,
+    );
+    let wf = support::write(d, "wf.toml", format!("{}{with_webhook}", &shipped[..at]));
+    let run = |args: &[&str]| {
+        let mut cmd = drover();
+        cmd.current_dir(d).args(args);
+        cmd.output().unwrap()
+    };
+    let out = run(&[
+        "run",
+        "--yes",
+        "-w",
+        wf.to_str().unwrap(),
+        "-r",
+        "request.toml",
+        "--state",
+        "s.db",
+    ]);
+    exited(&out, 3);
+
+    let doc = status_json(&d.join("s.db"));
+    assert_eq!(doc["sites"]["unnotified"], 2, "{doc}");
+    assert_eq!(doc["sites"]["failed"], 0, "{doc}");
+    let reason = doc["site_status"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("back in service, but site-0001/notify failed")
+            && reason.contains("400")
+            && reason.contains("drover retry --site site-0001"),
+        "{reason}"
+    );
+    for site in platform.sites().unwrap() {
+        assert_eq!(site.state.as_str(), "active-again", "{}", site.id);
+    }
+    let text = run(&["status", "--state", "s.db"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("2 unnotified"), "{text}");
+
+    // Retried: only the notification runs again, and the site is restored.
+    exited(
+        &run(&["retry", "--state", "s.db", "--site", "site-0001"]),
+        0,
+    );
+    exited(&run(&["resume", "--state", "s.db"]), 3);
+    let doc = status_json(&d.join("s.db"));
+    assert_eq!(doc["site_status"][0]["state"], "restored", "{doc}");
+    assert_eq!(doc["site_status"][1]["state"], "unnotified", "{doc}");
+    let ledger = rusqlite::Connection::open(d.join("s.db")).unwrap();
+    let attempts = |id: &str| -> i64 {
+        ledger
+            .query_row("SELECT attempts FROM steps WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    assert_eq!(attempts("site-0001/reactivate"), 1);
+    assert_eq!(attempts("site-0001/notify"), 2);
+    let sent = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.body.contains("\"site-0001\""))
+        .count();
+    assert_eq!(sent, 2, "the notification was sent again, once");
+}

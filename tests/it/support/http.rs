@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.1 server on loopback for the `http` and `notify` kinds: it records every
-//! request and answers by path — `…/bad` 400, `…/flaky` 503 to the first request with a given
-//! idempotency key, anything else 200 with a JSON body.
+//! request and answers by path — `…/bad` 400, `…/flaky` 503 and `…/refuse-once` 400 to the
+//! first request with a given idempotency key, anything else 200 with a JSON body.
 
 use std::sync::{Arc, Mutex};
 
@@ -221,6 +221,8 @@ pub async fn serve(log: Log) -> std::net::SocketAddr {
                     ("503 Service Unavailable", "down")
                 } else if path.ends_with("/bad") {
                     ("400 Bad Request", "{\"error\":\"unknown site\"}")
+                } else if path.ends_with("/refuse-once") && seen == 1 {
+                    ("400 Bad Request", "{\"error\":\"mailbox full\"}")
                 } else if path.ends_with("/flaky") && seen == 1 {
                     ("503 Service Unavailable", "busy")
                 } else {
