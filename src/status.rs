@@ -1,6 +1,7 @@
 //! Per-site status, derived from step states: what `drover status` shows and what decides a run's
 //! exit code. `doc`: the `drover-status/1` document.
 
+pub mod customers;
 pub mod doc;
 
 use std::collections::BTreeMap;

@@ -98,6 +98,8 @@ impl Snapshot {
 pub struct Reader {
     path: PathBuf,
     slot: std::sync::Mutex<Slot>,
+    /// Held by the one client that makes the first read; the others wait for it.
+    first: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -114,6 +116,7 @@ impl Reader {
         Reader {
             path,
             slot: std::sync::Mutex::new(Slot::default()),
+            first: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -144,6 +147,17 @@ impl Reader {
             slot.snapshot.clone()
         };
         if let Some(s) = stale {
+            return Ok(s);
+        }
+        // The first read: one client makes it, the others (a hundred at once, say) wait for it.
+        let _first = self.first.lock().await;
+        if let Some(s) = self
+            .slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot
+            .clone()
+        {
             return Ok(s);
         }
         let me = Arc::clone(self);
@@ -236,7 +250,7 @@ fn ranges(fixed: &Fixed, steps: &[StepRecord], now: i64, open: bool) -> Ranges {
 }
 
 fn fixed(stored: Stored) -> Fixed {
-    let customers = customers(&stored);
+    let customers = crate::status::customers::of_sites(&stored);
     let mut customer_names: Vec<String> = customers.iter().flatten().cloned().collect();
     customer_names.sort();
     customer_names.dedup();
@@ -246,69 +260,6 @@ fn fixed(stored: Stored) -> Fixed {
         customers,
         customer_names,
     }
-}
-
-/// Each site's customer: the request's `customer` attribute, else what the target registry
-/// says (read once; a registry that cannot be read leaves them unknown).
-fn customers(stored: &Stored) -> Vec<Option<String>> {
-    let plan = &stored.plan;
-    let Some(request) = request_of(&stored.snapshot) else {
-        return vec![None; plan.sites.len()];
-    };
-    let by_attr: std::collections::HashMap<&str, &str> = request
-        .sites
-        .iter()
-        .filter_map(|s| Some((s.id.as_str(), s.attrs.get("customer")?.as_str())))
-        .collect();
-    let missing: Vec<&str> = plan
-        .sites
-        .iter()
-        .map(|s| s.id.as_str())
-        .filter(|id| !by_attr.contains_key(id))
-        .collect();
-    let from_registry = if missing.is_empty() {
-        Default::default()
-    } else {
-        request
-            .target()
-            .and_then(|t| crate::target::open(&t).ok())
-            .and_then(|r| r.sites(&missing).ok())
-            .unwrap_or_default()
-    };
-    plan.sites
-        .iter()
-        .map(|s| {
-            let id = s.id.as_str();
-            by_attr
-                .get(id)
-                .map(|c| (*c).to_owned())
-                .or_else(|| from_registry.get(id).map(|r| r.customer.clone()))
-                .filter(|c| !c.is_empty())
-        })
-        .collect()
-}
-
-/// The request as the ledger's snapshot of it, its registry resolved against its file's
-/// directory.
-fn request_of(snapshot: &crate::ledger::Snapshot) -> Option<crate::request::Request> {
-    use crate::source::Source;
-    let name = &snapshot.request_file;
-    let text = snapshot.files.get(name)?;
-    let mut request =
-        crate::request::Request::parse(&Source::new(name.clone(), text.clone()), |csv| {
-            let text = snapshot.files.get(csv).cloned().unwrap_or_default();
-            Ok(Source::new(csv, text))
-        })
-        .ok()?;
-    let dir = Path::new(name).parent().unwrap_or(Path::new(""));
-    request.target = request.target.map(|t| {
-        if crate::target::is_operators(&t) || Path::new(&t).is_absolute() {
-            t
-        } else {
-            dir.join(t).display().to_string()
-        }
-    });
-    Some(request)
 }
 
 /// The site a step belongs to, if any.

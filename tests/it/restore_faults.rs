@@ -507,4 +507,66 @@ fn a_live_site_whose_notification_failed_is_not_a_failed_site() {
         .filter(|r| r.body.contains("\"site-0001\""))
         .count();
     assert_eq!(sent, 2, "the notification was sent again, once");
+
+    // For support: each customer with their restored contacts, their sites and a message.
+    let out = run(&[
+        "status",
+        "--state",
+        "s.db",
+        "--by-customer",
+        "--format",
+        "json",
+    ]);
+    exited(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let customers = doc["customers"].as_array().unwrap();
+    let listed: Vec<&str> = customers
+        .iter()
+        .flat_map(|c| c["sites"].as_array().unwrap())
+        .map(|s| s["site"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{doc}");
+    for c in customers {
+        let record = platform
+            .site(c["sites"][0]["site"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(c["customer"], record.customer.as_str());
+        let emails: Vec<String> = platform
+            .contacts(&record.id.to_string())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.email)
+            .collect();
+        assert!(!emails.is_empty());
+        for e in &emails {
+            assert!(c["contacts"].to_string().contains(e.as_str()), "{c}");
+        }
+        let message = c["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("Hello {}", record.customer))
+                && message.contains("back in service")
+                && message.contains(&format!("- {}: restored", record.id)),
+            "{message}"
+        );
+    }
+    let out = run(&[
+        "status",
+        "--state",
+        "s.db",
+        "--by-customer",
+        "--format",
+        "csv",
+    ]);
+    let csv = String::from_utf8_lossy(&exited_ok(&out)).into_owned();
+    assert_eq!(csv.lines().count(), 3, "a header and a row per site: {csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.contains("site-0002") && l.contains("unnotified")),
+        "{csv}"
+    );
+}
+
+fn exited_ok(out: &std::process::Output) -> Vec<u8> {
+    exited(out, 0);
+    out.stdout.clone()
 }
