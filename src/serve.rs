@@ -134,16 +134,32 @@ async fn report(State(served): State<Arc<Served>>) -> Response {
         .into_response()
 }
 
+/// A JSON answer made once per snapshot.
+fn made_json(slot: &std::sync::OnceLock<String>, make: impl FnOnce() -> String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        slot.get_or_init(make).clone(),
+    )
+        .into_response()
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("answers serialize")
+}
+
 async fn summary(State(served): State<Arc<Served>>) -> Response {
     match current(&served).await {
-        Ok(s) => json(&api::summary(&s)),
+        Ok(s) => made_json(&s.made.summary, || to_json(&api::summary(&s))),
         Err(r) => r,
     }
 }
 
 async fn sites(State(served): State<Arc<Served>>, Query(q): Query<api::SiteQuery>) -> Response {
     match current(&served).await {
-        Ok(s) => json(&api::sites(&s, &api::steps_by_site(&s), &q)),
+        Ok(s) => {
+            let by_site = s.made.steps_by_site.get_or_init(|| api::steps_by_site(&s));
+            json(&api::sites(&s, by_site, &q))
+        }
         Err(r) => r,
     }
 }
@@ -156,15 +172,15 @@ async fn site(State(served): State<Arc<Served>>, Path(id): Path<String>) -> Resp
     let Some(at) = s.plan().sites.iter().position(|x| x.id.as_str() == id) else {
         return (StatusCode::NOT_FOUND, "no such site in this run\n").into_response();
     };
-    let steps: Vec<usize> = (0..s.plan().steps.len())
-        .filter(|&i| snapshot::site_of(s.plan(), i) == Some(at))
-        .collect();
-    json(&api::site(&s, at, &steps))
+    let by_site = s.made.steps_by_site.get_or_init(|| api::steps_by_site(&s));
+    json(&api::site(&s, at, &by_site[at]))
 }
 
 async fn failures(State(served): State<Arc<Served>>) -> Response {
     match current(&served).await {
-        Ok(s) => json(&api::failures(&s, served.reader.path())),
+        Ok(s) => made_json(&s.made.failures, || {
+            to_json(&api::failures(&s, served.reader.path()))
+        }),
         Err(r) => r,
     }
 }
@@ -176,7 +192,7 @@ async fn metrics(State(served): State<Arc<Served>>) -> Response {
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            metrics::render(&s),
+            s.made.metrics.get_or_init(|| metrics::render(&s)).clone(),
         )
             .into_response(),
         Err(r) => r,
