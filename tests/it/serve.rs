@@ -230,6 +230,31 @@ fn a_live_restore_is_watched_in_a_browser_and_in_prometheus() {
         );
     }
 
+    // A screenshot: the page renders, and its script logs nothing (no error, no warning).
+    let png = profile.path().join("page.png");
+    let shot = format!("--screenshot={}", png.display());
+    let url = format!("http://{}/", served.addr);
+    browse(
+        &chromium,
+        profile.path(),
+        &[
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=3000",
+            "--window-size=1400,900",
+            &shot,
+            &url,
+        ],
+    );
+    let size = std::fs::metadata(&png).map_or(0, |m| m.len());
+    assert!(
+        size > 10_000,
+        "the screenshot shows a drawn page ({size} bytes)"
+    );
+    let logged = std::fs::read_to_string(profile.path().join("stderr")).unwrap();
+    let console: Vec<&str> = logged.lines().filter(|l| l.contains("CONSOLE")).collect();
+    assert!(console.is_empty(), "the page's console: {console:?}");
+
     let text = metrics(&served.addr);
     for state in [
         "pending",
