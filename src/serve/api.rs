@@ -296,48 +296,25 @@ pub struct Failures<'a> {
 
 #[derive(Serialize)]
 pub struct Failure<'a> {
-    pub step: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub site: Option<&'a str>,
-    pub kind: &'a str,
-    pub attempts: u32,
-    pub error: &'a str,
-    pub blocked_steps: usize,
+    #[serde(flatten)]
+    pub failure: crate::status::doc::FailureDoc<'a>,
     pub next_action: String,
 }
 
 pub fn failures<'a>(s: &'a Snapshot, ledger: &std::path::Path) -> Failures<'a> {
-    let plan = s.plan();
-    let mut blocked: std::collections::HashMap<&str, usize> = Default::default();
-    for r in s.steps.iter().filter(|r| r.state == StepState::Blocked) {
-        if let Some(by) = &r.note {
-            *blocked.entry(by.as_str()).or_default() += 1;
-        }
-    }
     let ledger = ledger.display();
     Failures {
         format: FORMAT,
-        failures: s
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.state == StepState::Failed)
-            .map(|(i, r)| {
-                let step = &plan.steps[i];
-                Failure {
-                    step: &step.id,
-                    site: site_of(plan, i).map(|x| plan.sites[x].id.as_str()),
-                    kind: plan.kind(step),
-                    attempts: r.attempts,
-                    error: r.last_error.as_deref().unwrap_or(""),
-                    blocked_steps: blocked.get(step.id.as_str()).copied().unwrap_or(0),
-                    next_action: format!(
-                        "once the cause is fixed: drover retry --state {ledger} --step {id} \
-                         && drover resume --state {ledger}; to give up on it: drover skip \
-                         --state {ledger} --step {id} --reason '…'",
-                        id = step.id
-                    ),
-                }
+        failures: crate::status::doc::failures(s.plan(), &s.steps)
+            .into_iter()
+            .map(|failure| Failure {
+                next_action: format!(
+                    "once the cause is fixed: drover retry --state {ledger} --step {id} \
+                     && drover resume --state {ledger}; to give up on it: drover skip \
+                     --state {ledger} --step {id} --reason '…'",
+                    id = failure.step
+                ),
+                failure,
             })
             .collect(),
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{SiteState, count_sites, count_steps, site_states};
 use crate::ledger::lock::Holder;
-use crate::ledger::{StepState, Stored, format_ms};
+use crate::ledger::{StepRecord, StepState, Stored, format_ms};
 use crate::plan::{Owner, Plan};
 
 pub const STATUS_FORMAT: &str = "drover-status/1";
@@ -103,16 +103,14 @@ pub fn document(stored: &Stored, holder: Option<HolderRecord>, now: i64) -> Stat
                 reason: reasons[i].clone(),
             })
             .collect(),
-        failures: failures(stored),
+        failures: failures(&stored.plan, &stored.steps),
     }
 }
 
-/// Every failed step, with how many steps wait on it.
-fn failures(stored: &Stored) -> Vec<FailureDoc<'_>> {
-    let plan = &stored.plan;
-    let blocked_by_count = count_blocked(&stored.steps);
-    stored
-        .steps
+/// Every failed step of `plan` whose records are `steps`, with how many steps wait on it.
+pub fn failures<'a>(plan: &'a Plan, steps: &'a [StepRecord]) -> Vec<FailureDoc<'a>> {
+    let blocked_by_count = count_blocked(steps);
+    steps
         .iter()
         .enumerate()
         .filter(|(_, r)| r.state == StepState::Failed)
@@ -138,7 +136,7 @@ fn site_of(plan: &Plan, i: usize) -> Option<&str> {
 }
 
 /// For each failed step ID, how many steps are blocked by it.
-fn count_blocked(steps: &[crate::ledger::StepRecord]) -> std::collections::HashMap<&str, usize> {
+fn count_blocked(steps: &[StepRecord]) -> std::collections::HashMap<&str, usize> {
     let mut counts = std::collections::HashMap::new();
     for r in steps.iter().filter(|r| r.state == StepState::Blocked) {
         if let Some(by) = &r.note {
