@@ -156,6 +156,16 @@ pub enum ClaimError {
     Registry { registry: String, reason: String },
 }
 
+impl ClaimError {
+    /// The registry at `registry` failed to keep claims.
+    pub fn from_registry(registry: &str, e: RegistryError) -> ClaimError {
+        ClaimError::Registry {
+            registry: registry.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
 /// Where the sites of a request with `target` are claimed: in the registry itself, through the
 /// same adapter that reads it. `None` when the reference platform's directory cannot be opened
 /// (preflight has said why).

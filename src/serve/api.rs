@@ -54,13 +54,7 @@ pub fn summary(s: &Snapshot) -> Summary<'_> {
     let holder = s
         .holder
         .clone()
-        .map(|(h, since, beat)| crate::status::doc::HolderDoc {
-            alive: h.is_alive(beat, s.read_at),
-            pid: h.pid,
-            host: h.host,
-            user: h.user,
-            since: format_ms(since),
-        });
+        .map(|h| crate::status::doc::HolderDoc::of(h, s.read_at));
     let done = states
         .iter()
         .filter(|s| matches!(s, StepState::Succeeded | StepState::Skipped))

@@ -61,6 +61,19 @@ pub struct FailureDoc<'a> {
     pub blocked_steps: usize,
 }
 
+impl HolderDoc {
+    /// The holder as the ledger records it, alive or not at `now` (ms).
+    pub fn of((h, since, beat): HolderRecord, now: i64) -> HolderDoc {
+        HolderDoc {
+            alive: h.is_alive(beat, now),
+            pid: h.pid,
+            host: h.host,
+            user: h.user,
+            since: format_ms(since),
+        }
+    }
+}
+
 /// Who holds the ledger, as the ledger records it: the holder, since when, its last heartbeat.
 pub type HolderRecord = (Holder, i64, i64);
 
@@ -69,13 +82,7 @@ pub fn document(stored: &Stored, holder: Option<HolderRecord>, now: i64) -> Stat
     let plan = &stored.plan;
     let states: Vec<StepState> = stored.steps.iter().map(|r| r.state).collect();
     let sites = site_states(plan, &states, |i| stored.steps[i].quarantined());
-    let holder = holder.map(|(h, since, beat)| HolderDoc {
-        alive: h.is_alive(beat, now),
-        pid: h.pid,
-        host: h.host,
-        user: h.user,
-        since: format_ms(since),
-    });
+    let holder = holder.map(|h| HolderDoc::of(h, now));
     let reasons = site_reasons(plan, &stored.steps);
     StatusDoc {
         format: STATUS_FORMAT,

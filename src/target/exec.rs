@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::entries::{self, Entry};
-use super::{Claim, ClaimError, RegistryError, SiteClaims, SiteStates, writes};
+use super::{Claim, ClaimError, RegistryError, SiteClaims, SiteRegistry, SiteStates, writes};
 
 /// The environment variable that tells the command which operation drover asks for: `lookup`,
 /// `claim`, `release` or `reactivate` (docs/request-format.md).
@@ -144,13 +144,6 @@ impl ExecRegistry {
         }
         String::from_utf8(out).map_err(|_| self.failed("its output is not UTF-8 text".into()))
     }
-
-    fn unclaimed(&self, e: RegistryError) -> ClaimError {
-        ClaimError::Registry {
-            registry: self.described.clone(),
-            reason: e.to_string(),
-        }
-    }
 }
 
 impl entries::Lookup for ExecRegistry {
@@ -187,14 +180,14 @@ impl SiteClaims for ExecRegistry {
         ];
         let answer: writes::ClaimAnswer = self
             .write("claim", &env, sites)
-            .map_err(|e| self.unclaimed(e))?;
+            .map_err(|e| ClaimError::from_registry(&self.describe(), e))?;
         answer.into_result(&self.described)
     }
 
     fn release(&self, run_id: &str) -> Result<(), ClaimError> {
         let _: serde_json::Value = self
             .write("release", &[("DROVER_RUN_ID", run_id.to_owned())], &[])
-            .map_err(|e| self.unclaimed(e))?;
+            .map_err(|e| ClaimError::from_registry(&self.describe(), e))?;
         Ok(())
     }
 }

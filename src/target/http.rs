@@ -185,24 +185,15 @@ impl SiteClaims for HttpRegistry {
             .call(serde_json::json!({
                 "op": "claim", "sites": sites, "run": me, "take_over": take_over,
             }))
-            .map_err(|e| self.unclaimed(e))?;
+            .map_err(|e| ClaimError::from_registry(&self.describe(), e))?;
         answer.into_result(&self.describe())
     }
 
     fn release(&self, run_id: &str) -> Result<(), ClaimError> {
         let _: serde_json::Value = self
             .call(serde_json::json!({ "op": "release", "run_id": run_id }))
-            .map_err(|e| self.unclaimed(e))?;
+            .map_err(|e| ClaimError::from_registry(&self.describe(), e))?;
         Ok(())
-    }
-}
-
-impl HttpRegistry {
-    fn unclaimed(&self, e: RegistryError) -> ClaimError {
-        ClaimError::Registry {
-            registry: self.describe(),
-            reason: e.to_string(),
-        }
     }
 }
 
