@@ -60,6 +60,13 @@ pub enum RunEvent {
     CanaryPassed {
         sites: usize,
     },
+    /// Per-customer progress updates (`crate::updates`) went out, or could not: `failed` are
+    /// tried again at the next look; `error` is the first reason.
+    CustomerUpdates {
+        sent: usize,
+        failed: usize,
+        error: Option<String>,
+    },
 }
 
 /// Counters for progress displays.

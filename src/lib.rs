@@ -114,6 +114,7 @@ mod staging;
 pub mod status;
 pub mod steps;
 pub mod target;
+pub mod updates;
 mod util;
 pub mod workflow;
 

@@ -22,6 +22,8 @@ mod secret;
 mod sleep;
 mod validate;
 
+pub(crate) use http::post_json;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;

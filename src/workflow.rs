@@ -561,6 +561,14 @@ impl Resolver<'_> {
                     continue;
                 }
             };
+            if s.kind.get_ref() == "notify"
+                && crate::updates::DURATION_PARAMS.contains(&key.as_str())
+                && let Err(why) = crate::updates::parse_duration(&text)
+            {
+                let fix = "write a duration such as \"30m\" or \"1h\" (see docs/workflow-format.md, `notify`)";
+                self.report(value.span(), entry, invalid(why, fix));
+                continue;
+            }
             match ParamTemplate::parse(&text) {
                 Ok(t) => {
                     params.insert(key.clone(), t);

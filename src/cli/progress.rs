@@ -143,6 +143,20 @@ impl EventSink for TerminalSink {
             RunEvent::CanaryPassed { sites } => self.say(format!(
                 "canary: all {sites} canary sites restored; starting the rest"
             )),
+            RunEvent::CustomerUpdates {
+                sent,
+                failed,
+                error,
+            } => {
+                let mut line = format!("customer updates: {sent} sent");
+                if *failed > 0 {
+                    line.push_str(&format!(", {failed} not delivered (tried again next look)"));
+                }
+                if let Some(e) = error {
+                    line.push_str(&format!(": {e}"));
+                }
+                self.say(line)
+            }
             RunEvent::Cancelling { in_flight } => {
                 self.say(format!("grace period over: cancelling {in_flight} steps"))
             }
@@ -249,6 +263,16 @@ impl EventSink for JsonSink {
                 tracing::warn!(event = "fan_out_stopped", reason = reason.as_str())
             }
             RunEvent::CanaryPassed { sites } => tracing::info!(event = "canary_passed", sites),
+            RunEvent::CustomerUpdates {
+                sent,
+                failed,
+                error,
+            } => match error {
+                Some(e) => {
+                    tracing::warn!(event = "customer_updates", sent, failed, error = e.as_str())
+                }
+                None => tracing::info!(event = "customer_updates", sent, failed),
+            },
             RunEvent::Started {
                 steps,
                 steps_done,

@@ -555,21 +555,38 @@ fn execute_held(
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     };
+    let updates = crate::updates::Updates::open(
+        ledger.path().to_owned(),
+        Arc::clone(&plan),
+        stored.info.clone(),
+        stored.snapshot.clone(),
+    )?;
     let renderer = Renderer::new(Arc::clone(&plan), format);
     let runtime = super::shared::runtime()?;
     let summary = runtime.block_on(async {
         let control = Control::default();
         let signals = tokio::spawn(watch_signals(control.clone(), exec.grace));
-        let result = schedule::run(
-            Arc::clone(&plan),
-            &stored.steps,
-            &Registry::builtin(),
-            journal,
-            opts,
-            &renderer,
-            control,
-        )
-        .await;
+        let done = tokio_util::sync::CancellationToken::new();
+        let run = async {
+            let result = schedule::run(
+                Arc::clone(&plan),
+                &stored.steps,
+                &Registry::builtin(),
+                journal,
+                opts,
+                &renderer,
+                control,
+            )
+            .await;
+            done.cancel();
+            result
+        };
+        let watch = async {
+            if let Some(u) = updates {
+                u.watch(&renderer, done.clone()).await;
+            }
+        };
+        let (result, ()) = tokio::join!(run, watch);
         signals.abort();
         result
     });

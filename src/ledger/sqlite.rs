@@ -5,7 +5,9 @@
 //! - `steps`: one row per plan step — state, attempts, last error, output, times;
 //! - `events`: append-only, one row per transition;
 //! - `holder`: the process that may write (see `lock`);
-//! - `sessions`: every command that opened the ledger for writing (run, resume, retry, skip).
+//! - `sessions`: every command that opened the ledger for writing (run, resume, retry, skip);
+//! - `updates`: per-customer progress updates decided, and whether each was delivered
+//!   (`crate::updates`); created on first use in ledgers made before it existed.
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +62,22 @@ CREATE TABLE sessions (
     pid INTEGER NOT NULL,
     argv TEXT NOT NULL,
     plan_hash TEXT NOT NULL
+);
+";
+
+/// Additive: a ledger without it gets it the first time an update is recorded.
+const UPDATES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS updates (
+    customer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL UNIQUE,
+    site TEXT NOT NULL,
+    decided_at INTEGER NOT NULL,
+    p50_at INTEGER NOT NULL,
+    p90_at INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    delivered_at INTEGER,
+    PRIMARY KEY (customer, seq)
 );
 ";
 
@@ -292,6 +310,78 @@ impl SqliteLedger {
             })
         });
         rows.and_then(Iterator::collect)
+            .map_err(sql_err(&self.path))
+    }
+
+    /// Every per-customer update decided so far, oldest first per customer.
+    pub fn updates(&self) -> Result<Vec<UpdateRow>, LedgerError> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'updates'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(sql_err(&self.path))?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT customer, seq, key, site, decided_at, p50_at, p90_at, message, \
+                 delivered_at FROM updates ORDER BY customer, seq",
+            )
+            .map_err(sql_err(&self.path))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UpdateRow {
+                customer: r.get(0)?,
+                seq: r.get(1)?,
+                key: r.get(2)?,
+                site: r.get(3)?,
+                decided_at: r.get(4)?,
+                p50_at: r.get(5)?,
+                p90_at: r.get(6)?,
+                message: r.get(7)?,
+                delivered_at: r.get(8)?,
+            })
+        });
+        rows.and_then(Iterator::collect)
+            .map_err(sql_err(&self.path))
+    }
+
+    /// Records an update decided and not yet delivered. Its `(customer, seq)` and `key` are
+    /// unique: a second record of the same update is refused, never a second update.
+    pub fn record_update(&mut self, u: &UpdateRow) -> Result<(), LedgerError> {
+        let err = sql_err(&self.path);
+        self.conn.execute_batch(UPDATES_SCHEMA).map_err(&err)?;
+        self.conn
+            .execute(
+                "INSERT INTO updates (customer, seq, key, site, decided_at, p50_at, p90_at, \
+                 message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    u.customer,
+                    u.seq,
+                    u.key,
+                    u.site,
+                    u.decided_at,
+                    u.p50_at,
+                    u.p90_at,
+                    u.message
+                ],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+
+    /// Marks the update `key` delivered at `at`.
+    pub fn update_delivered(&mut self, key: &str, at: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE updates SET delivered_at = ?2 WHERE key = ?1",
+                params![key, at],
+            )
+            .map(drop)
             .map_err(sql_err(&self.path))
     }
 
@@ -630,6 +720,25 @@ pub struct Session {
     pub pid: u32,
     pub argv: Vec<String>,
     pub plan_hash: String,
+}
+
+/// One per-customer progress update (`crate::updates`), as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct UpdateRow {
+    pub customer: String,
+    /// 1 for the customer's first update of this run.
+    pub seq: u32,
+    /// The idempotency key the outbox and the webhook get: the same for every delivery of it.
+    pub key: String,
+    /// The site whose `notify` step's params say where it goes (the customer's first).
+    pub site: String,
+    pub decided_at: i64,
+    /// The expected times it announced (ms since the epoch): p50 and p90.
+    pub p50_at: i64,
+    pub p90_at: i64,
+    /// The message as sent (JSON).
+    pub message: String,
+    pub delivered_at: Option<i64>,
 }
 
 /// One recorded transition.

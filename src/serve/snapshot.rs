@@ -264,7 +264,7 @@ fn ranges(fixed: &Fixed, steps: &[StepRecord], now: i64, open: bool) -> Ranges {
 }
 
 fn fixed(stored: Stored) -> Fixed {
-    let customers = crate::status::customers::of_sites(&stored);
+    let customers = crate::status::customers::of_sites(&stored.plan, &stored.snapshot);
     let mut customer_names: Vec<String> = customers.iter().flatten().cloned().collect();
     customer_names.sort();
     customer_names.dedup();

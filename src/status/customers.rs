@@ -69,85 +69,139 @@ pub struct ContactDoc {
 
 /// The document for the run in `stored` at `now` (ms), with messages from `template`.
 pub fn document(stored: &Stored, now: i64, template: &str) -> CustomersDoc {
-    let plan = &stored.plan;
-    let states: Vec<crate::ledger::StepState> = stored.steps.iter().map(|r| r.state).collect();
-    let sites = super::site_states(plan, &states, |i| stored.steps[i].quarantined());
-    let reasons = super::doc::site_reasons(plan, &stored.steps);
-    let customers = of_sites(stored);
-    let open = sites
-        .iter()
-        .any(|s| matches!(s, SiteState::Pending | SiteState::Running));
-    let ranges = open.then(|| {
-        let plan = std::sync::Arc::new(plan.clone());
-        let opts = super::doc::sim_options(&plan, &stored.info);
-        crate::sim::live::ranges(&plan, &stored.steps, &opts, now, 8)
-    });
-    let contacts = contacts_of(stored);
-    let mut by: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
-    for (i, c) in customers.iter().enumerate() {
-        by.entry(c.clone()).or_default().push(i);
+    let plan = std::sync::Arc::new(stored.plan.clone());
+    let customers = of_sites(&plan, &stored.snapshot);
+    Moment::read(&plan, &stored.info, &stored.snapshot, &stored.steps, now, 8).document(
+        &stored.info.run_id,
+        &customers,
+        template,
+    )
+}
+
+/// What the per-customer view needs of a run at one moment.
+pub struct Moment<'a> {
+    pub plan: &'a crate::plan::Plan,
+    pub sites: Vec<SiteState>,
+    /// Why each site is not restored (`doc::site_reasons`).
+    pub reasons: Vec<Option<String>>,
+    /// Per site, while it is pending or running: seconds left, p50 and p90.
+    pub ranges: Vec<Option<(f64, f64)>>,
+    /// Per site: its key contacts as the registry holds them now (`None`: not known).
+    pub contacts: Vec<Option<Vec<ContactDoc>>>,
+    pub now: i64,
+}
+
+impl<'a> Moment<'a> {
+    /// Reads the moment from a run's step records, simulating `trials` times for the ranges.
+    pub fn read(
+        plan: &'a std::sync::Arc<crate::plan::Plan>,
+        info: &crate::ledger::RunInfo,
+        snapshot: &crate::ledger::Snapshot,
+        steps: &[crate::ledger::StepRecord],
+        now: i64,
+        trials: u32,
+    ) -> Moment<'a> {
+        let states: Vec<crate::ledger::StepState> = steps.iter().map(|r| r.state).collect();
+        let sites = super::site_states(plan, &states, |i| steps[i].quarantined());
+        let open = sites
+            .iter()
+            .any(|s| matches!(s, SiteState::Pending | SiteState::Running));
+        let ranges = match open {
+            true => {
+                let opts = super::doc::sim_options(plan, info);
+                let r = crate::sim::live::ranges(plan, steps, &opts, now, trials);
+                (0..plan.sites.len())
+                    .map(|i| {
+                        r.sites_ms
+                            .get(i)
+                            .filter(|_| matches!(sites[i], SiteState::Pending | SiteState::Running))
+                            .filter(|(_, p90)| *p90 != u64::MAX)
+                            .map(|&(a, b)| (a as f64 / 1000.0, b as f64 / 1000.0))
+                    })
+                    .collect()
+            }
+            false => vec![None; plan.sites.len()],
+        };
+        Moment {
+            plan,
+            reasons: super::doc::site_reasons(plan, steps),
+            contacts: contacts_of(plan, snapshot),
+            sites,
+            ranges,
+            now,
+        }
     }
-    let as_of = format_ms(now);
-    let customers = by
-        .into_iter()
-        .map(|(customer, members)| {
-            let rows: Vec<CustomerSite> = members
-                .iter()
-                .map(|&i| {
-                    let range = ranges
-                        .as_ref()
-                        .filter(|_| matches!(sites[i], SiteState::Pending | SiteState::Running))
-                        .and_then(|r| r.sites_ms.get(i))
-                        .filter(|(_, p90)| *p90 != u64::MAX);
-                    CustomerSite {
-                        site: plan.sites[i].id.to_string(),
-                        state: sites[i],
-                        eta_p50_s: range.map(|r| r.0 as f64 / 1000.0),
-                        eta_p90_s: range.map(|r| r.1 as f64 / 1000.0),
-                        reason: reasons[i].clone(),
-                    }
-                })
-                .collect();
-            let mut people: Vec<ContactDoc> = members
-                .iter()
-                .flat_map(|&i| contacts.get(i).cloned().flatten().unwrap_or_default())
-                .collect();
-            people.sort();
-            people.dedup_by(|a, b| a.email == b.email);
-            let unknown = members
-                .iter()
-                .filter(|&&i| contacts.get(i).is_none_or(|c| c.is_none()))
-                .count();
-            let max =
-                |f: fn(&CustomerSite) -> Option<f64>| rows.iter().filter_map(f).reduce(f64::max);
-            let mut doc = CustomerDoc {
-                customer,
-                contacts: people,
-                contacts_note: (unknown > 0).then(|| {
-                    format!(
-                        "the contacts of {unknown} of these sites are not known yet (they come \
-                         back with the site's restore-contacts step, or the registry has none)"
-                    )
-                }),
-                sites_total: rows.len(),
-                restored: rows
+
+    /// Per customer (`customers`: each site's), with messages from `template`.
+    pub fn document(
+        &self,
+        run_id: &str,
+        customers: &[Option<String>],
+        template: &str,
+    ) -> CustomersDoc {
+        let plan = self.plan;
+        let mut by: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
+        for (i, c) in customers.iter().enumerate() {
+            by.entry(c.clone()).or_default().push(i);
+        }
+        let as_of = format_ms(self.now);
+        let customers = by
+            .into_iter()
+            .map(|(customer, members)| {
+                let rows: Vec<CustomerSite> = members
                     .iter()
-                    .filter(|r| r.state == SiteState::Restored)
-                    .count(),
-                eta_p50_s: max(|r| r.eta_p50_s),
-                eta_p90_s: max(|r| r.eta_p90_s),
-                sites: rows,
-                message: String::new(),
-            };
-            doc.message = message(template, &doc, &as_of);
-            doc
-        })
-        .collect();
-    CustomersDoc {
-        format: FORMAT,
-        run_id: stored.info.run_id.clone(),
-        as_of,
-        customers,
+                    .map(|&i| CustomerSite {
+                        site: plan.sites[i].id.to_string(),
+                        state: self.sites[i],
+                        eta_p50_s: self.ranges[i].map(|r| r.0),
+                        eta_p90_s: self.ranges[i].map(|r| r.1),
+                        reason: self.reasons[i].clone(),
+                    })
+                    .collect();
+                let mut people: Vec<ContactDoc> = members
+                    .iter()
+                    .flat_map(|&i| self.contacts.get(i).cloned().flatten().unwrap_or_default())
+                    .collect();
+                people.sort();
+                people.dedup_by(|a, b| a.email == b.email);
+                let unknown = members
+                    .iter()
+                    .filter(|&&i| self.contacts.get(i).is_none_or(|c| c.is_none()))
+                    .count();
+                let max = |f: fn(&CustomerSite) -> Option<f64>| {
+                    rows.iter().filter_map(f).reduce(f64::max)
+                };
+                let mut doc = CustomerDoc {
+                    customer,
+                    contacts: people,
+                    contacts_note: (unknown > 0).then(|| {
+                        format!(
+                            "the contacts of {unknown} of these sites are not known yet (they \
+                             come back with the site's restore-contacts step, or the registry \
+                             has none)"
+                        )
+                    }),
+                    sites_total: rows.len(),
+                    restored: rows
+                        .iter()
+                        // Back in service, whether or not its notification went out.
+                        .filter(|r| matches!(r.state, SiteState::Restored | SiteState::Unnotified))
+                        .count(),
+                    eta_p50_s: max(|r| r.eta_p50_s),
+                    eta_p90_s: max(|r| r.eta_p90_s),
+                    sites: rows,
+                    message: String::new(),
+                };
+                doc.message = message(template, &doc, &as_of);
+                doc
+            })
+            .collect();
+        CustomersDoc {
+            format: FORMAT,
+            run_id: run_id.to_owned(),
+            as_of,
+            customers,
+        }
     }
 }
 
@@ -194,9 +248,11 @@ pub fn message(template: &str, c: &CustomerDoc, as_of: &str) -> String {
 /// Per site: its key contacts as the reference platform's registry holds them now (restored
 /// with the site), or `None` when they are not there (or the target is not the reference
 /// platform).
-fn contacts_of(stored: &Stored) -> Vec<Option<Vec<ContactDoc>>> {
-    let plan = &stored.plan;
-    let platform = request_of(&stored.snapshot)
+fn contacts_of(
+    plan: &crate::plan::Plan,
+    snapshot: &crate::ledger::Snapshot,
+) -> Vec<Option<Vec<ContactDoc>>> {
+    let platform = request_of(snapshot)
         .and_then(|r| r.target)
         .filter(|t| !crate::target::is_operators(t))
         .and_then(|t| crate::platform::Platform::open(Path::new(&t)).ok());
@@ -220,9 +276,11 @@ fn contacts_of(stored: &Stored) -> Vec<Option<Vec<ContactDoc>>> {
 
 /// Each site's customer: the request's `customer` attribute, else what the target registry
 /// says (read once; a registry that cannot be read leaves them unknown).
-pub fn of_sites(stored: &Stored) -> Vec<Option<String>> {
-    let plan = &stored.plan;
-    let Some(request) = request_of(&stored.snapshot) else {
+pub fn of_sites(
+    plan: &crate::plan::Plan,
+    snapshot: &crate::ledger::Snapshot,
+) -> Vec<Option<String>> {
+    let Some(request) = request_of(snapshot) else {
         return vec![None; plan.sites.len()];
     };
     let by_attr: std::collections::HashMap<&str, &str> = request

@@ -570,3 +570,145 @@ fn exited_ok(out: &std::process::Output) -> Vec<u8> {
     exited(out, 0);
     out.stdout.clone()
 }
+
+/// Issue #17: with `progress_moves` on `notify`, each customer hears "in progress, expected
+/// between X and Y" when their time is first known and again only when it moves by more than
+/// the threshold, in the outbox and at the webhook, each update once, across a SIGKILL and a
+/// resume.
+#[test]
+fn customers_hear_of_progress_once_per_change_across_a_crash_and_resume() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let log = support::http::Log::default();
+    let addr = runtime.block_on(support::http::serve(std::sync::Arc::clone(&log)));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sites = 60;
+    let platform = deleted_platform(d, sites);
+    let shipped = std::fs::read_to_string(shipped_workflow()).unwrap();
+    let at = shipped.find("[steps.notify]").unwrap();
+    let notify = shipped[at..].replacen(
+        "params = { ",
+        &format!(
+            "params = {{ webhook = \"http://{addr}/hook\", progress_moves = \"10m\", \
+             progress_every = \"1s\", "
+        ),
+        1,
+    );
+    let wf = support::write(d, "wf.toml", format!("{}{notify}", &shipped[..at]));
+    let state = d.join("s.db");
+    let updates = |delivered_only: bool| -> Vec<(String, i64, i64, i64)> {
+        let Ok(ledger) = rusqlite::Connection::open(&state) else {
+            return Vec::new();
+        };
+        let sql = format!(
+            "SELECT customer, seq, p50_at, p90_at FROM updates {} ORDER BY customer, seq",
+            if delivered_only {
+                "WHERE delivered_at IS NOT NULL"
+            } else {
+                ""
+            }
+        );
+        let Ok(mut stmt) = ledger.prepare(&sql) else {
+            return Vec::new();
+        };
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+
+    // Killed once a first round of updates is out and a third of the sites are back.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(d)
+        .args(["run", "--yes", "--max-parallel", "4", "-w"])
+        .arg(&wf)
+        .args(["-r", "request.toml", "--state", "s.db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(state.exists()
+        && !updates(true).is_empty()
+        && status_json(&state)["sites"]["restored"].as_u64() >= Some(u64::from(sites / 3)))
+    {
+        assert!(Instant::now() < deadline, "no update went out in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = updates(false);
+    let out = drover()
+        .current_dir(d)
+        .args(["resume", "--state", "s.db"])
+        .output()
+        .unwrap();
+    exited(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("not delivered"), "{stderr}");
+
+    let after = updates(false);
+    assert_eq!(updates(true), after, "every update recorded was delivered");
+    for u in &before {
+        assert!(after.contains(u), "the resume kept update {u:?} as it was");
+    }
+    // Each customer's updates: numbered from 1, and each one moved by more than 10 minutes at
+    // one end or the other (the first came from the workflow's production-sized estimates,
+    // hours; the next from the durations measured here).
+    let ten_min = 600_000;
+    let mut customers = BTreeMap::new();
+    for (c, seq, p50, p90) in &after {
+        customers
+            .entry(c.clone())
+            .or_insert_with(Vec::new)
+            .push((*seq, *p50, *p90));
+    }
+    assert!(customers.len() > 1, "{after:?}");
+    for (c, list) in &customers {
+        for (i, w) in list.iter().enumerate() {
+            assert_eq!(w.0, i as i64 + 1, "{c}: numbered in order: {list:?}");
+        }
+        for w in list.windows(2) {
+            let moved = (w[1].1 - w[0].1).abs().max((w[1].2 - w[0].2).abs());
+            assert!(
+                moved > ten_min,
+                "{c}: sent again without a change: {list:?}"
+            );
+        }
+    }
+    assert!(
+        customers.values().any(|l| l.len() > 1),
+        "a customer heard again when the time moved from hours to seconds: {after:?}"
+    );
+
+    // The outbox and the webhook got each update once, under its key.
+    let outbox: Vec<serde_json::Value> = platform
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|m| serde_json::from_str(&m.message).unwrap())
+        .filter(|m: &serde_json::Value| m["kind"] == "progress")
+        .collect();
+    assert_eq!(outbox.len(), after.len(), "{outbox:?}");
+    let hooked: Vec<support::http::Received> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.key.contains("/progress/"))
+        .cloned()
+        .collect();
+    assert_eq!(hooked.len(), after.len(), "each update posted once");
+    for m in &outbox {
+        let customer = m["customer"].as_str().unwrap();
+        let between = m["expected_between"].as_array().unwrap();
+        assert_eq!(between.len(), 2, "{m}");
+        assert!(between[0].as_str() <= between[1].as_str(), "{m}");
+        assert!(m["text"].as_str().unwrap().contains(customer), "{m}");
+        let key = format!("/progress/{}/{}", customer, m["update"]).to_lowercase();
+        assert_eq!(
+            hooked.iter().filter(|r| r.key.ends_with(&key)).count(),
+            1,
+            "{key}"
+        );
+    }
+}
