@@ -634,3 +634,21 @@ fn secret_references_only_where_resolved_and_never_in_site_data() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_progress_threshold_that_is_not_a_duration_is_refused_with_its_entry() {
+    let wf = WORKFLOW.replace(
+        "kind = \"validate\"",
+        "kind = \"notify\"\nparams = { progress_moves = \"when it changes\" }",
+    );
+    let err = refused(&wf, REQUEST);
+    has(
+        &err,
+        &[
+            "wf.toml",
+            "steps.validate.params.progress_moves",
+            "'when it changes' is not a duration",
+            "\"30m\"",
+        ],
+    );
+}
