@@ -46,6 +46,7 @@ pub fn router(reader: Reader, token: Option<String>) -> Router {
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}", get(site))
         .route("/api/v1/failures", get(failures))
+        .route("/api/v1/customers", get(customers))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -123,15 +124,33 @@ async fn report(State(served): State<Arc<Served>>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let plan = s.plan();
-    let mut timeline =
-        crate::report::Timeline::from_run(plan, &s.steps, crate::report::LaneMode::auto(plan));
-    timeline.subtitle = format!("run {} · {}", s.fixed.info.run_id, timeline.subtitle);
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        crate::report::html(&timeline),
-    )
-        .into_response()
+    // Made once per snapshot, off the async threads: a large run's timeline takes a while.
+    let made = Arc::clone(&s);
+    let page = tokio::task::spawn_blocking(move || {
+        made.made
+            .report
+            .get_or_init(|| {
+                let plan = made.plan();
+                let mut timeline = crate::report::Timeline::from_run(
+                    plan,
+                    &made.steps,
+                    crate::report::LaneMode::auto(plan),
+                );
+                timeline.subtitle =
+                    format!("run {} · {}", made.fixed.info.run_id, timeline.subtitle);
+                crate::report::html(&timeline)
+            })
+            .clone()
+    })
+    .await;
+    match page {
+        Ok(page) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the timeline: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// A JSON answer made once per snapshot.
@@ -162,6 +181,23 @@ async fn sites(State(served): State<Arc<Served>>, Query(q): Query<api::SiteQuery
         }
         Err(r) => r,
     }
+}
+
+async fn customers(
+    State(served): State<Arc<Served>>,
+    Query(q): Query<api::CustomerQuery>,
+) -> Response {
+    let s = match current(&served).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    // Made once per snapshot, off the async threads: it reads every site's contacts.
+    let made = Arc::clone(&s);
+    let _ = tokio::task::spawn_blocking(move || {
+        made.customers();
+    })
+    .await;
+    json(&api::customers(&s, &q))
 }
 
 async fn site(State(served): State<Arc<Served>>, Path(id): Path<String>) -> Response {

@@ -238,6 +238,55 @@ pub fn sites<'a>(s: &'a Snapshot, by_site: &[Vec<usize>], q: &SiteQuery) -> Site
     }
 }
 
+/// `/api/v1/customers`: `customer` (exact) and `q` (part of the name or a site ID) filter.
+#[derive(serde::Deserialize)]
+pub struct CustomerQuery {
+    pub customer: Option<String>,
+    pub q: Option<String>,
+    pub offset: Option<usize>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct CustomerPage<'a> {
+    pub format: &'static str,
+    pub as_of: &'a str,
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+    pub customers: Vec<&'a crate::status::customers::CustomerDoc>,
+}
+
+pub fn customers<'a>(s: &'a Snapshot, q: &CustomerQuery) -> CustomerPage<'a> {
+    let doc = s.customers();
+    let needle =
+        q.q.as_deref()
+            .map(str::to_lowercase)
+            .filter(|n| !n.is_empty());
+    let matching: Vec<&crate::status::customers::CustomerDoc> = doc
+        .customers
+        .iter()
+        .filter(|c| {
+            let name = c.customer.as_deref();
+            q.customer.as_deref().is_none_or(|x| Some(x) == name)
+                && needle.as_deref().is_none_or(|n| {
+                    name.is_some_and(|c| c.to_lowercase().contains(n))
+                        || c.sites.iter().any(|s| s.site.contains(n))
+                })
+        })
+        .collect();
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    CustomerPage {
+        format: FORMAT,
+        as_of: &doc.as_of,
+        total: matching.len(),
+        offset,
+        limit,
+        customers: matching.into_iter().skip(offset).take(limit).collect(),
+    }
+}
+
 #[derive(Serialize)]
 pub struct SiteDetail<'a> {
     pub format: &'static str,

@@ -35,6 +35,8 @@ pub struct Fixed {
     pub customers: Vec<Option<String>>,
     /// The customers, sorted, once each.
     pub customer_names: Vec<String>,
+    /// The run's inputs, for where the sites' contacts are.
+    pub inputs: crate::ledger::Snapshot,
 }
 
 /// The run at one moment.
@@ -62,6 +64,10 @@ pub struct Made {
     pub metrics: std::sync::OnceLock<String>,
     /// Per site: its steps, in plan order.
     pub steps_by_site: std::sync::OnceLock<Vec<Vec<usize>>>,
+    /// Per customer (reads each site's contacts).
+    pub customers: std::sync::OnceLock<crate::status::customers::CustomersDoc>,
+    /// The timeline page.
+    pub report: std::sync::OnceLock<String>,
 }
 
 /// Time left, as ranges over simulated trials (`sim::live::ranges`), and when it was computed.
@@ -90,6 +96,26 @@ impl Snapshot {
     pub fn range(&self) -> Option<(f64, f64)> {
         let (p50, p90) = self.ranges.left.as_ref()?.left_ms;
         Some(self.since_computed(p50, p90))
+    }
+
+    /// Per customer, as `status --by-customer` shows them (made once per snapshot).
+    pub fn customers(&self) -> &crate::status::customers::CustomersDoc {
+        self.made.customers.get_or_init(|| {
+            let plan = self.plan();
+            let moment = crate::status::customers::Moment {
+                plan,
+                sites: self.sites.clone(),
+                reasons: self.reasons.clone(),
+                ranges: (0..plan.sites.len()).map(|i| self.site_range(i)).collect(),
+                contacts: crate::status::customers::contacts_of(plan, &self.fixed.inputs),
+                now: self.read_at,
+            };
+            moment.document(
+                &self.fixed.info.run_id,
+                &self.fixed.customers,
+                crate::status::customers::DEFAULT_TEMPLATE,
+            )
+        })
     }
 
     /// Times left computed a moment before this snapshot, as of the snapshot, seconds.
@@ -273,6 +299,7 @@ fn fixed(stored: Stored) -> Fixed {
         plan: Arc::new(stored.plan),
         customers,
         customer_names,
+        inputs: stored.snapshot,
     }
 }
 

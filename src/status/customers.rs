@@ -248,7 +248,7 @@ pub fn message(template: &str, c: &CustomerDoc, as_of: &str) -> String {
 /// Per site: its key contacts as the reference platform's registry holds them now (restored
 /// with the site), or `None` when they are not there (or the target is not the reference
 /// platform).
-fn contacts_of(
+pub fn contacts_of(
     plan: &crate::plan::Plan,
     snapshot: &crate::ledger::Snapshot,
 ) -> Vec<Option<Vec<ContactDoc>>> {

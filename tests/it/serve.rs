@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::support;
 use crate::support::browser::{browse, chromium};
+use crate::support::drover;
 
 /// A `drover serve` process, stopped when dropped.
 struct Served {
@@ -229,6 +230,53 @@ fn a_live_restore_is_watched_in_a_browser_and_in_prometheus() {
             "the page's {state} count"
         );
     }
+
+    // Per customer, the page and the API say what `status --by-customer` says; the page draws
+    // the timeline in its frame.
+    let by_customer = drover()
+        .args(["status", "--by-customer", "--format", "json", "--state"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    let by_customer: Value = serde_json::from_slice(&by_customer.stdout).unwrap();
+    let expected = by_customer["customers"].as_array().unwrap();
+    let served_customers = get(&served.addr, "/api/v1/customers?limit=1000");
+    assert_eq!(
+        served_customers["total"].as_u64(),
+        Some(expected.len() as u64)
+    );
+    for (a, b) in served_customers["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected)
+    {
+        for field in ["customer", "contacts", "sites_total", "restored", "sites"] {
+            assert_eq!(a[field], b[field], "{field} of {}", b["customer"]);
+        }
+    }
+    let first = expected[0]["customer"].as_str().unwrap();
+    let one = get(&served.addr, &format!("/api/v1/customers?customer={first}"));
+    assert_eq!(one["total"], 1);
+    assert_eq!(one["customers"][0]["customer"], first);
+    let rows = dom.matches("<tr data-customer=").count();
+    assert_eq!(
+        rows,
+        expected.len().min(50),
+        "one row per customer, 50 a page"
+    );
+    assert!(
+        dom.contains(&format!("data-customer=\"{first}\"")),
+        "{first} is on the page"
+    );
+    let gantt = dom.find("id=\"gantt\"").expect("the timeline frame");
+    let frame = &dom[dom[..gantt].rfind('<').unwrap()..];
+    let frame = &frame[..frame.find('>').unwrap()];
+    assert!(
+        frame.contains("srcdoc=") && frame.contains("&lt;svg"),
+        "the timeline is drawn in the page: {}",
+        &frame[..frame.len().min(300)]
+    );
 
     // A screenshot: the page renders, and its script logs nothing (no error, no warning).
     let png = profile.path().join("page.png");
