@@ -24,7 +24,9 @@ async fn main() {
     let addr = args[1].clone();
     let clients: usize = args[2].parse().expect("a number of clients");
     let stop = PathBuf::from(&args[3]);
-    let sites: usize = args.get(4).map_or(300, |s| s.parse().expect("a number of sites"));
+    let sites: usize = args
+        .get(4)
+        .map_or(300, |s| s.parse().expect("a number of sites"));
     let paths = [
         "/api/v1/summary".to_owned(),
         "/api/v1/sites?offset={}&limit=100".to_owned(),

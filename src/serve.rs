@@ -34,11 +34,8 @@ struct Served {
 }
 
 /// The routes, serving the ledger `reader` reads; with `token`, every request must carry it.
-pub fn router(reader: Reader, token: Option<String>) -> Router {
-    let served = Arc::new(Served {
-        reader: Arc::new(reader),
-        token,
-    });
+pub fn router(reader: Arc<Reader>, token: Option<String>) -> Router {
+    let served = Arc::new(Served { reader, token });
     Router::new()
         .route("/", get(page))
         .route("/report", get(report))

@@ -45,11 +45,16 @@ pub fn run(args: ServeArgs) -> Result<Done, Failure> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let at = listener.local_addr().context("the address listened on")?;
+        // The first read (the plan decoded, the time left simulated: most of a second for a
+        // large run) is made before anyone asks, so no client's first answer waits for it.
+        let reader = std::sync::Arc::new(crate::serve::Reader::new(args.state.clone()));
+        if let Err(e) = reader.current().await {
+            errln!("warning: cannot read the ledger yet ({e}); every answer says why until it can");
+        }
         errln!(
             "serving {} on http://{at}/ (metrics at /metrics); Ctrl-C stops",
             args.state.display()
         );
-        let reader = crate::serve::Reader::new(args.state.clone());
         let router = crate::serve::router(reader, token);
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
