@@ -181,6 +181,11 @@ impl From<LedgerError> for Failure {
             LedgerError::Incompatible { path, .. } => {
                 input(path, "check that --state names a drover ledger")
             }
+            LedgerError::Config { state, .. } => input(
+                state,
+                "give --state a SQLite file, or postgres://user@host:port/db?ledger=<name> \
+                 (the password in PGPASSWORD)",
+            ),
             _ => Failure::Internal(e.into()),
         }
     }

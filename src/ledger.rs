@@ -10,6 +10,7 @@
 
 pub mod lock;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -272,6 +273,13 @@ pub enum LedgerError {
     WriterStopped,
     #[error("ledger {path}: the stored plan is damaged: {reason}")]
     Corrupt { path: String, reason: String },
+    #[error("ledger {state}: {source}")]
+    Postgres {
+        state: String,
+        source: ::postgres::Error,
+    },
+    #[error("--state {state}: {reason}")]
+    Config { state: String, reason: String },
 }
 
 /// Why a command opened a ledger for writing, as its audit trail records it.
@@ -311,6 +319,80 @@ pub trait Ledger: Send {
     fn apply(&mut self, ops: &[Op]) -> Result<(), LedgerError>;
     /// The run, its inputs, its plan and every step's record.
     fn load(&self) -> Result<Stored, LedgerError>;
+}
+
+/// Everything a command does with a run's ledger, whichever database keeps it: a SQLite file
+/// (`sqlite`) or a PostgreSQL database (`postgres`). The scheduler sees only [`Ledger`].
+pub trait Store: Ledger {
+    /// The ledger as messages name it: a path, or a URL without a password.
+    fn shown(&self) -> String;
+    /// The run's facts, without loading the plan.
+    fn info(&self) -> Result<RunInfo, LedgerError>;
+    /// Step records only, without decoding the plan.
+    fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError>;
+    /// The current holder, when it took the ledger, and its last heartbeat.
+    fn holder(&self) -> Result<Option<(lock::Holder, i64, i64)>, LedgerError>;
+    /// Takes the single-writer lock, or says who holds it.
+    fn acquire(&mut self, me: &lock::Holder) -> Result<(), LedgerError>;
+    /// Gives the lock up.
+    fn release(&mut self) -> Result<(), LedgerError>;
+    /// Records the policy this session runs.
+    fn record_policy(&mut self, policy: crate::dispatch::policy::Policy)
+    -> Result<(), LedgerError>;
+    /// Records a command that opened the ledger for writing.
+    fn record_session(
+        &mut self,
+        mode: SessionMode,
+        argv: &[String],
+        me: &lock::Holder,
+        plan_hash: &str,
+    ) -> Result<(), LedgerError>;
+    fn sessions(&self) -> Result<Vec<sqlite::Session>, LedgerError>;
+    fn events(&self) -> Result<Vec<sqlite::EventRow>, LedgerError>;
+    /// Per-customer updates (`crate::updates`).
+    fn updates(&self) -> Result<Vec<sqlite::UpdateRow>, LedgerError>;
+    fn record_update(&mut self, u: &sqlite::UpdateRow) -> Result<(), LedgerError>;
+    fn update_delivered(&mut self, key: &str, at: i64) -> Result<(), LedgerError>;
+    /// Another connection to the same ledger (the run's writer thread has its own).
+    fn reopen(&self) -> Result<Box<dyn Store>, LedgerError>;
+    /// Where the run's fetched backups are staged: beside a SQLite file
+    /// (`restore.db.staging`), or `<ledger name>.staging` in the current directory.
+    fn staging(&self) -> std::path::PathBuf;
+    /// The SQLite file, for what reads one directly.
+    fn file(&self) -> Option<&std::path::Path>;
+}
+
+/// Whether `--state` names an existing ledger.
+pub fn exists(state: &std::path::Path) -> Result<bool, LedgerError> {
+    match state.to_str().filter(|s| postgres::is_url(s)) {
+        Some(url) => match postgres::PostgresLedger::open(&postgres::Address::parse(url)?) {
+            Ok(_) => Ok(true),
+            Err(LedgerError::Missing { .. }) => Ok(false),
+            Err(e) => Err(e),
+        },
+        None => Ok(state.exists()),
+    }
+}
+
+/// Opens the ledger `--state` names: a `postgres://` URL, or a SQLite file.
+pub fn open(state: &std::path::Path) -> Result<Box<dyn Store>, LedgerError> {
+    match state.to_str().filter(|s| postgres::is_url(s)) {
+        Some(url) => Ok(Box::new(postgres::PostgresLedger::open(
+            &postgres::Address::parse(url)?,
+        )?)),
+        None => Ok(Box::new(sqlite::SqliteLedger::open(state)?)),
+    }
+}
+
+/// Creates the ledger `--state` names for a new run.
+pub fn create(state: &std::path::Path, new: &NewRun) -> Result<Box<dyn Store>, LedgerError> {
+    match state.to_str().filter(|s| postgres::is_url(s)) {
+        Some(url) => Ok(Box::new(postgres::PostgresLedger::create(
+            &postgres::Address::parse(url)?,
+            new,
+        )?)),
+        None => Ok(Box::new(sqlite::SqliteLedger::create(state, new)?)),
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -22,8 +22,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventSink, RunEvent};
-use crate::ledger::sqlite::{SqliteLedger, UpdateRow};
-use crate::ledger::{LedgerError, RunInfo, Snapshot, format_ms, now_ms};
+use crate::ledger::sqlite::UpdateRow;
+use crate::ledger::{LedgerError, RunInfo, Snapshot, Store, format_ms, now_ms};
 use crate::plan::{Owner, Plan, StepIdx};
 use crate::status::customers::{self, CustomerDoc, Moment};
 use crate::steps::{StepContext, StepError};
@@ -82,7 +82,7 @@ impl Settings {
 
 /// Decides and delivers the updates of one run (see the module's documentation).
 pub struct Updates {
-    ledger: SqliteLedger,
+    ledger: Box<dyn Store>,
     plan: Arc<Plan>,
     info: RunInfo,
     snapshot: Snapshot,
@@ -101,9 +101,10 @@ struct Delivered {
 }
 
 impl Updates {
-    /// Updates for the run in the ledger at `path`, or `None` when its plan asks for none.
+    /// Updates for the run in `ledger` (read and written on a connection of their own), or
+    /// `None` when its plan asks for none.
     pub fn open(
-        path: PathBuf,
+        ledger: &dyn Store,
         plan: Arc<Plan>,
         info: RunInfo,
         snapshot: Snapshot,
@@ -111,7 +112,7 @@ impl Updates {
         let Some(settings) = Settings::of(&plan) else {
             return Ok(None);
         };
-        let ledger = SqliteLedger::open(&path)?;
+        let ledger = ledger.reopen()?;
         let customers = customers::of_sites(&plan, &snapshot);
         Ok(Some(Updates {
             ledger,

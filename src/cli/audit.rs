@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Done, Failure, Format};
 use crate::ledger::format_ms;
-use crate::ledger::sqlite::{EventRow, Session, SqliteLedger};
+use crate::ledger::sqlite::{EventRow, Session};
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
@@ -36,9 +36,9 @@ struct AuditDoc {
 }
 
 pub fn run(args: AuditArgs) -> Result<Done, Failure> {
-    let ledger = SqliteLedger::open(&args.state)?;
+    let ledger = crate::ledger::open(&args.state)?;
     let info = ledger.info()?;
-    let stored = crate::ledger::Ledger::load(&ledger)?;
+    let stored = ledger.load()?;
     let inputs = stored
         .snapshot
         .files

@@ -9,9 +9,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{Done, Failure};
-use crate::ledger::Ledger;
+use crate::ledger::Store;
 use crate::ledger::lock::Holder;
-use crate::ledger::sqlite::SqliteLedger;
 use crate::staging;
 
 #[derive(Args, Debug)]
@@ -28,17 +27,17 @@ pub struct CleanArgs {
 }
 
 pub fn run(args: CleanArgs) -> Result<Done, Failure> {
-    let mut ledger = SqliteLedger::open(&args.state)?;
+    let mut ledger = crate::ledger::open(&args.state)?;
     let me = Holder::current();
     ledger.acquire(&me)?;
-    let result = clean(&mut ledger, &args, &me);
+    let result = clean(ledger.as_mut(), &args, &me);
     ledger.release()?;
     result
 }
 
-fn clean(ledger: &mut SqliteLedger, args: &CleanArgs, me: &Holder) -> Result<Done, Failure> {
+fn clean(ledger: &mut dyn Store, args: &CleanArgs, me: &Holder) -> Result<Done, Failure> {
     let stored = ledger.load()?;
-    let root = crate::staging::dir_for(&args.state);
+    let root = ledger.staging();
     let found = staging::cleanable(&stored.plan, &stored.steps, &root);
     if args.dry_run {
         if args.list {

@@ -13,7 +13,6 @@ use clap::Args;
 use super::run::{ExecArgs, check_blast_radius, create_ledger, execute};
 use super::{Done, Failure, Format};
 use crate::drill::{self, DrillRecord};
-use crate::ledger::Ledger;
 use crate::plan::{self, PlanOptions};
 use crate::platform::Platform;
 use crate::report::timeline::{LaneMode, Timeline};
@@ -384,7 +383,7 @@ fn rehearse(
         super::run::NewRunInfo::unclaimed(),
     )?;
     let done = execute(
-        &mut ledger,
+        ledger.as_mut(),
         crate::ledger::SessionMode::Drill,
         &args.exec,
         Default::default(),

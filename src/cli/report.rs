@@ -9,8 +9,6 @@ use clap::{ArgGroup, Args, ValueEnum};
 
 use super::shared::write_atomically;
 use super::{Done, Failure};
-use crate::ledger::Ledger;
-use crate::ledger::sqlite::SqliteLedger;
 use crate::report::{LaneMode, Timeline, TimelineDoc, html};
 
 #[derive(Args, Debug)]
@@ -38,7 +36,7 @@ enum Lanes {
 }
 
 pub fn run(args: ReportArgs) -> Result<Done, Failure> {
-    let stored = SqliteLedger::open(&args.state)?.load()?;
+    let stored = crate::ledger::open(&args.state)?.load()?;
     let mode = match args.lanes {
         Some(Lanes::Site) => LaneMode::Site,
         Some(Lanes::Pool) => LaneMode::Pool,

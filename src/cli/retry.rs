@@ -9,8 +9,7 @@ use clap::Args;
 use super::{Done, Failure};
 use crate::ledger::SessionMode;
 use crate::ledger::lock::Holder;
-use crate::ledger::sqlite::SqliteLedger;
-use crate::ledger::{Ledger, Op, StepState, Stored, now_ms};
+use crate::ledger::{Op, StepState, Stored, now_ms};
 use crate::plan::{Owner, StepIdx};
 
 #[derive(Args, Debug)]
@@ -152,7 +151,7 @@ fn with_lock(
     mode: SessionMode,
     f: impl FnOnce(&Stored) -> Result<(Vec<Op>, String), Failure>,
 ) -> Result<Done, Failure> {
-    let mut ledger = SqliteLedger::open(state)?;
+    let mut ledger = crate::ledger::open(state)?;
     let me = Holder::current();
     ledger.acquire(&me)?;
     let result = (|| {

@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use super::progress::{LogFormat, Renderer};
 use super::{Done, Failure};
 use crate::ledger::SessionMode;
+use crate::ledger::Store;
 use crate::ledger::lock::Holder;
-use crate::ledger::sqlite::SqliteLedger;
 use crate::ledger::{Ledger, LedgerError, NewRun, RunInfo, now_ms};
 use crate::plan::doc::{PlanDoc, PlanInputs};
 use crate::plan::{self, Plan, PlanOptions};
@@ -159,7 +159,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
     // Refused before a ledger exists; `execute` checks again (and warns) for every session.
     check_secrets(&plan, &workflow, false)?;
     unmatched_injection(&plan, &args.exec.inject_failure)?;
-    let continuing = args.state.exists();
+    let continuing = crate::ledger::exists(&args.state)?;
     // A continued run's sites are mid-restore, some already reactivated, by design: the
     // registry check is for new runs (as for `resume`, which does not plan at all).
     let opts = (!continuing).then_some(crate::preflight::Options {
@@ -176,7 +176,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
     };
     if continuing {
         // The run left sites out when it started (--exclude-refused): so does this session.
-        let recorded = SqliteLedger::open(&args.state)?.info()?.excluded;
+        let recorded = crate::ledger::open(&args.state)?.info()?.excluded;
         if !recorded.is_empty() {
             super::shared::without(&mut inputs.request, &recorded);
             plan = plan::plan(&inputs.workflow, &inputs.request, &options)?;
@@ -214,7 +214,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         confirm(&plan, args.yes)?;
     }
     let mut ledger = if continuing {
-        let ledger = SqliteLedger::open(&args.state)?;
+        let ledger = crate::ledger::open(&args.state)?;
         let info = ledger.info()?;
         if info.plan_hash != plan.hash {
             return Err(LedgerError::DifferentPlan {
@@ -255,7 +255,7 @@ pub fn run(args: RunArgs) -> Result<Done, Failure> {
         created?
     };
     drop(plan);
-    execute(&mut ledger, SessionMode::Run, &args.exec, model)
+    execute(ledger.as_mut(), SessionMode::Run, &args.exec, model)
 }
 
 /// What a new run records beside its plan and settings.
@@ -324,7 +324,7 @@ fn reclaim(
     info: &RunInfo,
     plan: &Plan,
     steps: &[crate::ledger::StepRecord],
-    ledger: &Path,
+    ledger: &str,
 ) -> Result<(), Failure> {
     use crate::diag::{Location, Problem, ProblemKind};
     let Some(registry) = &info.claimed_in else {
@@ -350,7 +350,7 @@ fn reclaim(
     let held = crate::target::open(&target)
         .and_then(|r| r.held(&sites))
         .map_err(|e| Failure::Internal(e.into()))?;
-    let at = ledger.display().to_string();
+    let at = ledger.to_owned();
     let problems: Vec<Problem> = sites
         .iter()
         .filter_map(|&site| {
@@ -399,10 +399,16 @@ fn claim_of(run_id: &str, ledger: &Path) -> crate::target::Claim {
     let me = Holder::current();
     crate::target::Claim {
         run_id: run_id.to_owned(),
-        ledger: std::path::absolute(ledger)
-            .unwrap_or_else(|_| ledger.to_path_buf())
-            .display()
-            .to_string(),
+        ledger: match ledger
+            .to_str()
+            .filter(|s| crate::ledger::postgres::is_url(s))
+        {
+            Some(url) => crate::redact::text(url),
+            None => std::path::absolute(ledger)
+                .unwrap_or_else(|_| ledger.to_path_buf())
+                .display()
+                .to_string(),
+        },
         host: me.host,
         pid: me.pid,
         at: now_ms(),
@@ -435,7 +441,7 @@ pub(crate) fn create_ledger(
     snapshot: crate::ledger::Snapshot,
     exec: &ExecArgs,
     new: NewRunInfo,
-) -> Result<SqliteLedger, Failure> {
+) -> Result<Box<dyn Store>, Failure> {
     let info = RunInfo {
         run_id: new.run_id,
         created_at: now_ms(),
@@ -460,18 +466,18 @@ pub(crate) fn create_ledger(
         snapshot,
         plan,
     };
-    Ok(SqliteLedger::create(state, &new)?)
+    Ok(crate::ledger::create(state, &new)?)
 }
 
 pub fn resume(args: ResumeArgs) -> Result<Done, Failure> {
     let model = super::shared::learn_history(&args.history)?;
-    let mut ledger = SqliteLedger::open(&args.state)?;
-    execute(&mut ledger, SessionMode::Resume, &args.exec, model)
+    let mut ledger = crate::ledger::open(&args.state)?;
+    execute(ledger.as_mut(), SessionMode::Resume, &args.exec, model)
 }
 
 /// Takes the lock, runs the stored plan from its recorded state, releases the lock.
 pub(crate) fn execute(
-    ledger: &mut SqliteLedger,
+    ledger: &mut dyn Store,
     mode: SessionMode,
     exec: &ExecArgs,
     model: DurationModel,
@@ -491,7 +497,7 @@ pub(crate) fn execute(
 }
 
 fn execute_held(
-    ledger: &mut SqliteLedger,
+    ledger: &mut dyn Store,
     mode: SessionMode,
     exec: &ExecArgs,
     model: DurationModel,
@@ -499,16 +505,12 @@ fn execute_held(
 ) -> Result<Done, Failure> {
     let stored = ledger.load()?;
     let plan = Arc::new(stored.plan);
-    reclaim(&stored.info, &plan, &stored.steps, ledger.path())?;
+    reclaim(&stored.info, &plan, &stored.steps, &ledger.shown())?;
     check_kinds(&plan, Path::new(&stored.snapshot.workflow_file))?;
     check_secrets(&plan, Path::new(&stored.snapshot.workflow_file), true)?;
     let argv: Vec<String> = std::env::args().collect();
     ledger.record_session(mode, &argv, me, &stored.info.plan_hash)?;
-    let mut opts = RunOptions::new(
-        &plan,
-        &stored.info.run_id,
-        &crate::staging::dir_for(ledger.path()),
-    );
+    let mut opts = RunOptions::new(&plan, &stored.info.run_id, &ledger.staging());
     opts.pool_capacity = pool_capacity(&plan, &stored.info.pools, exec.pools.as_ref())?;
     opts.max_parallel = exec
         .max_parallel
@@ -549,14 +551,14 @@ fn execute_held(
             e.source
         );
     }
-    let writer = SqliteLedger::open(ledger.path())?;
-    let journal = Journal::threaded(Box::new(writer) as Box<dyn Ledger>);
+    let writer = ledger.reopen()?;
+    let journal = Journal::threaded(writer as Box<dyn Ledger>);
     let format = match exec.log_format {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     };
     let updates = crate::updates::Updates::open(
-        ledger.path().to_owned(),
+        ledger,
         Arc::clone(&plan),
         stored.info.clone(),
         stored.snapshot.clone(),
@@ -593,7 +595,7 @@ fn execute_held(
     renderer.finish();
     let summary =
         summary.map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the run stopped")))?;
-    print_summary(&summary, ledger.path(), mode);
+    print_summary(&summary, &ledger.shown(), mode);
     Ok(if summary.interrupted {
         Done::Interrupted
     } else if summary.all_restored() {
@@ -664,7 +666,7 @@ async fn watch_signals(control: Control, grace: Duration) {
     }
 }
 
-fn print_summary(summary: &RunSummary, state: &Path, mode: SessionMode) {
+fn print_summary(summary: &RunSummary, state: &str, mode: SessionMode) {
     let sites: Vec<String> = summary
         .sites
         .iter()
@@ -686,15 +688,9 @@ fn print_summary(summary: &RunSummary, state: &Path, mode: SessionMode) {
     if summary.interrupted && mode == SessionMode::Drill {
         errln!("interrupted: the drill is recorded as failed and its copy removed");
     } else if summary.interrupted {
-        errln!(
-            "interrupted; continue with: drover resume --state {}",
-            state.display()
-        );
+        errln!("interrupted; continue with: drover resume --state '{state}'",);
     } else if !summary.all_restored() {
-        errln!(
-            "not every site was restored; see: drover status --state {}",
-            state.display()
-        );
+        errln!("not every site was restored; see: drover status --state '{state}'",);
     }
 }
 

@@ -23,7 +23,7 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> Result<Done, Failure> {
     // Refused at once, not on the first request: a wrong path is the usual mistake.
-    crate::ledger::sqlite::SqliteLedger::open(&args.state)?;
+    crate::ledger::open(&args.state)?;
     let token = std::env::var(crate::serve::TOKEN_ENV)
         .ok()
         .filter(|t| !t.is_empty());

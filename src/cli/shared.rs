@@ -189,7 +189,6 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 pub(crate) fn learn_history(
     paths: &[std::path::PathBuf],
 ) -> Result<crate::sim::model::DurationModel, Failure> {
-    use crate::ledger::Ledger;
     use crate::sim::model::{DurationModel, History};
     let mut ledgers: Vec<(String, std::path::PathBuf)> = Vec::new();
     // Every path is classified before any ledger is opened: reading a file that this process
@@ -239,7 +238,7 @@ pub(crate) fn learn_history(
     }
     let mut loaded = Vec::new();
     for (source, path) in &ledgers {
-        let ledger = crate::ledger::sqlite::SqliteLedger::open(path)?;
+        let ledger = crate::ledger::open(path)?;
         let drill = ledger.sessions()?.iter().any(|s| s.mode == "drill");
         loaded.push((
             source.clone(),

@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 
 use super::{Done, Failure};
-use crate::ledger::sqlite::SqliteLedger;
-use crate::ledger::{Ledger, now_ms};
+use crate::ledger::now_ms;
 use crate::status::SiteState;
 use crate::status::doc::{SiteDoc, StatusDoc};
 use clap::Args;
@@ -36,7 +35,7 @@ enum StatusFormat {
 }
 
 pub fn run(args: StatusArgs) -> Result<Done, Failure> {
-    let ledger = SqliteLedger::open(&args.state)?;
+    let ledger = crate::ledger::open(&args.state)?;
     if args.by_customer {
         let template = match &args.template {
             Some(path) => std::fs::read_to_string(path).map_err(|e| {

@@ -575,6 +575,66 @@ impl Ledger for SqliteLedger {
     }
 }
 
+impl super::Store for SqliteLedger {
+    fn shown(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn info(&self) -> Result<RunInfo, LedgerError> {
+        Self::info(self)
+    }
+    fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
+        Self::step_records(self)
+    }
+    fn holder(&self) -> Result<Option<(Holder, i64, i64)>, LedgerError> {
+        Self::holder(self)
+    }
+    fn acquire(&mut self, me: &Holder) -> Result<(), LedgerError> {
+        Self::acquire(self, me)
+    }
+    fn release(&mut self) -> Result<(), LedgerError> {
+        Self::release(self)
+    }
+    fn record_policy(
+        &mut self,
+        policy: crate::dispatch::policy::Policy,
+    ) -> Result<(), LedgerError> {
+        Self::record_policy(self, policy)
+    }
+    fn record_session(
+        &mut self,
+        mode: super::SessionMode,
+        argv: &[String],
+        me: &Holder,
+        plan_hash: &str,
+    ) -> Result<(), LedgerError> {
+        Self::record_session(self, mode, argv, me, plan_hash)
+    }
+    fn sessions(&self) -> Result<Vec<Session>, LedgerError> {
+        Self::sessions(self)
+    }
+    fn events(&self) -> Result<Vec<EventRow>, LedgerError> {
+        Self::events(self)
+    }
+    fn updates(&self) -> Result<Vec<UpdateRow>, LedgerError> {
+        Self::updates(self)
+    }
+    fn record_update(&mut self, u: &UpdateRow) -> Result<(), LedgerError> {
+        Self::record_update(self, u)
+    }
+    fn update_delivered(&mut self, key: &str, at: i64) -> Result<(), LedgerError> {
+        Self::update_delivered(self, key, at)
+    }
+    fn reopen(&self) -> Result<Box<dyn super::Store>, LedgerError> {
+        Ok(Box::new(SqliteLedger::open(&self.path)?))
+    }
+    fn staging(&self) -> PathBuf {
+        crate::staging::dir_for(&self.path)
+    }
+    fn file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
 /// Writes a complete new ledger at `path` and closes it (checkpointing its WAL into the file).
 fn write_new(path: &Path, new: &NewRun) -> Result<(), LedgerError> {
     let mut conn = Connection::open(path).map_err(sql_err(path))?;

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::ledger::sqlite::SqliteLedger;
-use crate::ledger::{Ledger, LedgerError, RunInfo, StepRecord, StepState, Stored};
+use crate::ledger::{LedgerError, RunInfo, StepRecord, StepState, Stored};
 use crate::plan::{Owner, Plan};
 use crate::status::SiteState;
 use crate::status::doc::HolderRecord;
@@ -234,7 +233,7 @@ impl Reader {
 
 /// Reads the run; what `previous` read of the same plan is kept.
 fn read(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, LedgerError> {
-    let ledger = SqliteLedger::open(path)?;
+    let ledger = crate::ledger::open(path)?;
     let info = ledger.info()?;
     let same_plan = previous.filter(|p| p.fixed.info.plan_hash == info.plan_hash);
     let (fixed, steps) = match same_plan {

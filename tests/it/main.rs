@@ -10,6 +10,7 @@ mod estimate;
 mod fetch_run;
 mod fuzz;
 mod kinds;
+mod pg_ledger;
 mod plan_cli;
 mod platform;
 mod preflight;

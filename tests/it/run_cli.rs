@@ -13,7 +13,7 @@ use support::{drover, status_json, write};
 
 /// Products a and b (b after a); per product a short sleep then a noop; per site a final noop.
 /// Every execution appends its idempotency key to `record`.
-fn crash_workflow(record: &Path, sleep: &str) -> String {
+pub(crate) fn crash_workflow(record: &Path, sleep: &str) -> String {
     let r = record.display();
     format!(
         r#"
@@ -49,7 +49,7 @@ estimate = "1s"
     )
 }
 
-fn request(sites: usize) -> String {
+pub(crate) fn request(sites: usize) -> String {
     let mut out = String::from(
         "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"a\", \"b\"]\n",
     );
@@ -86,7 +86,7 @@ fn succeeded(state: &Path) -> HashSet<String> {
 }
 
 /// Step IDs from the record file's lines `<run id>/<step id> <attempt>`, from byte `from` on.
-fn executions(record: &Path, from: usize) -> Vec<String> {
+pub(crate) fn executions(record: &Path, from: usize) -> Vec<String> {
     let text = std::fs::read_to_string(record).unwrap_or_default();
     text[from.min(text.len())..]
         .lines()

@@ -1,0 +1,879 @@
+//! The PostgreSQL ledger: a run's record in a database the operators already run (managed,
+//! replicated, failed over), for runs that must outlive one machine. The same records as the
+//! SQLite ledger, in tables shared by every run of the database and keyed by the ledger's name
+//! (`--state postgres://host/db?ledger=<name>`, default `default`). Owns that schema (version
+//! 1), created on first use inside a transaction (docs/running.md, "A ledger in PostgreSQL"):
+//!
+//! - `drover_schema`: the version;
+//! - `drover_runs`: one row per ledger: run facts, input snapshots, the plan;
+//! - `drover_steps`: one row per plan step (and, for the workers of issue 15, who runs it and
+//!   until when: `worker`, `lease_until`);
+//! - `drover_events`, `drover_sessions`, `drover_holders`, `drover_updates`: as in SQLite.
+//!
+//! Credentials are never in the URL (it is printed and recorded): `PGPASSWORD` or a
+//! `~/.pgpass` supplies them, and a URL carrying a password is refused.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::{Client, Config, NoTls};
+
+use super::lock::Holder;
+use super::sqlite::{EventRow, Session, UpdateRow};
+use super::{
+    Ledger, LedgerError, NewRun, Op, RunInfo, Snapshot, StepRecord, StepState, Stored, now_ms,
+};
+use crate::plan::Plan;
+
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS drover_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drover_runs (
+    ledger TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    plan BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drover_steps (
+    ledger TEXT NOT NULL REFERENCES drover_runs (ledger),
+    idx INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    output TEXT,
+    started_at BIGINT,
+    ended_at BIGINT,
+    note TEXT,
+    worker TEXT,
+    lease_until TIMESTAMPTZ,
+    PRIMARY KEY (ledger, idx)
+);
+CREATE TABLE IF NOT EXISTS drover_events (
+    seq BIGSERIAL PRIMARY KEY,
+    ledger TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    step INTEGER,
+    op TEXT NOT NULL,
+    attempt INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS drover_events_ledger ON drover_events (ledger, seq);
+CREATE TABLE IF NOT EXISTS drover_holders (
+    ledger TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    acquired_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drover_sessions (
+    seq BIGSERIAL PRIMARY KEY,
+    ledger TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    mode TEXT NOT NULL,
+    \"user\" TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    argv TEXT NOT NULL,
+    plan_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drover_updates (
+    ledger TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    site TEXT NOT NULL,
+    decided_at BIGINT NOT NULL,
+    p50_at BIGINT NOT NULL,
+    p90_at BIGINT NOT NULL,
+    message TEXT NOT NULL,
+    delivered_at BIGINT,
+    PRIMARY KEY (ledger, customer, seq),
+    UNIQUE (ledger, key)
+);
+";
+
+/// Where a PostgreSQL ledger is: the connection, and the ledger's name in it.
+#[derive(Clone)]
+pub struct Address {
+    config: Config,
+    /// The URL as given, without `ledger=`: for messages and the audit trail.
+    shown: String,
+    pub ledger: String,
+}
+
+/// Whether `state` names a PostgreSQL ledger rather than a file.
+pub fn is_url(state: &str) -> bool {
+    state.starts_with("postgres://") || state.starts_with("postgresql://")
+}
+
+impl Address {
+    /// Parses `postgres://user@host:port/db?ledger=name&…`; a password in it is refused.
+    pub fn parse(url: &str) -> Result<Address, LedgerError> {
+        let bad = |reason: String| LedgerError::Config {
+            state: crate::redact::text(url),
+            reason,
+        };
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut ledger = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("ledger", name)) => ledger = Some(name.to_owned()),
+                _ => rest.push(pair),
+            }
+        }
+        let ledger = ledger.unwrap_or_else(|| "default".to_owned());
+        if ledger.is_empty()
+            || ledger.len() > 100
+            || !ledger
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(bad(format!(
+                "ledger={ledger:?} is not a ledger name: use up to 100 letters, digits, '-', '_' \
+                 or '.'"
+            )));
+        }
+        let without = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config = Config::from_str(&without)
+            .map_err(|e| bad(format!("not a PostgreSQL URL drover can use: {e}")))?;
+        if config.get_password().is_some() {
+            return Err(bad(
+                "the URL carries a password, and would print and record it: remove it and set \
+                 PGPASSWORD in drover's environment instead"
+                    .into(),
+            ));
+        }
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        config.application_name("drover");
+        Ok(Address {
+            config,
+            shown: format!(
+                "{without}{}ledger={ledger}",
+                if rest.is_empty() { "?" } else { "&" }
+            ),
+            ledger,
+        })
+    }
+
+    /// The ledger as messages name it (never with a password).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn connect(&self) -> Result<Client, LedgerError> {
+        self.config
+            .connect(NoTls)
+            .map_err(|e| LedgerError::Postgres {
+                state: self.shown.clone(),
+                source: e,
+            })
+    }
+}
+
+pub struct PostgresLedger {
+    /// In a cell: queries need the connection mutably, and reading the ledger takes `&self`
+    /// as it does for SQLite.
+    client: std::cell::RefCell<Client>,
+    at: Address,
+}
+
+impl PostgresLedger {
+    /// Creates the ledger (and the schema, the first time in this database), every step
+    /// pending. Refused when a ledger of that name exists.
+    pub fn create(at: &Address, new: &NewRun) -> Result<PostgresLedger, LedgerError> {
+        let mut ledger = PostgresLedger {
+            client: std::cell::RefCell::new(at.connect()?),
+            at: at.clone(),
+        };
+        ledger.ensure_schema()?;
+        let blob = postcard::to_allocvec(new.plan).map_err(|e| ledger.corrupt(e))?;
+        let info = serde_json::to_string(&new.info).expect("run info serializes");
+        let snapshot = serde_json::to_string(&new.snapshot).expect("snapshot serializes");
+        let name = at.ledger.clone();
+        ledger.write_new(&name, &info, &snapshot, &blob, new.plan)?;
+        Ok(ledger)
+    }
+
+    /// The run's row and its step rows, in one transaction.
+    fn write_new(
+        &self,
+        name: &String,
+        info: &String,
+        snapshot: &String,
+        blob: &Vec<u8>,
+        plan: &Plan,
+    ) -> Result<(), LedgerError> {
+        let err = self.err();
+        let at = &self.at;
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(&err)?;
+        let exists = tx
+            .query_opt("SELECT 1 FROM drover_runs WHERE ledger = $1", &[&name])
+            .map_err(&err)?
+            .is_some();
+        if exists {
+            return Err(LedgerError::Incompatible {
+                path: at.shown.clone(),
+                reason: "a ledger of that name already exists in this database".into(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO drover_runs (ledger, info, snapshot, plan) VALUES ($1, $2, $3, $4)",
+            &[name, info, snapshot, blob],
+        )
+        .map_err(&err)?;
+        // One COPY for every step row: a statement per row takes minutes at 2 million steps.
+        {
+            use std::io::Write;
+            let mut copy = tx
+                .copy_in("COPY drover_steps (ledger, idx, id, state) FROM STDIN")
+                .map_err(&err)?;
+            let mut line = String::new();
+            for (i, step) in plan.steps.iter().enumerate() {
+                line.clear();
+                line.push_str(&copy_text(name));
+                line.push('\t');
+                line.push_str(&i.to_string());
+                line.push('\t');
+                line.push_str(&copy_text(&step.id));
+                line.push_str("\tpending\n");
+                copy.write_all(line.as_bytes())
+                    .map_err(|e| ledger_io(&at.shown, e))?;
+            }
+            copy.finish().map_err(&err)?;
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// Opens an existing ledger.
+    pub fn open(at: &Address) -> Result<PostgresLedger, LedgerError> {
+        let ledger = PostgresLedger {
+            client: std::cell::RefCell::new(at.connect()?),
+            at: at.clone(),
+        };
+        let err = ledger.err();
+        let version = ledger
+            .client
+            .borrow_mut()
+            .query_opt(
+                "SELECT version FROM drover_schema WHERE to_regclass('drover_schema') IS NOT NULL",
+                &[],
+            )
+            .or_else(|e| {
+                // No table at all: a database drover never wrote to.
+                if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(&err)?
+            .map(|r| r.get::<_, i32>(0));
+        match version {
+            None => {
+                return Err(LedgerError::Missing {
+                    path: at.shown.clone(),
+                });
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(LedgerError::Incompatible {
+                    path: at.shown.clone(),
+                    reason: format!("schema version {v}, this drover reads {SCHEMA_VERSION}"),
+                });
+            }
+        }
+        let exists = ledger
+            .client
+            .borrow_mut()
+            .query_opt("SELECT 1 FROM drover_runs WHERE ledger = $1", &[&at.ledger])
+            .map_err(&err)?
+            .is_some();
+        if !exists {
+            return Err(LedgerError::Missing {
+                path: at.shown.clone(),
+            });
+        }
+        Ok(ledger)
+    }
+
+    /// A second connection to the same ledger (the run's writer thread has its own).
+    pub fn reopen(&self) -> Result<PostgresLedger, LedgerError> {
+        PostgresLedger::open(&self.at)
+    }
+
+    pub fn shown(&self) -> &str {
+        &self.at.shown
+    }
+
+    /// Creates the tables the first time; concurrent first uses wait on one advisory lock.
+    fn ensure_schema(&mut self) -> Result<(), LedgerError> {
+        let err = self.err();
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(&err)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7172635)", &[])
+            .map_err(&err)?;
+        tx.batch_execute(SCHEMA).map_err(&err)?;
+        let version: Option<i32> = tx
+            .query_opt("SELECT version FROM drover_schema", &[])
+            .map_err(&err)?
+            .map(|r| r.get(0));
+        match version {
+            None => {
+                tx.execute(
+                    "INSERT INTO drover_schema (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .map_err(&err)?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(LedgerError::Incompatible {
+                    path: self.at.shown.clone(),
+                    reason: format!("schema version {v}, this drover writes {SCHEMA_VERSION}"),
+                });
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    fn err(&self) -> impl Fn(postgres::Error) -> LedgerError + use<> {
+        let state = self.at.shown.clone();
+        move |source| LedgerError::Postgres {
+            state: state.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, e: impl std::fmt::Display) -> LedgerError {
+        LedgerError::Corrupt {
+            path: self.at.shown.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    pub fn info(&self) -> Result<RunInfo, LedgerError> {
+        let err = self.err();
+        let row = self
+            .client
+            .borrow_mut()
+            .query_one(
+                "SELECT info FROM drover_runs WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        serde_json::from_str(row.get::<_, &str>(0)).map_err(|e| self.corrupt(e))
+    }
+
+    pub fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT state, attempts, last_error, output, started_at, ended_at, note \
+                 FROM drover_steps WHERE ledger = $1 ORDER BY idx",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| StepRecord {
+                state: StepState::parse(r.get(0)).unwrap_or(StepState::Pending),
+                attempts: r.get::<_, i32>(1) as u32,
+                last_error: r.get(2),
+                output: r.get(3),
+                started_at: r.get(4),
+                ended_at: r.get(5),
+                note: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Takes the single-writer lock, or says who holds it.
+    pub fn acquire(&mut self, me: &Holder) -> Result<(), LedgerError> {
+        let err = self.err();
+        let name = self.at.ledger.clone();
+        let shown = self.at.shown.clone();
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(&err)?;
+        let current = tx
+            .query_opt(
+                "SELECT holder, acquired_at, heartbeat_at FROM drover_holders WHERE ledger = $1 \
+                 FOR UPDATE",
+                &[&name],
+            )
+            .map_err(&err)?;
+        if let Some(row) = current {
+            let holder: Holder =
+                serde_json::from_str(row.get::<_, &str>(0)).map_err(|e| LedgerError::Corrupt {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+            let (since, beat): (i64, i64) = (row.get(1), row.get(2));
+            if holder != *me && holder.is_alive(beat, now_ms()) {
+                return Err(LedgerError::Held {
+                    path: shown,
+                    pid: holder.pid,
+                    host: holder.host,
+                    since: super::format_ms(since),
+                });
+            }
+        }
+        let text = serde_json::to_string(me).expect("holder serializes");
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO drover_holders (ledger, holder, acquired_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $3) ON CONFLICT (ledger) DO UPDATE \
+             SET holder = $2, acquired_at = $3, heartbeat_at = $3",
+            &[&name, &text, &now],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    pub fn holder(&self) -> Result<Option<(Holder, i64, i64)>, LedgerError> {
+        let err = self.err();
+        let row = self
+            .client
+            .borrow_mut()
+            .query_opt(
+                "SELECT holder, acquired_at, heartbeat_at FROM drover_holders WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        row.map(|r| {
+            serde_json::from_str(r.get::<_, &str>(0))
+                .map(|h| (h, r.get(1), r.get(2)))
+                .map_err(|e| self.corrupt(e))
+        })
+        .transpose()
+    }
+
+    pub fn release(&mut self) -> Result<(), LedgerError> {
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "DELETE FROM drover_holders WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+
+    pub fn record_policy(
+        &mut self,
+        policy: crate::dispatch::policy::Policy,
+    ) -> Result<(), LedgerError> {
+        let mut info = self.info()?;
+        info.policy = Some(policy);
+        let text = serde_json::to_string(&info).map_err(|e| self.corrupt(e))?;
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "UPDATE drover_runs SET info = $2 WHERE ledger = $1",
+                &[&self.at.ledger, &text],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+
+    pub fn record_session(
+        &mut self,
+        mode: super::SessionMode,
+        argv: &[String],
+        me: &Holder,
+        plan_hash: &str,
+    ) -> Result<(), LedgerError> {
+        let argv = serde_json::to_string(argv).expect("argv serializes");
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "INSERT INTO drover_sessions (ledger, at, mode, \"user\", host, pid, argv, \
+                 plan_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &self.at.ledger,
+                    &now_ms(),
+                    &mode.as_str(),
+                    &me.user,
+                    &me.host,
+                    &i64::from(me.pid),
+                    &argv,
+                    &plan_hash,
+                ],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+
+    pub fn sessions(&self) -> Result<Vec<Session>, LedgerError> {
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT at, mode, \"user\", host, pid, argv, plan_hash FROM drover_sessions \
+                 WHERE ledger = $1 ORDER BY seq",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| Session {
+                at: r.get(0),
+                mode: r.get(1),
+                user: r.get(2),
+                host: r.get(3),
+                pid: r.get::<_, i64>(4) as u32,
+                argv: serde_json::from_str(r.get::<_, &str>(5)).unwrap_or_default(),
+                plan_hash: r.get(6),
+            })
+            .collect())
+    }
+
+    pub fn events(&self) -> Result<Vec<EventRow>, LedgerError> {
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT e.seq, e.at, s.id, e.op, e.attempt, e.detail FROM drover_events e \
+                 LEFT JOIN drover_steps s ON s.ledger = e.ledger AND s.idx = e.step \
+                 WHERE e.ledger = $1 ORDER BY e.seq",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                seq: r.get(0),
+                at: r.get(1),
+                step: r.get(2),
+                op: r.get(3),
+                attempt: r.get::<_, Option<i32>>(4).map(|a| a as u32),
+                detail: r.get(5),
+            })
+            .collect())
+    }
+
+    pub fn updates(&self) -> Result<Vec<UpdateRow>, LedgerError> {
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT customer, seq, key, site, decided_at, p50_at, p90_at, message, \
+                 delivered_at FROM drover_updates WHERE ledger = $1 ORDER BY customer, seq",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| UpdateRow {
+                customer: r.get(0),
+                seq: r.get::<_, i32>(1) as u32,
+                key: r.get(2),
+                site: r.get(3),
+                decided_at: r.get(4),
+                p50_at: r.get(5),
+                p90_at: r.get(6),
+                message: r.get(7),
+                delivered_at: r.get(8),
+            })
+            .collect())
+    }
+
+    pub fn record_update(&mut self, u: &UpdateRow) -> Result<(), LedgerError> {
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "INSERT INTO drover_updates (ledger, customer, seq, key, site, decided_at, \
+                 p50_at, p90_at, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &self.at.ledger,
+                    &u.customer,
+                    &(u.seq as i32),
+                    &u.key,
+                    &u.site,
+                    &u.decided_at,
+                    &u.p50_at,
+                    &u.p90_at,
+                    &u.message,
+                ],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+
+    pub fn update_delivered(&mut self, key: &str, at: i64) -> Result<(), LedgerError> {
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "UPDATE drover_updates SET delivered_at = $3 WHERE ledger = $1 AND key = $2",
+                &[&self.at.ledger, &key, &at],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+
+    fn load_stored(&self) -> Result<Stored, LedgerError> {
+        let err = self.err();
+        let row = self
+            .client
+            .borrow_mut()
+            .query_one(
+                "SELECT info, snapshot, plan FROM drover_runs WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        let info: RunInfo =
+            serde_json::from_str(row.get::<_, &str>(0)).map_err(|e| self.corrupt(e))?;
+        let snapshot: Snapshot =
+            serde_json::from_str(row.get::<_, &str>(1)).map_err(|e| self.corrupt(e))?;
+        let plan: Plan =
+            postcard::from_bytes(row.get::<_, &[u8]>(2)).map_err(|e| self.corrupt(e))?;
+        if crate::plan::rehash(&plan) != info.plan_hash {
+            return Err(self.corrupt("the stored plan does not match its recorded hash"));
+        }
+        let steps = self.step_records()?;
+        if steps.len() != plan.steps.len() {
+            return Err(self.corrupt(format!(
+                "{} step rows for a plan of {} steps",
+                steps.len(),
+                plan.steps.len()
+            )));
+        }
+        Ok(Stored {
+            info,
+            snapshot,
+            plan,
+            steps,
+        })
+    }
+}
+
+impl Ledger for PostgresLedger {
+    fn apply(&mut self, ops: &[Op]) -> Result<(), LedgerError> {
+        let err = self.err();
+        let name = self.at.ledger.clone();
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(&err)?;
+        for op in ops {
+            // (state, attempts, started, ended, output, error, note, note given, event, detail)
+            let (step, event, attempt, detail): (Option<u32>, &str, Option<i32>, Option<String>) =
+                match op {
+                    Op::Claim { step, attempt, at } => {
+                        tx.execute(
+                            "UPDATE drover_steps SET state = 'running', attempts = $3, \
+                             started_at = $4, ended_at = NULL WHERE ledger = $1 AND idx = $2",
+                            &[&name, &(*step as i32), &(*attempt as i32), at],
+                        )
+                        .map_err(&err)?;
+                        (Some(*step), "claim", Some(*attempt as i32), None)
+                    }
+                    Op::Complete {
+                        step,
+                        attempt,
+                        at,
+                        output,
+                    } => {
+                        tx.execute(
+                            "UPDATE drover_steps SET state = 'succeeded', ended_at = $3, \
+                             output = $4, last_error = NULL WHERE ledger = $1 AND idx = $2",
+                            &[&name, &(*step as i32), at, output],
+                        )
+                        .map_err(&err)?;
+                        (Some(*step), "complete", Some(*attempt as i32), None)
+                    }
+                    Op::Fail {
+                        step,
+                        attempt,
+                        at,
+                        error,
+                        retryable,
+                    } => {
+                        let (state, event) = if *retryable {
+                            ("pending", "retry")
+                        } else {
+                            ("failed", "fail")
+                        };
+                        tx.execute(
+                            "UPDATE drover_steps SET state = $3, ended_at = $4, last_error = $5 \
+                             WHERE ledger = $1 AND idx = $2",
+                            &[&name, &(*step as i32), &state, at, error],
+                        )
+                        .map_err(&err)?;
+                        (
+                            Some(*step),
+                            event,
+                            Some(*attempt as i32),
+                            Some(error.clone()),
+                        )
+                    }
+                    Op::Block { step, by, .. } => {
+                        let by_id: String = tx
+                            .query_one(
+                                "SELECT id FROM drover_steps WHERE ledger = $1 AND idx = $2",
+                                &[&name, &(*by as i32)],
+                            )
+                            .map_err(&err)?
+                            .get(0);
+                        tx.execute(
+                            "UPDATE drover_steps SET state = 'blocked', note = $3 \
+                             WHERE ledger = $1 AND idx = $2",
+                            &[&name, &(*step as i32), &by_id],
+                        )
+                        .map_err(&err)?;
+                        (Some(*step), "block", None, Some(by_id))
+                    }
+                    Op::Requeue { step, reason, .. } => {
+                        tx.execute(
+                            "UPDATE drover_steps SET state = 'pending', note = NULL \
+                             WHERE ledger = $1 AND idx = $2",
+                            &[&name, &(*step as i32)],
+                        )
+                        .map_err(&err)?;
+                        (Some(*step), "requeue", None, Some(reason.clone()))
+                    }
+                    Op::Skip { step, at, reason } => {
+                        tx.execute(
+                            "UPDATE drover_steps SET state = 'skipped', note = $3, ended_at = $4 \
+                             WHERE ledger = $1 AND idx = $2",
+                            &[&name, &(*step as i32), reason, at],
+                        )
+                        .map_err(&err)?;
+                        (Some(*step), "skip", None, Some(reason.clone()))
+                    }
+                    Op::Heartbeat { at } => {
+                        tx.execute(
+                            "UPDATE drover_holders SET heartbeat_at = $2 WHERE ledger = $1",
+                            &[&name, at],
+                        )
+                        .map_err(&err)?;
+                        continue;
+                    }
+                };
+            let at = op_at(op);
+            tx.execute(
+                "INSERT INTO drover_events (ledger, at, step, op, attempt, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &name,
+                    &at,
+                    &step.map(|s| s as i32),
+                    &event,
+                    &attempt,
+                    &detail,
+                ],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)
+    }
+
+    fn load(&self) -> Result<Stored, LedgerError> {
+        self.load_stored()
+    }
+}
+
+impl super::Store for PostgresLedger {
+    fn shown(&self) -> String {
+        self.at.shown.clone()
+    }
+    fn info(&self) -> Result<RunInfo, LedgerError> {
+        Self::info(self)
+    }
+    fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
+        Self::step_records(self)
+    }
+    fn holder(&self) -> Result<Option<(Holder, i64, i64)>, LedgerError> {
+        Self::holder(self)
+    }
+    fn acquire(&mut self, me: &Holder) -> Result<(), LedgerError> {
+        Self::acquire(self, me)
+    }
+    fn release(&mut self) -> Result<(), LedgerError> {
+        Self::release(self)
+    }
+    fn record_policy(
+        &mut self,
+        policy: crate::dispatch::policy::Policy,
+    ) -> Result<(), LedgerError> {
+        Self::record_policy(self, policy)
+    }
+    fn record_session(
+        &mut self,
+        mode: super::SessionMode,
+        argv: &[String],
+        me: &Holder,
+        plan_hash: &str,
+    ) -> Result<(), LedgerError> {
+        Self::record_session(self, mode, argv, me, plan_hash)
+    }
+    fn sessions(&self) -> Result<Vec<Session>, LedgerError> {
+        Self::sessions(self)
+    }
+    fn events(&self) -> Result<Vec<EventRow>, LedgerError> {
+        Self::events(self)
+    }
+    fn updates(&self) -> Result<Vec<UpdateRow>, LedgerError> {
+        Self::updates(self)
+    }
+    fn record_update(&mut self, u: &UpdateRow) -> Result<(), LedgerError> {
+        Self::record_update(self, u)
+    }
+    fn update_delivered(&mut self, key: &str, at: i64) -> Result<(), LedgerError> {
+        Self::update_delivered(self, key, at)
+    }
+    fn reopen(&self) -> Result<Box<dyn super::Store>, LedgerError> {
+        Ok(Box::new(PostgresLedger::open(&self.at)?))
+    }
+    fn staging(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("{}.staging", self.at.ledger))
+    }
+    fn file(&self) -> Option<&std::path::Path> {
+        None
+    }
+}
+
+/// When an op happened.
+fn op_at(op: &Op) -> i64 {
+    match op {
+        Op::Claim { at, .. }
+        | Op::Heartbeat { at }
+        | Op::Complete { at, .. }
+        | Op::Fail { at, .. }
+        | Op::Block { at, .. }
+        | Op::Requeue { at, .. }
+        | Op::Skip { at, .. } => *at,
+    }
+}
+
+/// A value for COPY's text format: backslash, tab and newlines escaped.
+fn copy_text(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+fn ledger_io(state: &str, e: std::io::Error) -> LedgerError {
+    LedgerError::Incompatible {
+        path: state.to_owned(),
+        reason: format!("writing the step rows: {e}"),
+    }
+}
