@@ -15,7 +15,8 @@ use crate::staging;
 
 #[derive(Args, Debug)]
 pub struct CleanArgs {
-    /// The run's ledger; its staging area is `<ledger>.staging`.
+    /// The run's ledger; its staging area is `<ledger file>.staging`, or `<ledger name>.staging`
+    /// in the current directory for a PostgreSQL ledger.
     #[arg(long, short)]
     state: PathBuf,
     /// Say what would be removed, and how much; remove nothing.

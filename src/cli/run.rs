@@ -53,8 +53,9 @@ pub struct RunArgs {
     /// With --plan, the reviewed plan's own exclusions apply instead.
     #[arg(long, conflicts_with = "plan")]
     exclude_refused: bool,
-    /// The ledger file (SQLite). Created if absent; an existing one must hold this same plan
-    /// (then the run continues where it stopped, like `resume`).
+    /// The ledger: a SQLite file, or postgres://user@host:port/db?ledger=<name> (the password
+    /// in PGPASSWORD; docs/running.md). Created if absent; an existing one must hold this same
+    /// plan (then the run continues where it stopped, like `resume`).
     #[arg(long, short)]
     state: PathBuf,
     #[command(flatten)]
