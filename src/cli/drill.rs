@@ -226,6 +226,18 @@ fn refuse_external_steps(production: &crate::plan::Plan, args: &DrillArgs) -> Re
 /// The drill's ledger and staging must be new, and its history one (or not exist yet):
 /// appending a JSON line to a request or a ledger would damage it.
 fn refuse_existing_outputs(args: &DrillArgs) -> Result<(), Failure> {
+    if args
+        .state
+        .to_str()
+        .is_some_and(crate::ledger::postgres::is_url)
+    {
+        return Err(super::refuse(
+            &args.state,
+            "--state",
+            "a drill's ledger is a SQLite file (kept beside its history)".into(),
+            "give the drill a new --state file",
+        ));
+    }
     for path in [args.state.clone(), staging_dir(&args.state)] {
         if path.exists() {
             return Err(super::refuse(
