@@ -88,6 +88,8 @@ pub struct Updates {
     snapshot: Snapshot,
     /// Each site's customer (read once).
     customers: Vec<Option<String>>,
+    /// Each site's index in the plan, by ID.
+    site_index: HashMap<String, usize>,
     settings: Settings,
     client: reqwest::Client,
 }
@@ -114,7 +116,14 @@ impl Updates {
         };
         let ledger = ledger.reopen()?;
         let customers = customers::of_sites(&plan, &snapshot);
+        let site_index = plan
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.to_string(), i))
+            .collect();
         Ok(Some(Updates {
+            site_index,
             ledger,
             plan,
             info,
@@ -221,11 +230,7 @@ impl Updates {
     /// The customer's first site with updates on, and how far their time must move.
     fn route(&self, c: &CustomerDoc) -> Option<(usize, i64)> {
         c.sites.iter().find_map(|s| {
-            let site = self
-                .plan
-                .sites
-                .iter()
-                .position(|p| p.id.as_str() == s.site)?;
+            let site = *self.site_index.get(&s.site)?;
             let step = self.settings.notify_of[site]?;
             let moves = self.plan.steps[step as usize]
                 .params
@@ -282,11 +287,9 @@ impl Updates {
 
     async fn deliver_one(&self, u: &UpdateRow, stop: &CancellationToken) -> Result<(), StepError> {
         let site = self
-            .plan
-            .sites
-            .iter()
-            .position(|s| s.id.as_str() == u.site)
-            .and_then(|s| self.settings.notify_of[s])
+            .site_index
+            .get(&u.site)
+            .and_then(|&s| self.settings.notify_of[s])
             .ok_or_else(|| StepError::Permanent(format!("{} has no notify step", u.site)))?;
         let step = &self.plan.steps[site as usize];
         let message: serde_json::Value = serde_json::from_str(&u.message)
