@@ -199,7 +199,8 @@ pub(crate) fn learn_history(
         if let Ok(f) = std::fs::File::open(path) {
             let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, 16), &mut head);
         }
-        if head.starts_with(crate::sniff::SQLITE_MAGIC) {
+        let postgres = path.to_str().is_some_and(crate::ledger::postgres::is_url);
+        if postgres || head.starts_with(crate::sniff::SQLITE_MAGIC) {
             ledgers.push((path.display().to_string(), path.clone()));
             continue;
         }

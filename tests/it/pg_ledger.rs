@@ -114,6 +114,30 @@ fn a_run_on_a_postgres_ledger_survives_a_sigkill_and_resumes() {
     exited(&out, 0);
     assert!(std::fs::read_to_string(&report).unwrap().contains("<svg"));
 
+    // `estimate` learns from it as from a file.
+    let out = drover()
+        .args(["estimate", "-w"])
+        .arg(&wf)
+        .arg("-r")
+        .arg(&req)
+        .args(["--history", &state])
+        .output()
+        .unwrap();
+    exited(&out, 0);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("learned from") && said.contains("ledger=crash"),
+        "{said}"
+    );
+
+    // `drover serve` on it says what `status` says.
+    let served = crate::serve::serve(std::path::Path::new(&state), "127.0.0.1:0", &[]);
+    let summary = crate::serve::get(&served.addr, "/api/v1/summary");
+    for field in ["run_id", "plan_hash", "sites", "steps"] {
+        assert_eq!(summary[field], doc[field], "{field}");
+    }
+    drop(served);
+
     // Another ledger in the same database: a run of its own, from scratch.
     let other = format!("{url}?ledger=second");
     let out = support::run(&wf, &req, &other)

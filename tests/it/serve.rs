@@ -15,9 +15,9 @@ use crate::support::browser::{browse, chromium};
 use crate::support::drover;
 
 /// A `drover serve` process, stopped when dropped.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     stderr: PathBuf,
 }
 
@@ -25,13 +25,15 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
     }
 }
 
 /// Starts `drover serve --state <state> --listen <listen>` and waits until it says where it
 /// listens.
-fn serve(state: &Path, listen: &str, env: &[(&str, &str)]) -> Served {
-    let stderr = state.with_extension(format!("serve-{}.err", rand_suffix()));
+pub(crate) fn serve(state: &Path, listen: &str, env: &[(&str, &str)]) -> Served {
+    // Not beside the ledger: a PostgreSQL ledger's --state is a URL.
+    let stderr = std::env::temp_dir().join(format!("drover-serve-{}.err", rand_suffix()));
     let mut served = Served {
         child: Command::new(assert_cmd::cargo::cargo_bin("drover"))
             .args(["serve", "--listen", listen, "--state"])
@@ -85,7 +87,7 @@ fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, S
     (status, body)
 }
 
-fn get(addr: &str, path: &str) -> Value {
+pub(crate) fn get(addr: &str, path: &str) -> Value {
     let (status, body) = request(addr, "GET", path, None);
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
