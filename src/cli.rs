@@ -31,6 +31,7 @@ mod run;
 mod serve;
 mod shared;
 mod status;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,9 @@ pub(crate) enum Command {
     /// Serve a run's ledger over HTTP while it goes and after: a live status page, its JSON API,
     /// Prometheus metrics (/metrics) and health endpoints. Read-only. docs/serve.md.
     Serve(serve::ServeArgs),
+    /// Run steps of a run whose coordinator hands them out (`run --workers` on a PostgreSQL
+    /// ledger): claim, run, heartbeat, report; on as many machines as you like.
+    Worker(worker::WorkerArgs),
     /// Draw a run from its ledger: an HTML report (Gantt chart, restore time per site, failures)
     /// and a JSON timeline of every step.
     Report(report::ReportArgs),
@@ -265,6 +269,7 @@ pub(crate) fn execute(command: Command) -> Result<Done, Failure> {
         Command::Resume(args) => run::resume(args),
         Command::Status(args) => status::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Worker(args) => worker::run(args),
         Command::Report(args) => report::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Retry(args) => retry::retry(args),

@@ -360,6 +360,10 @@ pub trait Store: Ledger {
     fn staging(&self) -> std::path::PathBuf;
     /// The SQLite file, for what reads one directly.
     fn file(&self) -> Option<&std::path::Path>;
+    /// The PostgreSQL ledger's address, for the work queue of `drover worker`.
+    fn postgres(&self) -> Option<&postgres::Address> {
+        None
+    }
 }
 
 /// Whether `--state` names an existing ledger.

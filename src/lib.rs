@@ -116,6 +116,7 @@ pub mod steps;
 pub mod target;
 pub mod updates;
 mod util;
+pub mod workers;
 pub mod workflow;
 
 pub use backup::BackupStore;

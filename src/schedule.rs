@@ -765,7 +765,7 @@ fn check_pools(plan: &Plan, capacity: &[u32]) -> Result<(), RunError> {
 
 /// A step ID as a relative path: `site-0042/wiki/fetch`, with anything that could escape the
 /// staging root (`..`, empty components, odd characters) replaced.
-fn safe_relative_path(id: &str) -> PathBuf {
+pub(crate) fn safe_relative_path(id: &str) -> PathBuf {
     id.split('/')
         .map(|part| {
             let clean: String = part

@@ -84,6 +84,11 @@ pub struct ResumeArgs {
 /// Options shared by `run` and `resume`.
 #[derive(Args, Debug)]
 pub struct ExecArgs {
+    /// Coordinate only: hand every step to `drover worker` processes through the PostgreSQL
+    /// ledger (--state postgres://…) instead of running it here; pools, retries, canary and
+    /// failure budget still apply here, across every worker (docs/running.md, "Many workers").
+    #[arg(long)]
+    workers: bool,
     /// At most this many steps at once, whatever the pools allow [default: 256, or the value
     /// recorded in the ledger on resume].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -504,6 +509,14 @@ fn execute_held(
     model: DurationModel,
     me: &Holder,
 ) -> Result<Done, Failure> {
+    if exec.workers && ledger.postgres().is_none() {
+        return Err(super::refuse(
+            Path::new(&ledger.shown()),
+            "--workers",
+            "workers share a run through a PostgreSQL ledger; this one is a file".into(),
+            "give --state postgres://user@host:port/db?ledger=<name>, or run without --workers",
+        ));
+    }
     let stored = ledger.load()?;
     let plan = Arc::new(stored.plan);
     reclaim(&stored.info, &plan, &stored.steps, &ledger.shown())?;
@@ -566,6 +579,17 @@ fn execute_held(
     )?;
     let renderer = Renderer::new(Arc::clone(&plan), format);
     let runtime = super::shared::runtime()?;
+    let registry = match ledger.postgres().filter(|_| exec.workers) {
+        Some(at) => {
+            let dispatcher = runtime.block_on(crate::workers::Dispatcher::start(at, me))?;
+            errln!(
+                "coordinating: every step goes to the workers of {}",
+                at.shown()
+            );
+            dispatcher.registry(&Registry::builtin())
+        }
+        None => Registry::builtin(),
+    };
     let summary = runtime.block_on(async {
         let control = Control::default();
         let signals = tokio::spawn(watch_signals(control.clone(), exec.grace));
@@ -574,7 +598,7 @@ fn execute_held(
             let result = schedule::run(
                 Arc::clone(&plan),
                 &stored.steps,
-                &Registry::builtin(),
+                &registry,
                 journal,
                 opts,
                 &renderer,

@@ -99,6 +99,8 @@ pub struct Address {
     config: Config,
     /// The URL as given, without `ledger=`: for messages and the audit trail.
     shown: String,
+    /// The URL without `ledger=`, for the async connections of the work queue.
+    url: String,
     pub ledger: String,
 }
 
@@ -160,6 +162,7 @@ impl Address {
                 "{without}{}ledger={ledger}",
                 if rest.is_empty() { "?" } else { "&" }
             ),
+            url: without.clone(),
             ledger,
         })
     }
@@ -167,6 +170,17 @@ impl Address {
     /// The ledger as messages name it (never with a password).
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// The same connection settings for `tokio-postgres` (the work queue).
+    pub fn async_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::from_str(&self.url).expect("parsed once already");
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        config.application_name("drover");
+        config
     }
 
     fn connect(&self) -> Result<Client, LedgerError> {
@@ -323,6 +337,7 @@ impl PostgresLedger {
         tx.execute("SELECT pg_advisory_xact_lock(7172635)", &[])
             .map_err(&err)?;
         tx.batch_execute(SCHEMA).map_err(&err)?;
+        tx.batch_execute(crate::workers::SCHEMA).map_err(&err)?;
         let version: Option<i32> = tx
             .query_opt("SELECT version FROM drover_schema", &[])
             .map_err(&err)?
@@ -847,6 +862,9 @@ impl super::Store for PostgresLedger {
     }
     fn file(&self) -> Option<&std::path::Path> {
         None
+    }
+    fn postgres(&self) -> Option<&Address> {
+        Some(&self.at)
     }
 }
 

@@ -22,3 +22,4 @@ mod run_cli;
 mod safety;
 mod schedule;
 mod serve;
+mod workers;
