@@ -201,12 +201,14 @@ pub fn applies(target: &Target, used: bool) -> bool {
 /// Whether a claim no longer holds its site: it was made on this host by a process that has
 /// ended, for a ledger that does not exist (the run was stopped between claiming and writing its
 /// ledger, or the ledger was removed), so nothing can continue that run. A run still between
-/// the two keeps its claim. Without `/proc` (not Linux) no claim is void.
+/// the two keeps its claim. Without `/proc` (not Linux) no claim is void, nor one whose ledger
+/// is in PostgreSQL (a standby or a resume elsewhere continues that run).
 pub fn is_void(claim: &Claim) -> bool {
     let proc = std::path::Path::new("/proc");
     claim.host == crate::ledger::lock::hostname()
         && proc.join("self").exists()
         && !proc.join(claim.pid.to_string()).exists()
+        && !crate::ledger::postgres::is_url(&claim.ledger)
         && !std::path::Path::new(&claim.ledger).exists()
 }
 

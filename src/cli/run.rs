@@ -79,6 +79,11 @@ pub struct ResumeArgs {
     /// ETA starts from the workflow's estimates and corrects itself as steps finish.
     #[arg(long)]
     history: Vec<PathBuf>,
+    /// Stand by while another process holds the run (its coordinator, say), and take the run
+    /// over as soon as that holder is gone: at once when it was on this machine, after its
+    /// heartbeat is a minute old when it was on another.
+    #[arg(long)]
+    standby: bool,
 }
 
 /// Options shared by `run` and `resume`.
@@ -478,7 +483,34 @@ pub(crate) fn create_ledger(
 pub fn resume(args: ResumeArgs) -> Result<Done, Failure> {
     let model = super::shared::learn_history(&args.history)?;
     let mut ledger = crate::ledger::open(&args.state)?;
+    if args.standby {
+        stand_by(ledger.as_mut())?;
+    }
     execute(ledger.as_mut(), SessionMode::Resume, &args.exec, model)
+}
+
+/// Waits until the ledger can be taken, and takes it.
+fn stand_by(ledger: &mut dyn Store) -> Result<(), Failure> {
+    let me = Holder::current();
+    let mut said = false;
+    loop {
+        match ledger.acquire(&me) {
+            Ok(()) => break,
+            Err(LedgerError::Held { pid, host, .. }) => {
+                if !said {
+                    errln!(
+                        "standing by: process {pid} on {host} holds {}",
+                        ledger.shown()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    errln!("taking over {} (its holder is gone)", ledger.shown());
+    Ok(())
 }
 
 /// Takes the lock, runs the stored plan from its recorded state, releases the lock.

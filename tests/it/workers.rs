@@ -144,3 +144,237 @@ fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
     assert_eq!(notified.len(), 300);
     assert!(notified.values().all(|&n| n == 1), "{notified:?}");
 }
+
+/// The steps recorded succeeded in ledger `w`, with the attempt their work ran under.
+fn succeeded_work(url: &str) -> BTreeMap<String, i32> {
+    query(
+        url,
+        "SELECT s.id, w.attempt FROM drover_steps s JOIN drover_work w \
+         ON w.ledger = s.ledger AND w.step = s.id \
+         WHERE s.ledger = 'w' AND s.state = 'succeeded'",
+    )
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// SIGKILL of the coordinator: a standby (`resume --workers --standby`) takes the run over at
+/// once (the holder was on this machine), the workers go on, and the run finishes; no step
+/// recorded succeeded ran again, and each site was reactivated and notified once.
+#[test]
+fn a_standby_takes_over_from_a_killed_coordinator_and_nothing_finished_runs_again() {
+    let url = support::postgres::database("takeover");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    support::demo(d, "init", 120, &[]);
+    support::demo(d, "incident", 120, &[]);
+    let state = format!("{url}?ledger=w");
+    let mut coordinator = Command::new(drover_bin())
+        .args(["run", "--yes", "--max-sites", "1000", "--workers", "-w"])
+        .arg(support::shipped_workflow())
+        .args(["-r", "request.toml", "--state", &state])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("coordinator.err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the ledger", 120, || {
+        !query(&url, "SELECT 1 FROM drover_runs WHERE ledger = 'w'").is_empty()
+    });
+    let mut standby = Command::new(drover_bin())
+        .args(["resume", "--workers", "--standby", "--state", &state])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("standby.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| worker(d, &state, &format!("w{i}")))
+        .collect();
+    let notified = || {
+        query(
+            &url,
+            "SELECT 1 FROM drover_steps WHERE ledger = 'w' AND id LIKE '%/notify' \
+             AND state = 'succeeded'",
+        )
+        .len()
+    };
+    wait_for("a third of the sites", 300, || notified() >= 40);
+    coordinator.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    coordinator.wait().unwrap();
+    let at_kill = succeeded_work(&url);
+    wait_for("the standby to take over", 30, || {
+        std::fs::read_to_string(d.join("standby.err"))
+            .unwrap_or_default()
+            .contains("taking over")
+    });
+    let takeover = killed.elapsed();
+    assert!(takeover < Duration::from_secs(5), "took {takeover:?}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(s) = standby.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let said = std::fs::read_to_string(d.join("standby.err")).unwrap();
+    assert!(status.success(), "the standby: {said}");
+    for w in &mut workers {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+
+    let after = succeeded_work(&url);
+    for (step, attempt) in &at_kill {
+        assert_eq!(
+            after.get(step),
+            Some(attempt),
+            "{step} ran again after the takeover"
+        );
+    }
+    let out = support::drover()
+        .args(["demo", "verify", "--format", "json", "--dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["all_equal"], true, "{v}");
+    assert_eq!(v["one_reactivation_each"], true, "{v}");
+    let platform = Platform::open(d.join("platform")).unwrap();
+    let mut per_site: BTreeMap<String, usize> = BTreeMap::new();
+    for m in platform.outbox().unwrap() {
+        *per_site.entry(m.site).or_default() += 1;
+    }
+    assert_eq!(per_site.len(), 120);
+    assert!(per_site.values().all(|&n| n == 1), "{per_site:?}");
+    eprintln!("coordinator takeover after SIGKILL: {takeover:?}");
+}
+
+/// A worker paused (SIGSTOP) past its lease: its steps run again on another worker; resumed
+/// (SIGCONT), its late results change nothing, and it says they were fenced.
+#[test]
+fn a_paused_worker_s_late_results_are_fenced() {
+    let url = support::postgres::database("fenced");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let wf = support::write(
+        d,
+        "wf.toml",
+        r#"
+[workflow]
+name = "slow"
+[products.p]
+[steps.slow]
+scope = "product"
+kind = "sleep"
+params = { duration = "3s" }
+estimate = "3s"
+retry = { attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }
+"#,
+    );
+    let req = support::write(
+        d,
+        "req.toml",
+        "[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n\
+         [[sites]]\nid = \"site-1\"\n[[sites]]\nid = \"site-2\"\n",
+    );
+    let state = format!("{url}?ledger=w");
+    let mut coordinator = Command::new(drover_bin())
+        .args(["run", "--yes", "--workers", "-w"])
+        .arg(&wf)
+        .arg("-r")
+        .arg(&req)
+        .args(["--state", &state])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("coordinator.err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the ledger", 60, || {
+        !query(&url, "SELECT 1 FROM drover_runs WHERE ledger = 'w'").is_empty()
+    });
+    let mut paused = Command::new(drover_bin())
+        .args(["worker", "--slots", "4", "--lease", "1s", "--state", &state])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("paused.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mine = format!("%:{}", paused.id());
+    wait_for("both steps on the first worker", 60, || {
+        query(
+            &url,
+            &format!("SELECT 1 FROM drover_work WHERE worker LIKE '{mine}' AND state = 'running'"),
+        )
+        .len()
+            == 2
+    });
+    let signal = |sig: &str, pid: u32| {
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP", paused.id());
+    let mut other = worker(d, &state, "other");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = coordinator.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(d.join("coordinator.err")).unwrap()
+    );
+    let rows = query(&url, "SELECT step, worker, state, attempt FROM drover_work");
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        let (step, by, state): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        assert_eq!(state, "done", "{step}");
+        assert!(
+            !by.ends_with(&mine[1..]),
+            "{step} was finished by the other worker"
+        );
+        assert!(r.get::<_, i32>(3) >= 2, "{step} ran under a new attempt");
+    }
+    let before: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+
+    // Woken up: its two late results are refused, and change nothing.
+    signal("-CONT", paused.id());
+    wait_for("the paused worker to notice", 30, || {
+        std::fs::read_to_string(d.join("paused.err"))
+            .unwrap_or_default()
+            .matches("fenced")
+            .count()
+            >= 2
+    });
+    signal("-INT", paused.id());
+    paused.wait().unwrap();
+    let said = std::fs::read_to_string(d.join("paused.err")).unwrap();
+    assert!(said.contains("2 results fenced"), "{said}");
+    let after: Vec<(String, String, String)> =
+        query(&url, "SELECT step, worker, state, attempt FROM drover_work")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    assert_eq!(before, after, "the late results changed nothing");
+    let status = support::drover()
+        .args(["status", "--format", "json", "--state", &state])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["all_restored"], true, "{doc}");
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
