@@ -31,6 +31,7 @@ mod run;
 mod serve;
 mod shared;
 mod status;
+mod stop;
 mod worker;
 
 use std::process::ExitCode;
@@ -83,6 +84,9 @@ pub(crate) enum Command {
     /// Run steps of a run whose coordinator hands them out (`run --workers` on a PostgreSQL
     /// ledger): claim, run, heartbeat, report; on as many machines as you like.
     Worker(worker::WorkerArgs),
+    /// Ask a run on a PostgreSQL ledger to stop, from any machine: no new steps start (--now:
+    /// steps in flight are cancelled too). `resume` continues it.
+    Stop(stop::StopArgs),
     /// Draw a run from its ledger: an HTML report (Gantt chart, restore time per site, failures)
     /// and a JSON timeline of every step.
     Report(report::ReportArgs),
@@ -270,6 +274,7 @@ pub(crate) fn execute(command: Command) -> Result<Done, Failure> {
         Command::Status(args) => status::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::Stop(args) => stop::run(args),
         Command::Report(args) => report::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Retry(args) => retry::retry(args),

@@ -364,6 +364,29 @@ pub trait Store: Ledger {
     fn postgres(&self) -> Option<&postgres::Address> {
         None
     }
+    /// Whether `drover stop` asked the run to stop (a ledger shared between machines only).
+    fn stop_asked(&self) -> Result<Option<StopMode>, LedgerError> {
+        Ok(None)
+    }
+    /// Asks the run's holder, wherever it runs, to stop (`drover stop`).
+    fn ask_stop(&mut self, _mode: StopMode, _by: &str) -> Result<(), LedgerError> {
+        Err(LedgerError::Config {
+            state: self.shown(),
+            reason: "only a run on a PostgreSQL ledger is stopped this way".into(),
+        })
+    }
+    /// Forgets a stop asked of an earlier session (a new session starts).
+    fn clear_stop(&mut self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+}
+
+/// How `drover stop` asks a run to stop: as a first Ctrl-C does (no new steps; those in flight
+/// finish), or as a second one does (those in flight are cancelled too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    Drain,
+    Abort,
 }
 
 /// Whether `--state` names an existing ledger.

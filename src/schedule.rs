@@ -122,6 +122,11 @@ pub struct Control {
 }
 
 impl Control {
+    /// Cancelled once a drain (or an abort) is asked.
+    pub fn draining(&self) -> CancellationToken {
+        self.drain.clone()
+    }
+
     pub fn drain(&self) {
         self.drain.cancel();
     }

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS drover_work (
 );
 CREATE INDEX IF NOT EXISTS drover_work_queued ON drover_work (ledger, queued_at)
     WHERE state = 'queued';
+CREATE TABLE IF NOT EXISTS drover_control (
+    ledger TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    asked_at BIGINT NOT NULL,
+    asked_by TEXT NOT NULL
+);
 ";
 
 /// How often the coordinator looks for results, and an idle worker for work.
@@ -228,6 +234,30 @@ impl Dispatcher {
                     )
                     .await;
                 Err(StepError::Retryable("cancelled".into()))
+            }
+        }
+    }
+
+    /// Withdraws the steps no worker has taken yet (the run drains: "in flight" is what workers
+    /// hold, not what waits in the queue); they stay pending for the next session.
+    pub async fn withdraw_queued(&self) {
+        let rows = self
+            .client
+            .query(
+                "UPDATE drover_work SET state = 'cancelled' WHERE ledger = $1 AND \
+                 state = 'queued' RETURNING step, attempt",
+                &[&self.at.ledger],
+            )
+            .await
+            .unwrap_or_default();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            let step: String = row.get(0);
+            if waiting.get(&step).is_some_and(|(a, _)| *a == row.get::<_, i32>(1)) {
+                let (_, tx) = waiting.remove(&step).expect("present");
+                let _ = tx.send(Err(StepError::Retryable(
+                    "the run drained before a worker took this step".into(),
+                )));
             }
         }
     }

@@ -556,6 +556,12 @@ fn execute_held(
     check_secrets(&plan, Path::new(&stored.snapshot.workflow_file), true)?;
     let argv: Vec<String> = std::env::args().collect();
     ledger.record_session(mode, &argv, me, &stored.info.plan_hash)?;
+    // A stop asked of an earlier session is not this one's.
+    ledger.clear_stop()?;
+    let asked = match ledger.postgres() {
+        Some(_) => Some(ledger.reopen()?),
+        None => None,
+    };
     let mut opts = RunOptions::new(&plan, &stored.info.run_id, &ledger.staging());
     opts.pool_capacity = pool_capacity(&plan, &stored.info.pools, exec.pools.as_ref())?;
     opts.max_parallel = exec
@@ -611,20 +617,32 @@ fn execute_held(
     )?;
     let renderer = Renderer::new(Arc::clone(&plan), format);
     let runtime = super::shared::runtime()?;
-    let registry = match ledger.postgres().filter(|_| exec.workers) {
+    let dispatcher = match ledger.postgres().filter(|_| exec.workers) {
         Some(at) => {
-            let dispatcher = runtime.block_on(crate::workers::Dispatcher::start(at, me))?;
+            let d = runtime.block_on(crate::workers::Dispatcher::start(at, me))?;
             errln!(
                 "coordinating: every step goes to the workers of {}",
                 at.shown()
             );
-            dispatcher.registry(&Registry::builtin())
+            Some(d)
         }
+        None => None,
+    };
+    let registry = match &dispatcher {
+        Some(d) => d.registry(&Registry::builtin()),
         None => Registry::builtin(),
     };
     let summary = runtime.block_on(async {
         let control = Control::default();
         let signals = tokio::spawn(watch_signals(control.clone(), exec.grace));
+        let stops = asked.map(|l| tokio::spawn(watch_stop(l, control.clone())));
+        if let Some(d) = dispatcher.clone() {
+            let draining = control.draining();
+            tokio::spawn(async move {
+                draining.cancelled().await;
+                d.withdraw_queued().await;
+            });
+        }
         let done = tokio_util::sync::CancellationToken::new();
         let run = async {
             let result = schedule::run(
@@ -647,6 +665,9 @@ fn execute_held(
         };
         let (result, ()) = tokio::join!(run, watch);
         signals.abort();
+        if let Some(s) = stops {
+            s.abort();
+        }
         result
     });
     renderer.finish();
@@ -719,6 +740,35 @@ async fn watch_signals(control: Control, grace: Duration) {
             errln!("\nstopping now; steps in flight will run again on resume");
             control.abort();
             return;
+        }
+    }
+}
+
+/// Drains or aborts the run when `drover stop` asks it to, from any machine (looked at twice a
+/// second; a ledger that cannot say is looked at again).
+async fn watch_stop(mut ledger: Box<dyn Store>, control: Control) {
+    let mut drained = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (back, asked) = tokio::task::spawn_blocking(move || {
+            let asked = ledger.stop_asked();
+            (ledger, asked)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        ledger = back;
+        match asked {
+            Ok(Some(crate::ledger::StopMode::Abort)) => {
+                errln!("\nstop --now asked: stopping; steps in flight will run again on resume");
+                control.abort();
+                return;
+            }
+            Ok(Some(crate::ledger::StopMode::Drain)) if !drained => {
+                errln!("\nstop asked: no new steps will start; those in flight finish");
+                control.drain();
+                drained = true;
+            }
+            _ => {}
         }
     }
 }

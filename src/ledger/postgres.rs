@@ -866,6 +866,49 @@ impl super::Store for PostgresLedger {
     fn postgres(&self) -> Option<&Address> {
         Some(&self.at)
     }
+    fn stop_asked(&self) -> Result<Option<super::StopMode>, LedgerError> {
+        let err = self.err();
+        let row = self
+            .client
+            .borrow_mut()
+            .query_opt(
+                "SELECT mode FROM drover_control WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(row.map(|r| match r.get::<_, &str>(0) {
+            "abort" => super::StopMode::Abort,
+            _ => super::StopMode::Drain,
+        }))
+    }
+    fn ask_stop(&mut self, mode: super::StopMode, by: &str) -> Result<(), LedgerError> {
+        let err = self.err();
+        let mode = match mode {
+            super::StopMode::Drain => "drain",
+            super::StopMode::Abort => "abort",
+        };
+        self.client
+            .borrow_mut()
+            .execute(
+                "INSERT INTO drover_control (ledger, mode, asked_at, asked_by) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (ledger) DO UPDATE \
+                 SET mode = $2, asked_at = $3, asked_by = $4",
+                &[&self.at.ledger, &mode, &now_ms(), &by],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+    fn clear_stop(&mut self) -> Result<(), LedgerError> {
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "DELETE FROM drover_control WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map(drop)
+            .map_err(err)
+    }
 }
 
 /// When an op happened.

@@ -378,3 +378,94 @@ retry = { attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }
     other.kill().unwrap();
     other.wait().unwrap();
 }
+
+/// `drover stop`, from another process: the coordinator drains (exit 130, steps in flight
+/// finish, nothing new starts) and `resume --workers` finishes the run. A ledger file's run is
+/// stopped where it runs: refused, saying so.
+#[test]
+fn drover_stop_drains_a_coordinated_run_from_anywhere() {
+    let url = support::postgres::database("stop");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let wf = support::write(
+        d,
+        "wf.toml",
+        "[workflow]\nname = \"slow\"\n[products.p]\n[steps.slow]\nscope = \"product\"\n\
+         kind = \"sleep\"\nparams = { duration = \"500ms\" }\nestimate = \"500ms\"\n",
+    );
+    let mut req =
+        String::from("[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n");
+    for i in 0..20 {
+        req.push_str(&format!("[[sites]]\nid = \"site-{i:02}\"\n"));
+    }
+    let req = support::write(d, "req.toml", req);
+    let state = format!("{url}?ledger=w");
+    let coordinator = Command::new(drover_bin())
+        .args(["run", "--yes", "--workers", "-w"])
+        .arg(&wf)
+        .arg("-r")
+        .arg(&req)
+        .args(["--state", &state])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the ledger", 60, || {
+        !query(&url, "SELECT 1 FROM drover_runs WHERE ledger = 'w'").is_empty()
+    });
+    let mut one = Command::new(drover_bin())
+        .args(["worker", "--slots", "2", "--state", &state])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("a first step done", 60, || {
+        !query(&url, "SELECT 1 FROM drover_work WHERE state = 'done'").is_empty()
+    });
+    let out = support::drover()
+        .args(["stop", "--state", &state])
+        .output()
+        .unwrap();
+    let said = support::exited(&out, 0);
+    assert!(said.contains("drain"), "{said}");
+    let out = coordinator.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(said.contains("stop asked"), "{said}");
+    let doc = serde_json::from_slice::<serde_json::Value>(
+        &support::drover()
+            .args(["status", "--format", "json", "--state", &state])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let restored = doc["sites"]["restored"].as_u64().unwrap();
+    assert!(restored > 0 && restored < 20, "{doc}");
+    assert_eq!(
+        doc["steps"]["running"], 0,
+        "steps in flight finished: {doc}"
+    );
+
+    let out = support::drover()
+        .args(["resume", "--workers", "--state", &state])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    support::exited(&out, 0);
+    one.kill().unwrap();
+    one.wait().unwrap();
+
+    // A file's run is stopped where it runs.
+    let file = d.join("file.db");
+    support::exited(&support::run(&wf, &req, &file).output().unwrap(), 0);
+    let out = support::drover()
+        .args(["stop", "--state"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = support::exited(&out, 2);
+    assert!(said.contains("stopped where it runs"), "{said}");
+}
