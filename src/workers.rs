@@ -253,7 +253,10 @@ impl Dispatcher {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         for row in rows {
             let step: String = row.get(0);
-            if waiting.get(&step).is_some_and(|(a, _)| *a == row.get::<_, i32>(1)) {
+            if waiting
+                .get(&step)
+                .is_some_and(|(a, _)| *a == row.get::<_, i32>(1))
+            {
                 let (_, tx) = waiting.remove(&step).expect("present");
                 let _ = tx.send(Err(StepError::Retryable(
                     "the run drained before a worker took this step".into(),
