@@ -364,6 +364,11 @@ pub trait Store: Ledger {
     fn postgres(&self) -> Option<&postgres::Address> {
         None
     }
+    /// Which worker ran each attempt, when workers ran the steps (`crate::workers`); empty
+    /// when the ledger's holder ran them all (its sessions say who that was).
+    fn attempts(&self) -> Result<Vec<AttemptRow>, LedgerError> {
+        Ok(Vec::new())
+    }
     /// Whether `drover stop` asked the run to stop (a ledger shared between machines only).
     fn stop_asked(&self) -> Result<Option<StopMode>, LedgerError> {
         Ok(None)
@@ -379,6 +384,20 @@ pub trait Store: Ledger {
     fn clear_stop(&mut self) -> Result<(), LedgerError> {
         Ok(())
     }
+}
+
+/// One attempt of a step on a worker (`drover_attempts`).
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptRow {
+    pub step: String,
+    pub attempt: u32,
+    /// `host:pid`.
+    pub worker: String,
+    pub claimed_at: i64,
+    pub ended_at: Option<i64>,
+    /// `done`, `failed`, `fenced` (the result came after the step stopped being this worker's),
+    /// or `null` while it runs (or when the worker died).
+    pub outcome: Option<String>,
 }
 
 /// How `drover stop` asks a run to stop: as a first Ctrl-C does (no new steps; those in flight

@@ -47,6 +47,16 @@ CREATE TABLE IF NOT EXISTS drover_work (
 );
 CREATE INDEX IF NOT EXISTS drover_work_queued ON drover_work (ledger, queued_at)
     WHERE state = 'queued';
+CREATE TABLE IF NOT EXISTS drover_attempts (
+    ledger TEXT NOT NULL,
+    step TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    claimed_at BIGINT NOT NULL,
+    ended_at BIGINT,
+    outcome TEXT,
+    PRIMARY KEY (ledger, step, attempt, worker)
+);
 CREATE TABLE IF NOT EXISTS drover_control (
     ledger TEXT PRIMARY KEY,
     mode TEXT NOT NULL,
@@ -386,6 +396,20 @@ pub async fn work(
                 .await
                 .map_err(pg(at))?;
             claimed = rows.len();
+            if claimed > 0 {
+                // Who runs which attempt, for the audit trail (`drover audit`).
+                let steps: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                let attempts: Vec<i32> = rows.iter().map(|r| r.get(1)).collect();
+                client
+                    .execute(
+                        "INSERT INTO drover_attempts (ledger, step, attempt, worker, claimed_at) \
+                         SELECT $1, s, a, $4, $5 FROM unnest($2::text[], $3::int[]) AS t(s, a) \
+                         ON CONFLICT DO NOTHING",
+                        &[&at.ledger, &steps, &attempts, &me, &crate::ledger::now_ms()],
+                    )
+                    .await
+                    .map_err(pg(at))?;
+            }
             for row in rows {
                 let step: String = row.get(0);
                 let attempt: i32 = row.get(1);
@@ -453,6 +477,15 @@ pub async fn work(
                          failure = $8, lease_until = NULL WHERE ledger = $1 AND step = $2 AND \
                          attempt = $3 AND state = 'running' AND worker = $4",
                         &[&at.ledger, &step, &attempt, &me, &state, &output, &error, &failure],
+                    )
+                    .await
+                    .map_err(pg(at))?;
+                let outcome = if n == 0 { "fenced" } else { state };
+                client
+                    .execute(
+                        "UPDATE drover_attempts SET ended_at = $5, outcome = $6 WHERE ledger = $1 \
+                         AND step = $2 AND attempt = $3 AND worker = $4",
+                        &[&at.ledger, &step, &attempt, &me, &crate::ledger::now_ms(), &outcome],
                     )
                     .await
                     .map_err(pg(at))?;

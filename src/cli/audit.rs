@@ -33,6 +33,9 @@ struct AuditDoc {
     excluded: BTreeMap<String, Vec<String>>,
     sessions: Vec<Session>,
     events: Vec<EventRow>,
+    /// Which worker (host:pid) ran each attempt, when `drover worker` processes ran the steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<crate::ledger::AttemptRow>,
 }
 
 pub fn run(args: AuditArgs) -> Result<Done, Failure> {
@@ -54,6 +57,7 @@ pub fn run(args: AuditArgs) -> Result<Done, Failure> {
         excluded: info.excluded,
         sessions: ledger.sessions()?,
         events: ledger.events()?,
+        attempts: ledger.attempts()?,
     };
     match args.format {
         Format::Json => super::print_json(&doc)?,
@@ -92,6 +96,20 @@ fn print_text(d: &AuditDoc) {
             s.pid,
             s.argv.join(" ")
         );
+    }
+    if !d.attempts.is_empty() {
+        let mut by: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+        for a in &d.attempts {
+            *by.entry(a.worker.as_str())
+                .or_default()
+                .entry(a.outcome.as_deref().unwrap_or("unfinished"))
+                .or_default() += 1;
+        }
+        outln!("workers (host:pid), attempts by outcome (every attempt is in --format json):");
+        for (worker, outcomes) in &by {
+            let line: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect();
+            outln!("  {worker}: {}", line.join(", "));
+        }
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for e in &d.events {

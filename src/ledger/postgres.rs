@@ -866,6 +866,29 @@ impl super::Store for PostgresLedger {
     fn postgres(&self) -> Option<&Address> {
         Some(&self.at)
     }
+    fn attempts(&self) -> Result<Vec<super::AttemptRow>, LedgerError> {
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT step, attempt, worker, claimed_at, ended_at, outcome FROM drover_attempts \
+                 WHERE ledger = $1 ORDER BY claimed_at, step, attempt",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::AttemptRow {
+                step: r.get(0),
+                attempt: r.get::<_, i32>(1) as u32,
+                worker: r.get(2),
+                claimed_at: r.get(3),
+                ended_at: r.get(4),
+                outcome: r.get(5),
+            })
+            .collect())
+    }
     fn stop_asked(&self) -> Result<Option<super::StopMode>, LedgerError> {
         let err = self.err();
         let row = self

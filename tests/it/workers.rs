@@ -375,6 +375,29 @@ retry = { attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }
         .unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(doc["all_restored"], true, "{doc}");
+    // The audit trail says which worker ran each attempt, and how it ended.
+    let audit = support::drover()
+        .args(["audit", "--format", "json", "--state", &state])
+        .output()
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let outcomes = |worker: &str| -> Vec<String> {
+        let mut o: Vec<String> = audit["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["worker"].as_str().unwrap().ends_with(worker))
+            .map(|a| a["outcome"].as_str().unwrap_or("unfinished").to_owned())
+            .collect();
+        o.sort();
+        o
+    };
+    assert_eq!(outcomes(&mine[1..]), ["fenced", "fenced"], "{audit}");
+    assert_eq!(
+        outcomes(&format!(":{}", other.id())),
+        ["done", "done"],
+        "{audit}"
+    );
     other.kill().unwrap();
     other.wait().unwrap();
 }
