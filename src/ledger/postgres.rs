@@ -21,7 +21,8 @@ use postgres::{Client, Config, NoTls};
 use super::lock::Holder;
 use super::sqlite::{EventRow, Session, UpdateRow};
 use super::{
-    Ledger, LedgerError, NewRun, Op, RunInfo, Snapshot, StepRecord, StepState, Stored, now_ms,
+    Ledger, LedgerError, NewRun, Op, RunInfo, Snapshot, StepRecord, StepState, Store, Stored,
+    now_ms,
 };
 use crate::plan::Plan;
 
@@ -320,15 +321,6 @@ impl PostgresLedger {
         Ok(ledger)
     }
 
-    /// A second connection to the same ledger (the run's writer thread has its own).
-    pub fn reopen(&self) -> Result<PostgresLedger, LedgerError> {
-        PostgresLedger::open(&self.at)
-    }
-
-    pub fn shown(&self) -> &str {
-        &self.at.shown
-    }
-
     /// Creates the tables the first time; concurrent first uses wait on one advisory lock.
     fn ensure_schema(&mut self) -> Result<(), LedgerError> {
         let err = self.err();
@@ -374,275 +366,6 @@ impl PostgresLedger {
             path: self.at.shown.clone(),
             reason: e.to_string(),
         }
-    }
-
-    pub fn info(&self) -> Result<RunInfo, LedgerError> {
-        let err = self.err();
-        let row = self
-            .client
-            .borrow_mut()
-            .query_one(
-                "SELECT info FROM drover_runs WHERE ledger = $1",
-                &[&self.at.ledger],
-            )
-            .map_err(err)?;
-        serde_json::from_str(row.get::<_, &str>(0)).map_err(|e| self.corrupt(e))
-    }
-
-    pub fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
-        let err = self.err();
-        let rows = self
-            .client
-            .borrow_mut()
-            .query(
-                "SELECT state, attempts, last_error, output, started_at, ended_at, note \
-                 FROM drover_steps WHERE ledger = $1 ORDER BY idx",
-                &[&self.at.ledger],
-            )
-            .map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| StepRecord {
-                state: StepState::parse(r.get(0)).unwrap_or(StepState::Pending),
-                attempts: r.get::<_, i32>(1) as u32,
-                last_error: r.get(2),
-                output: r.get(3),
-                started_at: r.get(4),
-                ended_at: r.get(5),
-                note: r.get(6),
-            })
-            .collect())
-    }
-
-    /// Takes the single-writer lock, or says who holds it.
-    pub fn acquire(&mut self, me: &Holder) -> Result<(), LedgerError> {
-        let err = self.err();
-        let name = self.at.ledger.clone();
-        let shown = self.at.shown.clone();
-        let mut client = self.client.borrow_mut();
-        let mut tx = client.transaction().map_err(&err)?;
-        let current = tx
-            .query_opt(
-                "SELECT holder, acquired_at, heartbeat_at FROM drover_holders WHERE ledger = $1 \
-                 FOR UPDATE",
-                &[&name],
-            )
-            .map_err(&err)?;
-        if let Some(row) = current {
-            let holder: Holder =
-                serde_json::from_str(row.get::<_, &str>(0)).map_err(|e| LedgerError::Corrupt {
-                    path: shown.clone(),
-                    reason: e.to_string(),
-                })?;
-            let (since, beat): (i64, i64) = (row.get(1), row.get(2));
-            if holder != *me && holder.is_alive(beat, now_ms()) {
-                return Err(LedgerError::Held {
-                    path: shown,
-                    pid: holder.pid,
-                    host: holder.host,
-                    since: super::format_ms(since),
-                });
-            }
-        }
-        let text = serde_json::to_string(me).expect("holder serializes");
-        let now = now_ms();
-        tx.execute(
-            "INSERT INTO drover_holders (ledger, holder, acquired_at, heartbeat_at) \
-             VALUES ($1, $2, $3, $3) ON CONFLICT (ledger) DO UPDATE \
-             SET holder = $2, acquired_at = $3, heartbeat_at = $3",
-            &[&name, &text, &now],
-        )
-        .map_err(&err)?;
-        tx.commit().map_err(&err)
-    }
-
-    pub fn holder(&self) -> Result<Option<(Holder, i64, i64)>, LedgerError> {
-        let err = self.err();
-        let row = self
-            .client
-            .borrow_mut()
-            .query_opt(
-                "SELECT holder, acquired_at, heartbeat_at FROM drover_holders WHERE ledger = $1",
-                &[&self.at.ledger],
-            )
-            .map_err(err)?;
-        row.map(|r| {
-            serde_json::from_str(r.get::<_, &str>(0))
-                .map(|h| (h, r.get(1), r.get(2)))
-                .map_err(|e| self.corrupt(e))
-        })
-        .transpose()
-    }
-
-    pub fn release(&mut self) -> Result<(), LedgerError> {
-        let err = self.err();
-        self.client
-            .borrow_mut()
-            .execute(
-                "DELETE FROM drover_holders WHERE ledger = $1",
-                &[&self.at.ledger],
-            )
-            .map(drop)
-            .map_err(err)
-    }
-
-    pub fn record_policy(
-        &mut self,
-        policy: crate::dispatch::policy::Policy,
-    ) -> Result<(), LedgerError> {
-        let mut info = self.info()?;
-        info.policy = Some(policy);
-        let text = serde_json::to_string(&info).map_err(|e| self.corrupt(e))?;
-        let err = self.err();
-        self.client
-            .borrow_mut()
-            .execute(
-                "UPDATE drover_runs SET info = $2 WHERE ledger = $1",
-                &[&self.at.ledger, &text],
-            )
-            .map(drop)
-            .map_err(err)
-    }
-
-    pub fn record_session(
-        &mut self,
-        mode: super::SessionMode,
-        argv: &[String],
-        me: &Holder,
-        plan_hash: &str,
-    ) -> Result<(), LedgerError> {
-        let argv = serde_json::to_string(argv).expect("argv serializes");
-        let err = self.err();
-        self.client
-            .borrow_mut()
-            .execute(
-                "INSERT INTO drover_sessions (ledger, at, mode, \"user\", host, pid, argv, \
-                 plan_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &self.at.ledger,
-                    &now_ms(),
-                    &mode.as_str(),
-                    &me.user,
-                    &me.host,
-                    &i64::from(me.pid),
-                    &argv,
-                    &plan_hash,
-                ],
-            )
-            .map(drop)
-            .map_err(err)
-    }
-
-    pub fn sessions(&self) -> Result<Vec<Session>, LedgerError> {
-        let err = self.err();
-        let rows = self
-            .client
-            .borrow_mut()
-            .query(
-                "SELECT at, mode, \"user\", host, pid, argv, plan_hash FROM drover_sessions \
-                 WHERE ledger = $1 ORDER BY seq",
-                &[&self.at.ledger],
-            )
-            .map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| Session {
-                at: r.get(0),
-                mode: r.get(1),
-                user: r.get(2),
-                host: r.get(3),
-                pid: r.get::<_, i64>(4) as u32,
-                argv: serde_json::from_str(r.get::<_, &str>(5)).unwrap_or_default(),
-                plan_hash: r.get(6),
-            })
-            .collect())
-    }
-
-    pub fn events(&self) -> Result<Vec<EventRow>, LedgerError> {
-        let err = self.err();
-        let rows = self
-            .client
-            .borrow_mut()
-            .query(
-                "SELECT e.seq, e.at, s.id, e.op, e.attempt, e.detail FROM drover_events e \
-                 LEFT JOIN drover_steps s ON s.ledger = e.ledger AND s.idx = e.step \
-                 WHERE e.ledger = $1 ORDER BY e.seq",
-                &[&self.at.ledger],
-            )
-            .map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| EventRow {
-                seq: r.get(0),
-                at: r.get(1),
-                step: r.get(2),
-                op: r.get(3),
-                attempt: r.get::<_, Option<i32>>(4).map(|a| a as u32),
-                detail: r.get(5),
-            })
-            .collect())
-    }
-
-    pub fn updates(&self) -> Result<Vec<UpdateRow>, LedgerError> {
-        let err = self.err();
-        let rows = self
-            .client
-            .borrow_mut()
-            .query(
-                "SELECT customer, seq, key, site, decided_at, p50_at, p90_at, message, \
-                 delivered_at FROM drover_updates WHERE ledger = $1 ORDER BY customer, seq",
-                &[&self.at.ledger],
-            )
-            .map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| UpdateRow {
-                customer: r.get(0),
-                seq: r.get::<_, i32>(1) as u32,
-                key: r.get(2),
-                site: r.get(3),
-                decided_at: r.get(4),
-                p50_at: r.get(5),
-                p90_at: r.get(6),
-                message: r.get(7),
-                delivered_at: r.get(8),
-            })
-            .collect())
-    }
-
-    pub fn record_update(&mut self, u: &UpdateRow) -> Result<(), LedgerError> {
-        let err = self.err();
-        self.client
-            .borrow_mut()
-            .execute(
-                "INSERT INTO drover_updates (ledger, customer, seq, key, site, decided_at, \
-                 p50_at, p90_at, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &self.at.ledger,
-                    &u.customer,
-                    &(u.seq as i32),
-                    &u.key,
-                    &u.site,
-                    &u.decided_at,
-                    &u.p50_at,
-                    &u.p90_at,
-                    &u.message,
-                ],
-            )
-            .map(drop)
-            .map_err(err)
-    }
-
-    pub fn update_delivered(&mut self, key: &str, at: i64) -> Result<(), LedgerError> {
-        let err = self.err();
-        self.client
-            .borrow_mut()
-            .execute(
-                "UPDATE drover_updates SET delivered_at = $3 WHERE ledger = $1 AND key = $2",
-                &[&self.at.ledger, &key, &at],
-            )
-            .map(drop)
-            .map_err(err)
     }
 
     fn load_stored(&self) -> Result<Stored, LedgerError> {
@@ -810,26 +533,133 @@ impl super::Store for PostgresLedger {
         self.at.shown.clone()
     }
     fn info(&self) -> Result<RunInfo, LedgerError> {
-        Self::info(self)
+        let err = self.err();
+        let row = self
+            .client
+            .borrow_mut()
+            .query_one(
+                "SELECT info FROM drover_runs WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        serde_json::from_str(row.get::<_, &str>(0)).map_err(|e| self.corrupt(e))
     }
+
     fn step_records(&self) -> Result<Vec<StepRecord>, LedgerError> {
-        Self::step_records(self)
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT state, attempts, last_error, output, started_at, ended_at, note \
+                 FROM drover_steps WHERE ledger = $1 ORDER BY idx",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| StepRecord {
+                state: StepState::parse(r.get(0)).unwrap_or(StepState::Pending),
+                attempts: r.get::<_, i32>(1) as u32,
+                last_error: r.get(2),
+                output: r.get(3),
+                started_at: r.get(4),
+                ended_at: r.get(5),
+                note: r.get(6),
+            })
+            .collect())
     }
-    fn holder(&self) -> Result<Option<(Holder, i64, i64)>, LedgerError> {
-        Self::holder(self)
-    }
+
+    /// Takes the single-writer lock, or says who holds it.
     fn acquire(&mut self, me: &Holder) -> Result<(), LedgerError> {
-        Self::acquire(self, me)
+        let err = self.err();
+        let name = self.at.ledger.clone();
+        let shown = self.at.shown.clone();
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(&err)?;
+        let current = tx
+            .query_opt(
+                "SELECT holder, acquired_at, heartbeat_at FROM drover_holders WHERE ledger = $1 \
+                 FOR UPDATE",
+                &[&name],
+            )
+            .map_err(&err)?;
+        if let Some(row) = current {
+            let holder: Holder =
+                serde_json::from_str(row.get::<_, &str>(0)).map_err(|e| LedgerError::Corrupt {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+            let (since, beat): (i64, i64) = (row.get(1), row.get(2));
+            if holder != *me && holder.is_alive(beat, now_ms()) {
+                return Err(LedgerError::Held {
+                    path: shown,
+                    pid: holder.pid,
+                    host: holder.host,
+                    since: super::format_ms(since),
+                });
+            }
+        }
+        let text = serde_json::to_string(me).expect("holder serializes");
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO drover_holders (ledger, holder, acquired_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $3) ON CONFLICT (ledger) DO UPDATE \
+             SET holder = $2, acquired_at = $3, heartbeat_at = $3",
+            &[&name, &text, &now],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
     }
+
+    fn holder(&self) -> Result<Option<(Holder, i64, i64)>, LedgerError> {
+        let err = self.err();
+        let row = self
+            .client
+            .borrow_mut()
+            .query_opt(
+                "SELECT holder, acquired_at, heartbeat_at FROM drover_holders WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        row.map(|r| {
+            serde_json::from_str(r.get::<_, &str>(0))
+                .map(|h| (h, r.get(1), r.get(2)))
+                .map_err(|e| self.corrupt(e))
+        })
+        .transpose()
+    }
+
     fn release(&mut self) -> Result<(), LedgerError> {
-        Self::release(self)
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "DELETE FROM drover_holders WHERE ledger = $1",
+                &[&self.at.ledger],
+            )
+            .map(drop)
+            .map_err(err)
     }
+
     fn record_policy(
         &mut self,
         policy: crate::dispatch::policy::Policy,
     ) -> Result<(), LedgerError> {
-        Self::record_policy(self, policy)
+        let mut info = self.info()?;
+        info.policy = Some(policy);
+        let text = serde_json::to_string(&info).map_err(|e| self.corrupt(e))?;
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "UPDATE drover_runs SET info = $2 WHERE ledger = $1",
+                &[&self.at.ledger, &text],
+            )
+            .map(drop)
+            .map_err(err)
     }
+
     fn record_session(
         &mut self,
         mode: super::SessionMode,
@@ -837,23 +667,140 @@ impl super::Store for PostgresLedger {
         me: &Holder,
         plan_hash: &str,
     ) -> Result<(), LedgerError> {
-        Self::record_session(self, mode, argv, me, plan_hash)
+        let argv = serde_json::to_string(argv).expect("argv serializes");
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "INSERT INTO drover_sessions (ledger, at, mode, \"user\", host, pid, argv, \
+                 plan_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &self.at.ledger,
+                    &now_ms(),
+                    &mode.as_str(),
+                    &me.user,
+                    &me.host,
+                    &i64::from(me.pid),
+                    &argv,
+                    &plan_hash,
+                ],
+            )
+            .map(drop)
+            .map_err(err)
     }
+
     fn sessions(&self) -> Result<Vec<Session>, LedgerError> {
-        Self::sessions(self)
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT at, mode, \"user\", host, pid, argv, plan_hash FROM drover_sessions \
+                 WHERE ledger = $1 ORDER BY seq",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| Session {
+                at: r.get(0),
+                mode: r.get(1),
+                user: r.get(2),
+                host: r.get(3),
+                pid: r.get::<_, i64>(4) as u32,
+                argv: serde_json::from_str(r.get::<_, &str>(5)).unwrap_or_default(),
+                plan_hash: r.get(6),
+            })
+            .collect())
     }
+
     fn events(&self) -> Result<Vec<EventRow>, LedgerError> {
-        Self::events(self)
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT e.seq, e.at, s.id, e.op, e.attempt, e.detail FROM drover_events e \
+                 LEFT JOIN drover_steps s ON s.ledger = e.ledger AND s.idx = e.step \
+                 WHERE e.ledger = $1 ORDER BY e.seq",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                seq: r.get(0),
+                at: r.get(1),
+                step: r.get(2),
+                op: r.get(3),
+                attempt: r.get::<_, Option<i32>>(4).map(|a| a as u32),
+                detail: r.get(5),
+            })
+            .collect())
     }
+
     fn updates(&self) -> Result<Vec<UpdateRow>, LedgerError> {
-        Self::updates(self)
+        let err = self.err();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT customer, seq, key, site, decided_at, p50_at, p90_at, message, \
+                 delivered_at FROM drover_updates WHERE ledger = $1 ORDER BY customer, seq",
+                &[&self.at.ledger],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| UpdateRow {
+                customer: r.get(0),
+                seq: r.get::<_, i32>(1) as u32,
+                key: r.get(2),
+                site: r.get(3),
+                decided_at: r.get(4),
+                p50_at: r.get(5),
+                p90_at: r.get(6),
+                message: r.get(7),
+                delivered_at: r.get(8),
+            })
+            .collect())
     }
+
     fn record_update(&mut self, u: &UpdateRow) -> Result<(), LedgerError> {
-        Self::record_update(self, u)
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "INSERT INTO drover_updates (ledger, customer, seq, key, site, decided_at, \
+                 p50_at, p90_at, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &self.at.ledger,
+                    &u.customer,
+                    &(u.seq as i32),
+                    &u.key,
+                    &u.site,
+                    &u.decided_at,
+                    &u.p50_at,
+                    &u.p90_at,
+                    &u.message,
+                ],
+            )
+            .map(drop)
+            .map_err(err)
     }
+
     fn update_delivered(&mut self, key: &str, at: i64) -> Result<(), LedgerError> {
-        Self::update_delivered(self, key, at)
+        let err = self.err();
+        self.client
+            .borrow_mut()
+            .execute(
+                "UPDATE drover_updates SET delivered_at = $3 WHERE ledger = $1 AND key = $2",
+                &[&self.at.ledger, &key, &at],
+            )
+            .map(drop)
+            .map_err(err)
     }
+
     fn reopen(&self) -> Result<Box<dyn super::Store>, LedgerError> {
         Ok(Box::new(PostgresLedger::open(&self.at)?))
     }

@@ -12,16 +12,13 @@ use support::{drover, exited, write};
 
 /// Step IDs recorded succeeded in ledger `name` of the database at `url`.
 fn succeeded(url: &str, name: &str) -> HashSet<String> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    client
-        .query(
-            "SELECT id FROM drover_steps WHERE ledger = $1 AND state = 'succeeded'",
-            &[&name],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    support::postgres::rows(
+        url,
+        &format!("SELECT id FROM drover_steps WHERE ledger = '{name}' AND state = 'succeeded'"),
+    )
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
 
 /// A run killed (SIGKILL) part-way and resumed on a PostgreSQL ledger finishes every step, and

@@ -15,11 +15,11 @@ fn drover_bin() -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin("drover")
 }
 
-/// `drover worker` on `state`, in `dir` (so every worker stages in the same place), its stderr
-/// in `dir/<name>.err`.
-fn worker(dir: &Path, state: &str, name: &str) -> Child {
+/// `drover <args>` in `dir` (so every worker stages in the same place), its stderr in
+/// `dir/<name>.err`.
+fn spawn_in(dir: &Path, args: &[&str], name: &str) -> Child {
     Command::new(drover_bin())
-        .args(["worker", "--slots", "6", "--lease", "2s", "--state", state])
+        .args(args)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
@@ -27,10 +27,35 @@ fn worker(dir: &Path, state: &str, name: &str) -> Child {
         .unwrap()
 }
 
-fn query(url: &str, sql: &str) -> Vec<postgres::Row> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    client.query(sql, &[]).unwrap_or_default()
+/// `drover worker` on `state`, in `dir`, with 6 slots and a 2 s lease.
+fn worker(dir: &Path, state: &str, name: &str) -> Child {
+    spawn_in(
+        dir,
+        &["worker", "--slots", "6", "--lease", "2s", "--state", state],
+        name,
+    )
 }
+
+/// Waits until the coordinator has created ledger `w` in the database at `url`.
+fn ledger_created(url: &str) {
+    wait_for("the ledger", 120, || {
+        !query(url, "SELECT 1 FROM drover_runs WHERE ledger = 'w'").is_empty()
+    });
+}
+
+/// Waits for `child` to exit (at most `secs`) and returns how it ended.
+fn exit_of(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+use support::postgres::rows as query;
 
 fn wait_for(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -51,18 +76,25 @@ fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
     support::demo(d, "init", 300, &[]);
     support::demo(d, "incident", 300, &[]);
     let state = format!("{url}?ledger=w");
-    let mut coordinator = Command::new(drover_bin())
-        .args(["run", "--yes", "--max-sites", "1000", "--workers", "-w"])
-        .arg(support::shipped_workflow())
-        .args(["-r", "request.toml", "--state", &state])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("coordinator.err")).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for("the ledger", 120, || {
-        !query(&url, "SELECT 1 FROM drover_runs WHERE ledger = 'w'").is_empty()
-    });
+    let workflow = support::shipped_workflow();
+    let mut coordinator = spawn_in(
+        d,
+        &[
+            "run",
+            "--yes",
+            "--max-sites",
+            "1000",
+            "--workers",
+            "-w",
+            workflow.to_str().unwrap(),
+            "-r",
+            "request.toml",
+            "--state",
+            &state,
+        ],
+        "coordinator",
+    );
+    ledger_created(&url);
     let mut workers: Vec<Child> = (0..3)
         .map(|i| worker(d, &state, &format!("w{i}")))
         .collect();
@@ -92,14 +124,7 @@ fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
     .collect();
     assert!(!orphans.is_empty(), "the worker died holding steps");
 
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(s) = coordinator.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the run did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exit_of(&mut coordinator, 600);
     let said = std::fs::read_to_string(d.join("coordinator.err")).unwrap();
     assert!(status.success(), "the coordinator: {said}");
     for w in &mut workers[1..] {
@@ -169,25 +194,30 @@ fn a_standby_takes_over_from_a_killed_coordinator_and_nothing_finished_runs_agai
     support::demo(d, "init", 120, &[]);
     support::demo(d, "incident", 120, &[]);
     let state = format!("{url}?ledger=w");
-    let mut coordinator = Command::new(drover_bin())
-        .args(["run", "--yes", "--max-sites", "1000", "--workers", "-w"])
-        .arg(support::shipped_workflow())
-        .args(["-r", "request.toml", "--state", &state])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("coordinator.err")).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for("the ledger", 120, || {
-        !query(&url, "SELECT 1 FROM drover_runs WHERE ledger = 'w'").is_empty()
-    });
-    let mut standby = Command::new(drover_bin())
-        .args(["resume", "--workers", "--standby", "--state", &state])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("standby.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let workflow = support::shipped_workflow();
+    let mut coordinator = spawn_in(
+        d,
+        &[
+            "run",
+            "--yes",
+            "--max-sites",
+            "1000",
+            "--workers",
+            "-w",
+            workflow.to_str().unwrap(),
+            "-r",
+            "request.toml",
+            "--state",
+            &state,
+        ],
+        "coordinator",
+    );
+    ledger_created(&url);
+    let mut standby = spawn_in(
+        d,
+        &["resume", "--workers", "--standby", "--state", &state],
+        "standby",
+    );
     let mut workers: Vec<Child> = (0..2)
         .map(|i| worker(d, &state, &format!("w{i}")))
         .collect();
@@ -211,14 +241,7 @@ fn a_standby_takes_over_from_a_killed_coordinator_and_nothing_finished_runs_agai
     });
     let takeover = killed.elapsed();
     assert!(takeover < Duration::from_secs(5), "took {takeover:?}");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(s) = standby.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the run did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exit_of(&mut standby, 600);
     let said = std::fs::read_to_string(d.join("standby.err")).unwrap();
     assert!(status.success(), "the standby: {said}");
     for w in &mut workers {
@@ -281,27 +304,28 @@ retry = { attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }
          [[sites]]\nid = \"site-1\"\n[[sites]]\nid = \"site-2\"\n",
     );
     let state = format!("{url}?ledger=w");
-    let mut coordinator = Command::new(drover_bin())
-        .args(["run", "--yes", "--workers", "-w"])
-        .arg(&wf)
-        .arg("-r")
-        .arg(&req)
-        .args(["--state", &state])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("coordinator.err")).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for("the ledger", 60, || {
-        !query(&url, "SELECT 1 FROM drover_runs WHERE ledger = 'w'").is_empty()
-    });
-    let mut paused = Command::new(drover_bin())
-        .args(["worker", "--slots", "4", "--lease", "1s", "--state", &state])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("paused.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let (wf, req) = (wf.to_str().unwrap(), req.to_str().unwrap());
+    let mut coordinator = spawn_in(
+        d,
+        &[
+            "run",
+            "--yes",
+            "--workers",
+            "-w",
+            wf,
+            "-r",
+            req,
+            "--state",
+            &state,
+        ],
+        "coordinator",
+    );
+    ledger_created(&url);
+    let mut paused = spawn_in(
+        d,
+        &["worker", "--slots", "4", "--lease", "1s", "--state", &state],
+        "paused",
+    );
     let mine = format!("%:{}", paused.id());
     wait_for("both steps on the first worker", 60, || {
         query(
@@ -321,14 +345,7 @@ retry = { attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }
     };
     signal("-STOP", paused.id());
     let mut other = worker(d, &state, "other");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = coordinator.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the run did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_of(&mut coordinator, 60);
     assert!(
         status.success(),
         "{}",
@@ -434,16 +451,8 @@ fn drover_stop_drains_a_coordinated_run_from_anywhere() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the ledger", 60, || {
-        !query(&url, "SELECT 1 FROM drover_runs WHERE ledger = 'w'").is_empty()
-    });
-    let mut one = Command::new(drover_bin())
-        .args(["worker", "--slots", "2", "--state", &state])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    ledger_created(&url);
+    let mut one = spawn_in(d, &["worker", "--slots", "2", "--state", &state], "one");
     wait_for("a first step done", 60, || {
         !query(&url, "SELECT 1 FROM drover_work WHERE state = 'done'").is_empty()
     });

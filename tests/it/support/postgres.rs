@@ -39,6 +39,12 @@ pub fn database(name: &str) -> String {
     server.url(&db)
 }
 
+/// The rows `sql` gives on the database at `url` (none when it fails: a table not made yet).
+pub fn rows(url: &str, sql: &str) -> Vec<postgres::Row> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    client.query(sql, &[]).unwrap_or_default()
+}
+
 impl Server {
     pub fn url(&self, db: &str) -> String {
         format!("postgres://drover@127.0.0.1:{}/{db}", self.port)
