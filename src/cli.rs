@@ -177,7 +177,7 @@ impl From<LedgerError> for Failure {
             )])
         };
         match &e {
-            LedgerError::Held { .. } => Failure::Held(e.to_string()),
+            LedgerError::Held { .. } | LedgerError::Deposed { .. } => Failure::Held(e.to_string()),
             LedgerError::DifferentPlan { path, .. } => input(
                 path,
                 "give this plan a new --state file, or continue the recorded run with `drover resume --state <file>`",

@@ -280,6 +280,12 @@ pub enum LedgerError {
     },
     #[error("--state {state}: {reason}")]
     Config { state: String, reason: String },
+    /// This process's hold on a shared ledger lapsed and another took it: it must write nothing.
+    #[error(
+        "ledger {state}: this process no longer holds it (its hold lapsed and another process \
+         took the run over); nothing more was recorded"
+    )]
+    Deposed { state: String },
 }
 
 /// Why a command opened a ledger for writing, as its audit trail records it.
@@ -336,6 +342,9 @@ pub trait Store: Ledger {
     fn acquire(&mut self, me: &lock::Holder) -> Result<(), LedgerError>;
     /// Gives the lock up.
     fn release(&mut self) -> Result<(), LedgerError>;
+    /// How long this process's hold lasts without renewal, where the ledger is shared by
+    /// machines (PostgreSQL); a file's holder is judged by its process instead.
+    fn hold_for(&mut self, _lease: std::time::Duration) {}
     /// Records the policy this session runs.
     fn record_policy(&mut self, policy: crate::dispatch::policy::Policy)
     -> Result<(), LedgerError>;

@@ -29,7 +29,7 @@ use crate::dispatch::Core;
 pub use crate::dispatch::policy::{self, Policy};
 use crate::events::{EventSink, RunEvent};
 use crate::ledger::{LedgerError, Op, StepRecord, StepState, now_ms};
-use crate::plan::{Owner, Plan, StepIdx};
+use crate::plan::{Owner, Plan, Step, StepIdx};
 use crate::status::{SiteState, count_sites, count_steps, site_states};
 use crate::steps::{Registry, StepContext, StepError, StepKind, StepOutput};
 pub use journal::Journal;
@@ -512,13 +512,7 @@ impl<'a> Scheduler<'a> {
     fn context(&self, idx: StepIdx, attempt: u32) -> StepContext {
         let plan = &self.core.plan;
         let step = &plan.steps[idx as usize];
-        let (site, product) = match &step.owner {
-            Owner::Site { site, product } => (
-                Some(plan.sites[*site as usize].id.to_string()),
-                product.map(|p| plan.products[p as usize].clone()),
-            ),
-            Owner::Shared { product, .. } => (None, Some(plan.products[*product as usize].clone())),
-        };
+        let (site, product) = owner_names(plan, step);
         let upstream = step
             .deps
             .iter()
@@ -766,6 +760,17 @@ fn check_pools(plan: &Plan, capacity: &[u32]) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+/// The site and product a step belongs to, as its context names them.
+pub(crate) fn owner_names(plan: &Plan, step: &Step) -> (Option<String>, Option<String>) {
+    match &step.owner {
+        Owner::Site { site, product } => (
+            Some(plan.sites[*site as usize].id.to_string()),
+            product.map(|p| plan.products[p as usize].clone()),
+        ),
+        Owner::Shared { product, .. } => (None, Some(plan.products[*product as usize].clone())),
+    }
 }
 
 /// A step ID as a relative path: `site-0042/wiki/fetch`, with anything that could escape the

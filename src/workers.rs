@@ -12,11 +12,14 @@
 //!   the database's clock (`now()`), never for running long; the coordinator's retry runs it
 //!   again, elsewhere.
 //! - **A deposed coordinator** cannot queue anything: a dispatch is written only while the
-//!   ledger's holder is this coordinator.
+//!   ledger's holder is this coordinator, and so is every ledger write. The coordinator renews
+//!   its hold (database time) three times a lease, and stops itself when the hold was taken or
+//!   not renewed for two thirds of a lease: before a standby can take the run.
 //! - **Takeover.** A coordinator that resumes a run adopts what the previous one queued: a step
 //!   whose work is done is not run again, and one still running on a live worker is waited for.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,8 +27,10 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::check::FETCH_KIND;
 use crate::ledger::LedgerError;
 use crate::ledger::postgres::Address;
+use crate::plan::{Plan, StepIdx};
 use crate::steps::{Registry, StepContext, StepError, StepKind, StepOutput};
 
 /// The work queue's table; created with the ledger's schema (`ledger::postgres`).
@@ -65,8 +70,18 @@ CREATE TABLE IF NOT EXISTS drover_control (
 );
 ";
 
-/// How often the coordinator looks for results, and an idle worker for work.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the coordinator looks for results, and an idle worker for work, when no
+/// notification woke it first (a notification is lost while its connection is down, and never
+/// passes PgBouncer's transaction pooling: polling is the fallback).
+const POLL: Duration = Duration::from_millis(100);
+
+/// How often the coordinator gives up steps whose worker's lease expired.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// Channels of the notifications that wake the other side at once (payload: the ledger's name):
+/// work was queued (workers listen), results were reported (the coordinator listens).
+const QUEUED: &str = "drover_queued";
+const REPORTED: &str = "drover_reported";
 
 /// What a worker needs of a step: its context, without the parts that are the worker's own
 /// (cancellation, staging).
@@ -80,6 +95,29 @@ struct Sent {
     idempotency_key: String,
     attempt: u32,
     estimate_ms: u64,
+    /// The fetches among its inputs, to run again on a worker that does not have their files.
+    #[serde(default)]
+    refetch: Vec<Sent>,
+}
+
+impl Sent {
+    /// The context a step runs with on this worker.
+    fn into_context(self, staging: &Path, cancel: CancellationToken) -> StepContext {
+        StepContext {
+            staging: staging.join(crate::schedule::safe_relative_path(&self.step_id)),
+            step_id: self.step_id,
+            site: self.site,
+            product: self.product,
+            params: crate::plan::Params::from_pairs(
+                self.params.into_iter().map(|(k, v)| (k.into(), v.into())),
+            ),
+            upstream: self.upstream,
+            idempotency_key: self.idempotency_key,
+            attempt: self.attempt,
+            estimate: Duration::from_millis(self.estimate_ms),
+            cancel,
+        }
+    }
 }
 
 fn pg(at: &Address) -> impl Fn(tokio_postgres::Error) -> LedgerError + '_ {
@@ -104,6 +142,65 @@ async fn connect(at: &Address) -> Result<tokio_postgres::Client, LedgerError> {
     Ok(client)
 }
 
+/// Wakes its owner when a notification for this ledger arrives on a channel. Held for as long
+/// as it should listen (the connection closes with it).
+struct Wakeups {
+    _client: tokio_postgres::Client,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Wakeups {
+    /// Listens on `channel` on a connection of its own. `None` when that cannot start: polling
+    /// alone still finds everything, only later.
+    async fn listen(at: &Address, channel: &str) -> Option<Wakeups> {
+        use futures::StreamExt;
+        let (client, mut connection) = match at.async_config().connect(tokio_postgres::NoTls).await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for notifications; polling instead");
+                return None;
+            }
+        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let woken = Arc::clone(&wake);
+        let ledger = at.ledger.clone();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) if n.payload() == ledger => {
+                        woken.notify_one();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notifications stopped; polling instead");
+                        break;
+                    }
+                }
+            }
+        });
+        if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
+            tracing::warn!(error = %e, "cannot listen for notifications; polling instead");
+            return None;
+        }
+        Some(Wakeups {
+            _client: client,
+            wake,
+        })
+    }
+}
+
+/// Until a notification or the polling interval, whichever comes first.
+async fn woken_or_polled(wakeups: Option<&Wakeups>) {
+    match wakeups {
+        Some(w) => {
+            let _ = tokio::time::timeout(POLL, w.wake.notified()).await;
+        }
+        None => tokio::time::sleep(POLL).await,
+    }
+}
+
 /// A step awaiting its result: the attempt it awaits, and where the result goes.
 type Waiter = (i32, oneshot::Sender<Result<StepOutput, StepError>>);
 
@@ -118,6 +215,15 @@ pub struct Dispatcher {
     /// Steps to queue, written in batches (one statement, one commit for every step that
     /// became ready meanwhile: a commit per step bounded a run to ~300 steps/s with fsync on).
     to_queue: tokio::sync::mpsc::UnboundedSender<ToQueue>,
+    /// Cancelled when this coordinator lost its hold on the ledger, or could not renew it in
+    /// time; why, in `deposed_why`.
+    deposed: CancellationToken,
+    deposed_why: Mutex<String>,
+    /// The plan, and its fetch steps by ID: a worker is told how to fetch a step's inputs
+    /// again when their files are not on its machine.
+    plan: Arc<Plan>,
+    fetches: HashMap<String, StepIdx>,
+    run_id: String,
 }
 
 /// A step to queue, and where to say whether it was queued (`false`: its work exists already,
@@ -132,9 +238,14 @@ struct ToQueue {
 
 impl Dispatcher {
     /// Connects and starts looking for results (until the runtime ends).
+    /// Renews this coordinator's hold every third of `lease`, and deposes it (see
+    /// [`Dispatcher::deposed`]) when the hold was taken, or not renewed for two thirds of it.
     pub async fn start(
         at: &Address,
         holder: &crate::ledger::lock::Holder,
+        lease: Duration,
+        plan: Arc<Plan>,
+        run_id: &str,
     ) -> Result<Arc<Dispatcher>, LedgerError> {
         let client = connect(at).await?;
         let (to_queue, mut batches) = tokio::sync::mpsc::unbounded_channel::<ToQueue>();
@@ -144,7 +255,20 @@ impl Dispatcher {
             holder: serde_json::to_string(holder).expect("holder serializes"),
             waiting: Mutex::default(),
             to_queue,
+            deposed: CancellationToken::new(),
+            deposed_why: Mutex::default(),
+            fetches: plan
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| plan.kind(s) == FETCH_KIND)
+                .map(|(i, s)| (s.id.clone(), i as StepIdx))
+                .collect(),
+            plan,
+            run_id: run_id.to_owned(),
         });
+        let renewer = Arc::clone(&me);
+        tokio::spawn(async move { renewer.keep_hold(lease).await });
         let queuer = Arc::clone(&me);
         tokio::spawn(async move {
             while let Some(first) = batches.recv().await {
@@ -159,15 +283,85 @@ impl Dispatcher {
             }
         });
         let poller = Arc::clone(&me);
+        let wakeups = Wakeups::listen(at, REPORTED).await;
         tokio::spawn(async move {
+            let mut expired_at = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(POLL).await;
-                if let Err(e) = poller.collect().await {
+                woken_or_polled(wakeups.as_ref()).await;
+                let expire = expired_at.elapsed() >= EXPIRE_EVERY;
+                if expire {
+                    expired_at = tokio::time::Instant::now();
+                }
+                if let Err(e) = poller.collect(expire).await {
                     tracing::warn!(error = %e, "cannot read the work queue; trying again");
                 }
             }
         });
         Ok(me)
+    }
+
+    /// Cancelled when this coordinator must stop: another holds the run now, or soon may.
+    pub fn deposed(&self) -> CancellationToken {
+        self.deposed.clone()
+    }
+
+    /// Why this coordinator was deposed.
+    pub fn deposed_why(&self) -> String {
+        self.deposed_why
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Renews the hold until it is lost, on a connection of its own (never queued behind the
+    /// work queue's statements). A coordinator stops before its hold can lapse: a standby may
+    /// take the run as soon as it has, and two coordinators must never both queue.
+    async fn keep_hold(&self, lease: Duration) {
+        let secs = lease.as_secs_f64();
+        let mut renewed_at = tokio::time::Instant::now();
+        let mut client = None;
+        let why = loop {
+            tokio::time::sleep(lease / 3).await;
+            let deadline = renewed_at + lease * 2 / 3;
+            if client.is_none() {
+                client = tokio::time::timeout_at(deadline, connect(&self.at))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            // `None`: the deadline passed before the database answered.
+            let renewed: Option<Result<u64, ()>> = match &client {
+                Some(c) => {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                        [&self.at.ledger, &self.holder, &secs];
+                    let renewal = c.execute(
+                        "UPDATE drover_holders SET lease_until = now() + make_interval(secs => $3) \
+                         WHERE ledger = $1 AND holder = $2",
+                        &params,
+                    );
+                    match tokio::time::timeout_at(deadline, renewal).await {
+                        Ok(done) => Some(done.map_err(drop)),
+                        Err(_) => None,
+                    }
+                }
+                None => Some(Err(())),
+            };
+            match renewed {
+                Some(Ok(0)) => break "another process took the run over".to_owned(),
+                Some(Ok(_)) => renewed_at = tokio::time::Instant::now(),
+                // Connect again, and try until the deadline.
+                Some(Err(())) if tokio::time::Instant::now() < deadline => client = None,
+                _ => {
+                    break format!(
+                        "its hold could not be renewed for {:.1} s of its {} lease",
+                        renewed_at.elapsed().as_secs_f64(),
+                        crate::limits::human(lease)
+                    );
+                }
+            }
+        };
+        *self.deposed_why.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        self.deposed.cancel();
     }
 
     /// Every kind of `base`, run through the work queue instead of here.
@@ -202,6 +396,12 @@ impl Dispatcher {
             idempotency_key: ctx.idempotency_key.clone(),
             attempt: ctx.attempt,
             estimate_ms: crate::limits::millis(ctx.estimate),
+            refetch: ctx
+                .upstream
+                .keys()
+                .filter_map(|id| self.fetches.get(id))
+                .map(|&i| self.fetch_of(i))
+                .collect(),
         };
         let text = serde_json::to_string(&sent).expect("a step's context serializes");
         let attempt = ctx.attempt as i32;
@@ -257,17 +457,39 @@ impl Dispatcher {
             result = rx => result.unwrap_or_else(|_| Err(StepError::Retryable("the coordinator stopped waiting".into()))),
             () = ctx.cancel.cancelled() => {
                 self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&ctx.step_id);
-                // The worker sees it at its next heartbeat and stops the step.
+                // The worker sees it at its next heartbeat and stops the step; only while this
+                // coordinator holds the run (a successor adopts the step instead).
                 let _ = self
                     .client
                     .execute(
                         "UPDATE drover_work SET state = 'cancelled' WHERE ledger = $1 AND \
-                         step = $2 AND attempt = $3 AND state IN ('queued', 'running')",
-                        &[&self.at.ledger, &ctx.step_id, &awaited],
+                         step = $2 AND attempt = $3 AND state IN ('queued', 'running') AND \
+                         EXISTS (SELECT 1 FROM drover_holders WHERE ledger = $1 AND holder = $4)",
+                        &[&self.at.ledger, &ctx.step_id, &awaited, &self.holder],
                     )
                     .await;
                 Err(StepError::Retryable("cancelled".into()))
             }
+        }
+    }
+
+    /// How to run fetch step `i` again, on a worker that lacks its files.
+    fn fetch_of(&self, i: StepIdx) -> Sent {
+        let step = &self.plan.steps[i as usize];
+        let (site, product) = crate::schedule::owner_names(&self.plan, step);
+        Sent {
+            step_id: step.id.clone(),
+            site,
+            product,
+            params: (&step.params)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            upstream: Default::default(),
+            idempotency_key: format!("{}/{}", self.run_id, step.id),
+            attempt: 1,
+            estimate_ms: crate::limits::millis(step.estimate),
+            refetch: Vec::new(),
         }
     }
 
@@ -281,7 +503,7 @@ impl Dispatcher {
         let queued = self
             .client
             .query(
-                "INSERT INTO drover_work (ledger, step, attempt, kind, ctx, state) \
+                "WITH q AS (INSERT INTO drover_work (ledger, step, attempt, kind, ctx, state) \
                  SELECT $1, s, a, k, c, 'queued' \
                  FROM unnest($2::text[], $3::int[], $4::text[], $5::text[]) AS t(s, a, k, c) \
                  WHERE EXISTS (SELECT 1 FROM drover_holders WHERE ledger = $1 AND holder = $6) \
@@ -289,7 +511,9 @@ impl Dispatcher {
                  kind = EXCLUDED.kind, ctx = EXCLUDED.ctx, state = 'queued', worker = NULL, \
                  lease_until = NULL, output = NULL, error = NULL, failure = NULL, \
                  queued_at = clock_timestamp() \
-                 WHERE drover_work.state NOT IN ('done', 'running') RETURNING step",
+                 WHERE drover_work.state NOT IN ('done', 'running') RETURNING step), \
+                 n AS (SELECT pg_notify('drover_queued', $1) FROM (SELECT 1 FROM q LIMIT 1) o) \
+                 SELECT step FROM q LEFT JOIN n ON true",
                 &[
                     &self.at.ledger,
                     &steps,
@@ -324,8 +548,9 @@ impl Dispatcher {
             .client
             .query(
                 "UPDATE drover_work SET state = 'cancelled' WHERE ledger = $1 AND \
-                 state = 'queued' RETURNING step, attempt",
-                &[&self.at.ledger],
+                 state = 'queued' AND EXISTS (SELECT 1 FROM drover_holders \
+                 WHERE ledger = $1 AND holder = $2) RETURNING step, attempt",
+                &[&self.at.ledger, &self.holder],
             )
             .await
             .unwrap_or_default();
@@ -346,7 +571,7 @@ impl Dispatcher {
 
     /// Gives up the steps whose worker's lease expired, and hands every finished result to the
     /// step waiting for it.
-    async fn collect(&self) -> Result<(), tokio_postgres::Error> {
+    async fn collect(&self, expire: bool) -> Result<(), tokio_postgres::Error> {
         let steps: Vec<String> = {
             let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
             if waiting.is_empty() {
@@ -354,6 +579,14 @@ impl Dispatcher {
             }
             waiting.keys().cloned().collect()
         };
+        if expire {
+            self.expire().await?;
+        }
+        self.collect_results(steps).await
+    }
+
+    /// Gives up the steps whose worker's lease expired, by the database's clock.
+    async fn expire(&self) -> Result<(), tokio_postgres::Error> {
         self.client
             .execute(
                 "UPDATE drover_work SET state = 'expired', failure = 'retryable', \
@@ -362,7 +595,12 @@ impl Dispatcher {
                  WHERE ledger = $1 AND state = 'running' AND lease_until < now()",
                 &[&self.at.ledger],
             )
-            .await?;
+            .await
+            .map(drop)
+    }
+
+    /// Hands every finished result of `steps` to the step waiting for it.
+    async fn collect_results(&self, steps: Vec<String>) -> Result<(), tokio_postgres::Error> {
         let rows = self
             .client
             .query(
@@ -427,6 +665,56 @@ pub struct Worked {
     pub failed: usize,
     /// Results refused because the step was no longer this worker's (lease taken, cancelled).
     pub fenced: usize,
+    /// Fetches run again here because their files were not on this machine.
+    pub refetched: usize,
+}
+
+/// The step's context with every fetched input on this machine. A fetch whose files are not
+/// here (it ran on another worker whose staging is not shared with this one, or on one that
+/// died and took its staging with it) runs again here first, verified as any fetch is.
+async fn inputs_here(
+    mut ctx: StepContext,
+    refetch: Vec<Sent>,
+    fetch: Option<Arc<dyn StepKind>>,
+    staging: &Path,
+) -> Result<(StepContext, usize), StepError> {
+    let mut again = 0;
+    for sent in refetch {
+        let here = ctx
+            .upstream
+            .get(&sent.step_id)
+            .and_then(|o| o["dir"].as_str())
+            .is_some_and(|dir| Path::new(dir).is_dir());
+        if here {
+            continue;
+        }
+        let Some(fetch) = &fetch else {
+            return Err(StepError::Permanent(
+                "this worker has no fetch kind to fetch its inputs again".into(),
+            ));
+        };
+        tracing::warn!(
+            step = %ctx.step_id,
+            fetch = %sent.step_id,
+            "the fetched files this step reads are not on this machine (fetched by a worker \
+             whose staging is not shared, or one that is gone): fetching them again here"
+        );
+        let id = sent.step_id.clone();
+        let output = fetch
+            .run(sent.into_context(staging, ctx.cancel.clone()))
+            .await
+            .map_err(|e| {
+                let again = |m: String| format!("fetching {id} again on this worker: {m}");
+                match e {
+                    StepError::Retryable(m) => StepError::Retryable(again(m)),
+                    StepError::Permanent(m) => StepError::Permanent(again(m)),
+                    StepError::Quarantine(m) => StepError::Quarantine(again(m)),
+                }
+            })?;
+        ctx.upstream.insert(id, output);
+        again += 1;
+    }
+    Ok((ctx, again))
 }
 
 /// A worker's own name in the queue: host and process.
@@ -442,6 +730,7 @@ pub async fn work(
     stop: CancellationToken,
 ) -> Result<Worked, LedgerError> {
     let client = Arc::new(connect(at).await?);
+    let wakeups = Wakeups::listen(at, QUEUED).await;
     let me = worker_name();
     let lease_s = opts.lease.as_secs_f64();
     let mut running: HashMap<String, (i32, CancellationToken)> = HashMap::new();
@@ -450,7 +739,6 @@ pub async fn work(
     let mut heartbeat = tokio::time::interval(opts.lease / 3);
     loop {
         let free = opts.slots.saturating_sub(running.len());
-        let mut claimed = 0;
         if free > 0 && !stop.is_cancelled() {
             // The claim and its record for the audit trail, in one statement.
             let rows = client
@@ -474,7 +762,6 @@ pub async fn work(
                 )
                 .await
                 .map_err(pg(at))?;
-            claimed = rows.len();
             for row in rows {
                 let step: String = row.get(0);
                 let attempt: i32 = row.get(1);
@@ -487,32 +774,27 @@ pub async fn work(
                     }
                 };
                 let cancel = stop.child_token();
-                let ctx = StepContext {
-                    staging: opts
-                        .staging
-                        .join(crate::schedule::safe_relative_path(&sent.step_id)),
-                    step_id: sent.step_id,
-                    site: sent.site,
-                    product: sent.product,
-                    params: crate::plan::Params::from_pairs(
-                        sent.params.into_iter().map(|(k, v)| (k.into(), v.into())),
-                    ),
-                    upstream: sent.upstream,
-                    idempotency_key: sent.idempotency_key,
-                    attempt: sent.attempt,
-                    estimate: Duration::from_millis(sent.estimate_ms),
-                    cancel: cancel.clone(),
-                };
+                let mut sent = sent;
+                let refetch = std::mem::take(&mut sent.refetch);
+                let ctx = sent.into_context(&opts.staging, cancel.clone());
                 let kind = kinds.get(kind);
+                let fetch = kinds.get(FETCH_KIND);
+                let staging = opts.staging.clone();
                 running.insert(step.clone(), (attempt, cancel));
                 tasks.spawn(async move {
-                    let result = match kind {
-                        Some(k) => k.run(ctx).await,
-                        None => Err(StepError::Permanent(
-                            "this worker has no such step kind".into(),
-                        )),
+                    let (result, again) = match kind {
+                        Some(k) => match inputs_here(ctx, refetch, fetch, &staging).await {
+                            Ok((ctx, again)) => (k.run(ctx).await, again),
+                            Err(e) => (Err(e), 0),
+                        },
+                        None => (
+                            Err(StepError::Permanent(
+                                "this worker has no such step kind".into(),
+                            )),
+                            0,
+                        ),
                     };
-                    (step, attempt, result)
+                    (step, attempt, result, again)
                 });
             }
         }
@@ -525,8 +807,9 @@ pub async fn work(
                 let mut results = Vec::new();
                 let mut next = Some(joined);
                 while let Some(joined) = next {
-                    if let Ok(r) = joined {
-                        results.push(r);
+                    if let Ok((step, attempt, result, again)) = joined {
+                        worked.refetched += again;
+                        results.push((step, attempt, result));
                     }
                     next = tasks.try_join_next();
                 }
@@ -557,7 +840,9 @@ pub async fn work(
                     }
                 }
             }
-            () = tokio::time::sleep(POLL), if claimed == 0 => {}
+            // A slot is free and the queue had no more for it: wait for more work (a worker
+            // that waited for its steps instead ran with free slots while work was queued).
+            () = woken_or_polled(wakeups.as_ref()), if running.len() < opts.slots => {}
         }
     }
 }
@@ -612,8 +897,9 @@ async fn report(
              a AS (UPDATE drover_attempts t SET ended_at = $9, outcome = CASE WHEN \
              EXISTS (SELECT 1 FROM u WHERE u.step = t.step) THEN r.state ELSE 'fenced' END \
              FROM r WHERE t.ledger = $1 AND t.step = r.step AND t.attempt = r.attempt \
-             AND t.worker = $8) \
-             SELECT step FROM u",
+             AND t.worker = $8), \
+             n AS (SELECT pg_notify('drover_reported', $1) FROM (SELECT 1 FROM u LIMIT 1) o) \
+             SELECT step FROM u LEFT JOIN n ON true",
             &[
                 &at.ledger,
                 &steps,

@@ -80,8 +80,9 @@ pub struct ResumeArgs {
     #[arg(long)]
     history: Vec<PathBuf>,
     /// Stand by while another process holds the run (its coordinator, say), and take the run
-    /// over as soon as that holder is gone: at once when it was on this machine, after its
-    /// heartbeat is a minute old when it was on another.
+    /// over as soon as that holder is gone: at once when its process is gone from this
+    /// machine; otherwise, on a PostgreSQL ledger, once its hold lapsed (its --lease, by the
+    /// database's clock), and on a file, once its heartbeat is a minute old.
     #[arg(long)]
     standby: bool,
 }
@@ -94,6 +95,12 @@ pub struct ExecArgs {
     /// failure budget still apply here, across every worker (docs/running.md, "Many workers").
     #[arg(long)]
     workers: bool,
+    /// With a PostgreSQL ledger: how long this process's hold on the run lasts without renewal
+    /// (renewed three times as often, by the database's clock). A standby takes the run over
+    /// this long after its holder stopped renewing; a coordinator that cannot renew its hold
+    /// stops itself before then.
+    #[arg(long, default_value = "15s", value_parser = crate::limits::duration_arg(Duration::from_secs(3600)))]
+    lease: Duration,
     /// At most this many steps at once, whatever the pools allow [default: 256, or the value
     /// recorded in the ledger on resume].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -484,9 +491,24 @@ pub fn resume(args: ResumeArgs) -> Result<Done, Failure> {
     let model = super::shared::learn_history(&args.history)?;
     let mut ledger = crate::ledger::open(&args.state)?;
     if args.standby {
+        hold_for(ledger.as_mut(), &args.exec)?;
         stand_by(ledger.as_mut())?;
     }
     execute(ledger.as_mut(), SessionMode::Resume, &args.exec, model)
+}
+
+/// How long a hold on a shared ledger lasts (`--lease`).
+fn hold_for(ledger: &mut dyn Store, exec: &ExecArgs) -> Result<(), Failure> {
+    if exec.lease < Duration::from_secs(1) {
+        return Err(super::refuse(
+            Path::new(&ledger.shown()),
+            "--lease",
+            format!("{} is under a second", crate::limits::human(exec.lease)),
+            "give a lease of a second or more (15s by default)",
+        ));
+    }
+    ledger.hold_for(exec.lease);
+    Ok(())
 }
 
 /// Waits until the ledger can be taken, and takes it.
@@ -521,6 +543,7 @@ pub(crate) fn execute(
     model: DurationModel,
 ) -> Result<Done, Failure> {
     let me = Holder::current();
+    hold_for(ledger, exec)?;
     ledger.acquire(&me)?;
     let info = ledger.info()?;
     let result = execute_held(ledger, mode, exec, model, &me);
@@ -572,6 +595,10 @@ fn execute_held(
     }
     opts.policy = exec.policy;
     opts.grace = exec.grace;
+    if ledger.postgres().is_some() {
+        // Every ledger write renews the hold; a quiet run writes a heartbeat to keep it.
+        opts.heartbeat_every = exec.lease / 3;
+    }
     let sites = plan.sites.len();
     opts.canary = exec
         .canary
@@ -619,7 +646,13 @@ fn execute_held(
     let runtime = super::shared::runtime()?;
     let dispatcher = match ledger.postgres().filter(|_| exec.workers) {
         Some(at) => {
-            let d = runtime.block_on(crate::workers::Dispatcher::start(at, me))?;
+            let d = runtime.block_on(crate::workers::Dispatcher::start(
+                at,
+                me,
+                exec.lease,
+                Arc::clone(&plan),
+                &stored.info.run_id,
+            ))?;
             errln!(
                 "coordinating: every step goes to the workers of {}",
                 at.shown()
@@ -663,7 +696,25 @@ fn execute_held(
                 u.watch(&renderer, done.clone()).await;
             }
         };
-        let (result, ()) = tokio::join!(run, watch);
+        let both = async { tokio::join!(run, watch).0 };
+        let result = match dispatcher.as_ref().map(|d| (d.deposed(), d)) {
+            Some((deposed, d)) => tokio::select! {
+                result = both => result,
+                () = deposed.cancelled() => {
+                    // Nothing more may be queued or recorded by this process; what its workers
+                    // run, the coordinator that takes over adopts.
+                    errln!(
+                        "error: this coordinator no longer holds {}: {}. It stops; the \
+                         coordinator that took over (or `drover resume --workers`) continues \
+                         the run",
+                        ledger.shown(),
+                        d.deposed_why()
+                    );
+                    std::process::exit(4);
+                }
+            },
+            None => both.await,
+        };
         signals.abort();
         if let Some(s) = stops {
             s.abort();
@@ -671,8 +722,11 @@ fn execute_held(
         result
     });
     renderer.finish();
-    let summary =
-        summary.map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the run stopped")))?;
+    let summary = summary.map_err(|e| match e {
+        // Another process took the run over while this one was paused or cut off.
+        crate::schedule::RunError::Ledger(e @ LedgerError::Deposed { .. }) => e.into(),
+        e => Failure::Internal(anyhow::Error::new(e).context("the run stopped")),
+    })?;
     print_summary(&summary, &ledger.shown(), mode);
     Ok(if summary.interrupted {
         Done::Interrupted

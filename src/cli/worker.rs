@@ -61,9 +61,12 @@ pub fn run(args: WorkerArgs) -> Result<Done, Failure> {
     let opts = crate::workers::WorkerOptions {
         slots: args.slots as usize,
         lease: args.lease,
-        staging: args
-            .staging
-            .unwrap_or_else(|| PathBuf::from(format!("{}.staging", at.ledger))),
+        // Absolute: a fetch records where its files are, and a step reading them checks there.
+        staging: std::path::absolute(
+            args.staging
+                .unwrap_or_else(|| PathBuf::from(format!("{}.staging", at.ledger))),
+        )
+        .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the staging path")))?,
     };
     let runtime = super::shared::runtime()?;
     let worked = runtime.block_on(async {
@@ -83,11 +86,13 @@ pub fn run(args: WorkerArgs) -> Result<Done, Failure> {
         crate::workers::work(&at, &opts, &crate::steps::Registry::builtin(), stop).await
     })?;
     errln!(
-        "worker {}: {} steps done, {} failed, {} results fenced (no longer this worker's)",
+        "worker {}: {} steps done, {} failed, {} results fenced (no longer this worker's), \
+         {} fetches run again (their files were not here)",
         crate::workers::worker_name(),
         worked.done,
         worked.failed,
-        worked.fenced
+        worked.fenced,
+        worked.refetched
     );
     Ok(Done::Ok)
 }

@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS drover_holders (
     ledger TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
     acquired_at BIGINT NOT NULL,
-    heartbeat_at BIGINT NOT NULL
+    heartbeat_at BIGINT NOT NULL,
+    lease_until TIMESTAMPTZ
 );
 CREATE TABLE IF NOT EXISTS drover_sessions (
     seq BIGSERIAL PRIMARY KEY,
@@ -199,7 +200,14 @@ pub struct PostgresLedger {
     /// as it does for SQLite.
     client: std::cell::RefCell<Client>,
     at: Address,
+    /// This process's holder record, once it took the ledger: every write is fenced by it.
+    held: Option<String>,
+    /// How long a hold lasts without renewal (every write renews it).
+    hold: Duration,
 }
+
+/// How long a hold on a PostgreSQL ledger lasts without renewal, unless the command says.
+pub const HOLD: Duration = Duration::from_secs(15);
 
 impl PostgresLedger {
     /// Creates the ledger (and the schema, the first time in this database), every step
@@ -208,6 +216,8 @@ impl PostgresLedger {
         let mut ledger = PostgresLedger {
             client: std::cell::RefCell::new(at.connect()?),
             at: at.clone(),
+            held: None,
+            hold: HOLD,
         };
         ledger.ensure_schema()?;
         let blob = postcard::to_allocvec(new.plan).map_err(|e| ledger.corrupt(e))?;
@@ -274,6 +284,8 @@ impl PostgresLedger {
         let ledger = PostgresLedger {
             client: std::cell::RefCell::new(at.connect()?),
             at: at.clone(),
+            held: None,
+            hold: HOLD,
         };
         let err = ledger.err();
         let version = ledger
@@ -410,6 +422,22 @@ impl Ledger for PostgresLedger {
         let name = self.at.ledger.clone();
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(&err)?;
+        if let Some(me) = &self.held {
+            // The fence, and the renewal of the hold: nothing is written unless this process
+            // still holds the ledger, by the database's word.
+            let renewed = tx
+                .execute(
+                    "UPDATE drover_holders SET lease_until = now() + make_interval(secs => $3) \
+                     WHERE ledger = $1 AND holder = $2",
+                    &[&name, me, &self.hold.as_secs_f64()],
+                )
+                .map_err(&err)?;
+            if renewed == 0 {
+                return Err(LedgerError::Deposed {
+                    state: self.at.shown.clone(),
+                });
+            }
+        }
         for op in ops {
             // (state, attempts, started, ended, output, error, note, note given, event, detail)
             let (step, event, attempt, detail): (Option<u32>, &str, Option<i32>, Option<String>) =
@@ -570,17 +598,20 @@ impl super::Store for PostgresLedger {
             .collect())
     }
 
-    /// Takes the single-writer lock, or says who holds it.
+    /// Takes the single-writer hold, or says who has it. A hold lasts until its lease ends by
+    /// the database's clock (renewed by every write); one whose process is gone from this host
+    /// ends at once.
     fn acquire(&mut self, me: &Holder) -> Result<(), LedgerError> {
         let err = self.err();
         let name = self.at.ledger.clone();
         let shown = self.at.shown.clone();
+        let text = serde_json::to_string(me).expect("holder serializes");
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(&err)?;
         let current = tx
             .query_opt(
-                "SELECT holder, acquired_at, heartbeat_at FROM drover_holders WHERE ledger = $1 \
-                 FOR UPDATE",
+                "SELECT holder, acquired_at, heartbeat_at, lease_until > now() \
+                 FROM drover_holders WHERE ledger = $1 FOR UPDATE",
                 &[&name],
             )
             .map_err(&err)?;
@@ -591,7 +622,12 @@ impl super::Store for PostgresLedger {
                     reason: e.to_string(),
                 })?;
             let (since, beat): (i64, i64) = (row.get(1), row.get(2));
-            if holder != *me && holder.is_alive(beat, now_ms()) {
+            let leased = row
+                .get::<_, Option<bool>>(3)
+                .unwrap_or_else(|| holder.is_alive(beat, now_ms()));
+            let here = holder.host == super::lock::hostname();
+            let alive = leased && (!here || holder.is_alive(beat, now_ms()));
+            if holder != *me && alive {
                 return Err(LedgerError::Held {
                     path: shown,
                     pid: holder.pid,
@@ -600,16 +636,19 @@ impl super::Store for PostgresLedger {
                 });
             }
         }
-        let text = serde_json::to_string(me).expect("holder serializes");
         let now = now_ms();
         tx.execute(
-            "INSERT INTO drover_holders (ledger, holder, acquired_at, heartbeat_at) \
-             VALUES ($1, $2, $3, $3) ON CONFLICT (ledger) DO UPDATE \
-             SET holder = $2, acquired_at = $3, heartbeat_at = $3",
-            &[&name, &text, &now],
+            "INSERT INTO drover_holders (ledger, holder, acquired_at, heartbeat_at, lease_until) \
+             VALUES ($1, $2, $3, $3, now() + make_interval(secs => $4)) ON CONFLICT (ledger) \
+             DO UPDATE SET holder = $2, acquired_at = $3, heartbeat_at = $3, \
+             lease_until = now() + make_interval(secs => $4)",
+            &[&name, &text, &now, &self.hold.as_secs_f64()],
         )
         .map_err(&err)?;
-        tx.commit().map_err(&err)
+        tx.commit().map_err(&err)?;
+        drop(client);
+        self.held = Some(text);
+        Ok(())
     }
 
     fn holder(&self) -> Result<Option<(Holder, i64, i64)>, LedgerError> {
@@ -630,16 +669,21 @@ impl super::Store for PostgresLedger {
         .transpose()
     }
 
+    /// Gives up this process's hold; never another's (taken over after this one lapsed).
     fn release(&mut self) -> Result<(), LedgerError> {
         let err = self.err();
         self.client
             .borrow_mut()
             .execute(
-                "DELETE FROM drover_holders WHERE ledger = $1",
-                &[&self.at.ledger],
+                "DELETE FROM drover_holders WHERE ledger = $1 AND ($2::text IS NULL OR holder = $2)",
+                &[&self.at.ledger, &self.held],
             )
             .map(drop)
             .map_err(err)
+    }
+
+    fn hold_for(&mut self, lease: Duration) {
+        self.hold = lease;
     }
 
     fn record_policy(
@@ -802,7 +846,10 @@ impl super::Store for PostgresLedger {
     }
 
     fn reopen(&self) -> Result<Box<dyn super::Store>, LedgerError> {
-        Ok(Box::new(PostgresLedger::open(&self.at)?))
+        let mut other = PostgresLedger::open(&self.at)?;
+        other.held = self.held.clone();
+        other.hold = self.hold;
+        Ok(Box::new(other))
     }
     fn staging(&self) -> std::path::PathBuf {
         std::path::PathBuf::from(format!("{}.staging", self.at.ledger))

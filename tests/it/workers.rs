@@ -27,13 +27,45 @@ fn spawn_in(dir: &Path, args: &[&str], name: &str) -> Child {
         .unwrap()
 }
 
-/// `drover worker` on `state`, in `dir`, with 6 slots and a 2 s lease.
+/// `drover worker` on `state`, in `dir`, with 6 slots, a 2 s lease and a staging area of its
+/// own, `<name>.staging` (as on a machine of its own: a step reading a fetch that ran elsewhere
+/// fetches it again).
 fn worker(dir: &Path, state: &str, name: &str) -> Child {
+    let staging = format!("{name}.staging");
     spawn_in(
         dir,
-        &["worker", "--slots", "6", "--lease", "2s", "--state", state],
+        &[
+            "worker",
+            "--slots",
+            "6",
+            "--lease",
+            "2s",
+            "--staging",
+            &staging,
+            "--state",
+            state,
+        ],
         name,
     )
+}
+
+/// Stops a worker as Ctrl-C does and returns how many fetches it ran again (its exit line).
+fn refetches_of(mut worker: Child, dir: &Path, name: &str) -> usize {
+    let ok = Command::new("kill")
+        .args(["-INT", &worker.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    exit_of(&mut worker, 60);
+    let said = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap();
+    let line = said
+        .lines()
+        .find(|l| l.contains("fetches run again"))
+        .unwrap_or_else(|| panic!("{name}'s exit line: {said}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "fetches").unwrap();
+    words[at - 1].parse().unwrap()
 }
 
 /// Waits until the coordinator has created ledger `w` in the database at `url`.
@@ -65,9 +97,11 @@ fn wait_for(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// A 300-site restore by one coordinator and three worker processes, one of them SIGKILLed in
-/// the middle of its steps: those steps run again elsewhere after its lease, every site is
-/// restored and verified, and each was reactivated and notified exactly once.
+/// A 300-site restore by one coordinator and three worker processes, each with a staging area
+/// of its own, one of them SIGKILLed in the middle of its steps and its staging lost with it:
+/// those steps run again elsewhere after its lease, what it had fetched is fetched again where
+/// it is read, every site is restored and verified, and each was reactivated and notified
+/// exactly once.
 #[test]
 fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
     let url = support::postgres::database("workers");
@@ -115,6 +149,8 @@ fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
     });
     workers[0].kill().unwrap(); // SIGKILL
     workers[0].wait().unwrap();
+    // Its machine is gone, and what it fetched with it.
+    std::fs::remove_dir_all(d.join("w0.staging")).unwrap();
     let orphans: Vec<String> = query(
         &url,
         &format!("SELECT step FROM drover_work WHERE worker LIKE '{victim}' AND state = 'running'"),
@@ -127,10 +163,16 @@ fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
     let status = exit_of(&mut coordinator, 600);
     let said = std::fs::read_to_string(d.join("coordinator.err")).unwrap();
     assert!(status.success(), "the coordinator: {said}");
-    for w in &mut workers[1..] {
-        w.kill().unwrap();
-        w.wait().unwrap();
-    }
+    let refetched: usize = workers
+        .drain(..)
+        .enumerate()
+        .skip(1)
+        .map(|(i, w)| refetches_of(w, d, &format!("w{i}")))
+        .sum();
+    assert!(
+        refetched > 0,
+        "readers fetched again what was not on their machine"
+    );
 
     // Every orphan was finished by another worker.
     for step in &orphans {
@@ -500,4 +542,273 @@ fn drover_stop_drains_a_coordinated_run_from_anywhere() {
         .unwrap();
     let said = support::exited(&out, 2);
     assert!(said.contains("stopped where it runs"), "{said}");
+}
+
+/// The process ID of ledger `w`'s holder (its coordinator), if one holds it.
+fn holder_pid(url: &str) -> Option<u32> {
+    query(url, "SELECT holder FROM drover_holders WHERE ledger = 'w'")
+        .first()
+        .map(|r| {
+            let holder: serde_json::Value = serde_json::from_str(r.get::<_, &str>(0)).unwrap();
+            holder["pid"].as_u64().unwrap() as u32
+        })
+}
+
+/// 20 SIGKILLs at random moments during one restore, of workers and of the coordinator: a new
+/// worker replaces each dead one and a standby takes over from each dead coordinator. The run
+/// finishes; no step the ledger recorded succeeded ran again, no work was reported done twice,
+/// and no site was reactivated or notified twice.
+#[test]
+fn twenty_random_sigkills_of_workers_and_coordinators_repeat_nothing() {
+    use rand::{RngExt, SeedableRng};
+    let url = support::postgres::database("chaos");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    support::demo(d, "init", 80, &[]);
+    support::demo(d, "incident", 80, &[]);
+    let state = format!("{url}?ledger=w");
+    let workflow = support::shipped_workflow();
+    let coordinator = spawn_in(
+        d,
+        &[
+            "run",
+            "--yes",
+            "--max-sites",
+            "1000",
+            "--workers",
+            "--lease",
+            "10s",
+            "-w",
+            workflow.to_str().unwrap(),
+            "-r",
+            "request.toml",
+            "--state",
+            &state,
+        ],
+        "c0",
+    );
+    ledger_created(&url);
+    let standby = |n: usize| {
+        let child = spawn_in(
+            d,
+            &[
+                "resume",
+                "--workers",
+                "--standby",
+                "--lease",
+                "10s",
+                "--state",
+                &state,
+            ],
+            &format!("c{n}"),
+        );
+        (child, format!("c{n}"))
+    };
+    let mut coordinators = vec![(coordinator, "c0".to_owned()), standby(1)];
+    let mut workers: Vec<Child> = (0..3)
+        .map(|i| worker(d, &state, &format!("w{i}")))
+        .collect();
+    let (mut started_c, mut started_w) = (2, 3);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("chaos seed {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    // Every step seen recorded succeeded, with the attempt its work ran under.
+    let mut seen: BTreeMap<String, i32> = BTreeMap::new();
+    let mut coordinator_kills = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..900)));
+        for (step, attempt) in succeeded_work(&url) {
+            seen.entry(step).or_insert(attempt);
+        }
+        let holder =
+            holder_pid(&url).and_then(|pid| coordinators.iter().position(|c| c.0.id() == pid));
+        match holder {
+            Some(i) if rng.random_bool(0.3) => {
+                let (mut dead, _) = coordinators.swap_remove(i);
+                dead.kill().unwrap(); // SIGKILL
+                dead.wait().unwrap();
+                coordinators.push(standby(started_c));
+                started_c += 1;
+                coordinator_kills += 1;
+            }
+            _ => {
+                let i = rng.random_range(0..workers.len());
+                workers[i].kill().unwrap(); // SIGKILL
+                workers[i].wait().unwrap();
+                workers[i] = worker(d, &state, &format!("w{started_w}"));
+                started_w += 1;
+            }
+        }
+        let running = coordinators
+            .iter_mut()
+            .any(|c| c.0.try_wait().unwrap().is_none());
+        assert!(running, "the run ended before the 20 kills");
+    }
+    assert!(
+        coordinator_kills > 0,
+        "seed {seed}: no coordinator was killed"
+    );
+    let notified = query(
+        &url,
+        "SELECT 1 FROM drover_steps WHERE ledger = 'w' AND id LIKE '%/notify' \
+         AND state = 'succeeded'",
+    )
+    .len();
+    assert!(notified < 80, "the run was still going at the 20th kill");
+    for (c, name) in &mut coordinators {
+        let status = exit_of(c, 600);
+        let said = std::fs::read_to_string(d.join(format!("{name}.err"))).unwrap();
+        assert!(
+            status.success(),
+            "seed {seed}: coordinator {name} failed: {said}"
+        );
+    }
+    for w in &mut workers {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+
+    let after = succeeded_work(&url);
+    for (step, attempt) in &seen {
+        assert_eq!(
+            after.get(step),
+            Some(attempt),
+            "seed {seed}: {step} ran again after it was recorded succeeded"
+        );
+    }
+    let twice = query(
+        &url,
+        "SELECT step FROM drover_attempts WHERE ledger = 'w' AND outcome = 'done' \
+         GROUP BY step HAVING count(*) > 1",
+    );
+    assert!(twice.is_empty(), "seed {seed}: work reported done twice");
+    let out = support::drover()
+        .args(["demo", "verify", "--format", "json", "--dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["all_equal"], true, "seed {seed}: {v}");
+    assert_eq!(v["one_reactivation_each"], true, "seed {seed}: {v}");
+    let platform = Platform::open(d.join("platform")).unwrap();
+    let mut per_site: BTreeMap<String, usize> = BTreeMap::new();
+    for m in platform.outbox().unwrap() {
+        *per_site.entry(m.site).or_default() += 1;
+    }
+    assert_eq!(per_site.len(), 80);
+    assert!(
+        per_site.values().all(|&n| n == 1),
+        "seed {seed}: {per_site:?}"
+    );
+}
+
+/// A coordinator paused (SIGSTOP) past its hold: a standby takes the run over once the hold
+/// lapsed by the database's clock, and finishes it. Resumed (SIGCONT), the old coordinator finds
+/// itself deposed, stops (exit 4, saying so) and changes nothing.
+#[test]
+fn a_paused_coordinator_is_deposed_and_changes_nothing() {
+    let url = support::postgres::database("deposed");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let wf = support::write(
+        d,
+        "wf.toml",
+        "[workflow]\nname = \"slow\"\n[products.p]\n[steps.slow]\nscope = \"product\"\n\
+         kind = \"sleep\"\nparams = { duration = \"300ms\" }\nestimate = \"300ms\"\n",
+    );
+    let mut req =
+        String::from("[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n");
+    for i in 0..30 {
+        req.push_str(&format!("[[sites]]\nid = \"site-{i:02}\"\n"));
+    }
+    let req = support::write(d, "req.toml", req);
+    let state = format!("{url}?ledger=w");
+    let (wf, req) = (wf.to_str().unwrap(), req.to_str().unwrap());
+    let mut old = spawn_in(
+        d,
+        &[
+            "run",
+            "--yes",
+            "--workers",
+            "--lease",
+            "3s",
+            "-w",
+            wf,
+            "-r",
+            req,
+            "--state",
+            &state,
+        ],
+        "old",
+    );
+    ledger_created(&url);
+    let mut standby = spawn_in(
+        d,
+        &[
+            "resume",
+            "--workers",
+            "--standby",
+            "--lease",
+            "3s",
+            "--state",
+            &state,
+        ],
+        "standby",
+    );
+    let mut one = spawn_in(d, &["worker", "--slots", "2", "--state", &state], "one");
+    wait_for("a first step done", 60, || {
+        !query(&url, "SELECT 1 FROM drover_work WHERE state = 'done'").is_empty()
+    });
+    let signal = |sig: &str, pid: u32| {
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP", old.id());
+    let paused = Instant::now();
+    let status = exit_of(&mut standby, 120);
+    let said = std::fs::read_to_string(d.join("standby.err")).unwrap();
+    assert!(status.success(), "the standby: {said}");
+    assert!(said.contains("taking over"), "{said}");
+    assert!(
+        paused.elapsed() >= Duration::from_secs(3),
+        "the standby waited for the hold to lapse"
+    );
+    let before = query(
+        &url,
+        "SELECT string_agg(step || attempt || state, ',' ORDER BY step) FROM drover_work",
+    )[0]
+    .get::<_, String>(0);
+    let events_before = query(&url, "SELECT count(*) FROM drover_events")[0].get::<_, i64>(0);
+
+    signal("-CONT", old.id());
+    let status = exit_of(&mut old, 30);
+    let said = std::fs::read_to_string(d.join("old.err")).unwrap();
+    assert_eq!(status.code(), Some(4), "{said}");
+    assert!(said.contains("no longer holds"), "{said}");
+    let after = query(
+        &url,
+        "SELECT string_agg(step || attempt || state, ',' ORDER BY step) FROM drover_work",
+    )[0]
+    .get::<_, String>(0);
+    assert_eq!(before, after, "the deposed coordinator queued nothing");
+    let events_after = query(&url, "SELECT count(*) FROM drover_events")[0].get::<_, i64>(0);
+    assert_eq!(events_before, events_after, "and recorded nothing");
+    let doc: serde_json::Value = serde_json::from_slice(
+        &support::drover()
+            .args(["status", "--format", "json", "--state", &state])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(doc["all_restored"], true, "{doc}");
+    one.kill().unwrap();
+    one.wait().unwrap();
 }
