@@ -165,10 +165,12 @@ impl Updates {
                 }),
             }
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
                 () = tokio::time::sleep(self.settings.every) => {}
             }
         }
+        // A PostgreSQL connection closes by blocking: not on the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
     }
 
     /// Records the updates due at `now` and returns every one not delivered yet, oldest first.

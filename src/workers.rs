@@ -129,11 +129,7 @@ fn pg(at: &Address) -> impl Fn(tokio_postgres::Error) -> LedgerError + '_ {
 
 /// Connects with `tokio-postgres`, the connection driven on this runtime.
 async fn connect(at: &Address) -> Result<tokio_postgres::Client, LedgerError> {
-    let (client, connection) = at
-        .async_config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(pg(at))?;
+    let (client, connection) = at.async_config().connect(at.tls()).await.map_err(pg(at))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "the work queue's connection ended");
@@ -154,8 +150,7 @@ impl Wakeups {
     /// alone still finds everything, only later.
     async fn listen(at: &Address, channel: &str) -> Option<Wakeups> {
         use futures::StreamExt;
-        let (client, mut connection) = match at.async_config().connect(tokio_postgres::NoTls).await
-        {
+        let (client, mut connection) = match at.async_config().connect(at.tls()).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for notifications; polling instead");

@@ -668,7 +668,8 @@ fn execute_held(
     let summary = runtime.block_on(async {
         let control = Control::default();
         let signals = tokio::spawn(watch_signals(control.clone(), exec.grace));
-        let stops = asked.map(|l| tokio::spawn(watch_stop(l, control.clone())));
+        let watched = tokio_util::sync::CancellationToken::new();
+        let stops = asked.map(|l| tokio::spawn(watch_stop(l, control.clone(), watched.clone())));
         if let Some(d) = dispatcher.clone() {
             let draining = control.draining();
             tokio::spawn(async move {
@@ -716,8 +717,9 @@ fn execute_held(
             None => both.await,
         };
         signals.abort();
+        watched.cancel();
         if let Some(s) = stops {
-            s.abort();
+            let _ = s.await;
         }
         result
     });
@@ -800,10 +802,18 @@ async fn watch_signals(control: Control, grace: Duration) {
 
 /// Drains or aborts the run when `drover stop` asks it to, from any machine (looked at twice a
 /// second; a ledger that cannot say is looked at again).
-async fn watch_stop(mut ledger: Box<dyn Store>, control: Control) {
+/// Looks for `drover stop` twice a second, until `done`.
+async fn watch_stop(
+    mut ledger: Box<dyn Store>,
+    control: Control,
+    done: tokio_util::sync::CancellationToken,
+) {
     let mut drained = false;
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = done.cancelled() => break,
+        }
         let (back, asked) = tokio::task::spawn_blocking(move || {
             let asked = ledger.stop_asked();
             (ledger, asked)
@@ -815,7 +825,7 @@ async fn watch_stop(mut ledger: Box<dyn Store>, control: Control) {
             Ok(Some(crate::ledger::StopMode::Abort)) => {
                 errln!("\nstop --now asked: stopping; steps in flight will run again on resume");
                 control.abort();
-                return;
+                break;
             }
             Ok(Some(crate::ledger::StopMode::Drain)) if !drained => {
                 errln!("\nstop asked: no new steps will start; those in flight finish");
@@ -825,6 +835,8 @@ async fn watch_stop(mut ledger: Box<dyn Store>, control: Control) {
             _ => {}
         }
     }
+    // A PostgreSQL connection closes by blocking: not on the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || drop(ledger)).await;
 }
 
 fn print_summary(summary: &RunSummary, state: &str, mode: SessionMode) {

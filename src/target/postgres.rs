@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
 
 use super::{Identity, RegistryError, SiteRecord, SiteRegistry, SiteState};
 use crate::request::Target;
@@ -33,7 +33,9 @@ pub struct PostgresRegistry {
 
 impl PostgresRegistry {
     pub fn connect(target: &Target) -> Result<PostgresRegistry, RegistryError> {
-        let mut config = Config::from_str(&target.registry).map_err(|e| {
+        let (plain, tls) = crate::pgtls::split(&target.registry)
+            .map_err(|e| RegistryError::Config(format!("[target] registry: {e}")))?;
+        let mut config = Config::from_str(&plain).map_err(|e| {
             RegistryError::Config(format!(
                 "[target] registry is not a PostgreSQL URL drover can read: {e}"
             ))
@@ -66,7 +68,8 @@ impl PostgresRegistry {
             registry: at.clone(),
             reason: reason(&e),
         };
-        let mut client = config.connect(NoTls).map_err(unreachable)?;
+        config.ssl_mode(tls.mode);
+        let mut client = config.connect(tls.connector).map_err(unreachable)?;
         client
             .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             .map_err(unreachable)?;

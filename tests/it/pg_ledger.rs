@@ -186,3 +186,95 @@ fn exited_ok(out: &std::process::Output) -> Vec<u8> {
     exited(out, 0);
     out.stdout.clone()
 }
+
+/// TLS as the URL's `sslmode` asks: `verify-full` against the server's CA connects (by IP and by
+/// name) and the connection is encrypted; a certificate from another CA, or one that does not
+/// name the host connected to, is refused under `verify-full` (nothing recorded), while
+/// `verify-ca` checks the chain only and `require` nothing; a mode that does not exist is bad
+/// input.
+#[test]
+fn tls_checks_the_server_as_sslmode_asks() {
+    let url = support::postgres::database("tls");
+    let server = support::postgres::server();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = server.ca();
+    let other = support::postgres::make_ca(d, "other");
+    let wf = write(d, "wf.toml", crash_workflow(&d.join("r"), "1ms"));
+    let req = write(d, "req.toml", request(2));
+    let ca = ca.to_str().unwrap();
+    let full = format!("{url}?ledger=t&sslmode=verify-full&sslrootcert={ca}");
+    let out = support::run(&wf, &req, &full).output().unwrap();
+    exited(&out, 0);
+
+    // The same server by name, and through a name its certificate does not carry.
+    let port = server.port;
+    let db = url.rsplit('/').next().unwrap();
+    let named = |host: &str, mode: &str, root: &str| {
+        format!(
+            "postgres://drover@{host}:{port}/{db}?hostaddr=127.0.0.1&ledger=t&sslmode={mode}&sslrootcert={root}"
+        )
+    };
+    let status = |state: &str| {
+        drover()
+            .args(["status", "--format", "json", "--state", state])
+            .output()
+            .unwrap()
+    };
+    exited(&status(&named("localhost", "verify-full", ca)), 0);
+    let out = status(&named("wrong.example", "verify-full", ca));
+    assert_ne!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("certificate"), "{said}");
+    exited(&status(&named("wrong.example", "verify-ca", ca)), 0);
+
+    // Another CA's trust is refused under verify-full, and nothing is recorded.
+    let out = support::run(
+        &wf,
+        &req,
+        format!(
+            "{url}?ledger=u&sslmode=verify-full&sslrootcert={}",
+            other.display()
+        ),
+    )
+    .output()
+    .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("certificate"), "{said}");
+    let ledgers = support::postgres::rows(&url, "SELECT ledger FROM drover_runs ORDER BY 1");
+    let ledgers: Vec<String> = ledgers.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ledgers, ["t"]);
+    exited(&status(&format!("{url}?ledger=t&sslmode=require")), 0);
+
+    // A worker's connections are encrypted (the server says so).
+    let mut worker = Command::new(assert_cmd::cargo::cargo_bin("drover"))
+        .args(["worker", "--state", &full])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let encrypted = loop {
+        let rows = support::postgres::rows(
+            &url,
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'drover'",
+        );
+        if rows.len() >= 2 || Instant::now() > deadline {
+            break rows.iter().map(|r| r.get::<_, bool>(0)).collect::<Vec<_>>();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(
+        encrypted.len() >= 2 && encrypted.iter().all(|&e| e),
+        "{encrypted:?}"
+    );
+
+    let out = status(&format!("{url}?ledger=t&sslmode=sometimes"));
+    let said = exited(&out, 2);
+    assert!(said.contains("sslmode=sometimes"), "{said}");
+}

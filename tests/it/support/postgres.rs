@@ -8,6 +8,10 @@
 //! this process to exit, then stops the server. `initdb` refuses to run as root, so as root the
 //! server's commands run as the `postgres` user. `scripts/test-deps` installs the server package
 //! where it is missing.
+//!
+//! The server offers TLS (plain connections stay allowed), with a certificate for 127.0.0.1 and
+//! localhost signed by a CA made for this run ([`Server::ca`]), so that drover's default
+//! `sslmode=prefer` connections are encrypted, and `verify-full` can be tested.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,6 +52,11 @@ pub fn rows(url: &str, sql: &str) -> Vec<postgres::Row> {
 impl Server {
     pub fn url(&self, db: &str) -> String {
         format!("postgres://drover@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The certificate (PEM) of the CA that signed the server's.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
     }
 
     /// The server's log, for a failing test's message.
@@ -115,12 +124,85 @@ fn must(cmd: &mut Command, what: &str) {
     );
 }
 
+/// A new CA in `dir`: its certificate `<name>.crt` and key `<name>.key`.
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    must(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650"])
+            .args(["-subj", &format!("/CN=drover test {name}")])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(dir.join(format!("{name}.crt"))),
+        "make a test CA with openssl (scripts/test-deps installs it)",
+    );
+    dir.join(format!("{name}.crt"))
+}
+
+/// The server's certificate and key in `dir`, for 127.0.0.1 and localhost, signed by a new CA.
+fn certificates(dir: &Path) {
+    make_ca(dir, "ca");
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("write server.ext");
+    must(
+        Command::new("openssl")
+            .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+            .args([
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("server.key"))
+            .arg("-out")
+            .arg(dir.join("server.csr")),
+        "make the server's key",
+    );
+    must(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "3650", "-CAcreateserial", "-in"])
+            .arg(dir.join("server.csr"))
+            .arg("-CA")
+            .arg(dir.join("ca.crt"))
+            .arg("-CAkey")
+            .arg(dir.join("ca.key"))
+            .arg("-extfile")
+            .arg(dir.join("server.ext"))
+            .arg("-out")
+            .arg(dir.join("server.crt")),
+        "sign the server's certificate",
+    );
+    // The server refuses a key others can read, or one it does not own.
+    must(
+        Command::new("chmod").arg("600").arg(dir.join("server.key")),
+        "chmod the server's key",
+    );
+    if is_root() {
+        must(
+            Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.join("server.key"))
+                .arg(dir.join("server.crt")),
+            "chown the server's key",
+        );
+    }
+}
+
 fn start() -> Server {
     let dir = tempfile::Builder::new()
         .prefix("drover-pg-")
         .tempdir()
         .expect("a temporary directory")
         .keep();
+    certificates(&dir);
     if is_root() {
         must(
             Command::new("chown").arg("postgres:").arg(&dir),
@@ -167,8 +249,10 @@ fn start() -> Server {
     for _ in 0..5 {
         let port = free_port();
         let options = format!(
-            "-k {} -h 127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            dir.display()
+            "-k {d} -h 127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c ssl=on -c ssl_cert_file={d}/server.crt \
+             -c ssl_key_file={d}/server.key",
+            d = dir.display()
         );
         let started = as_server_user(&bin("pg_ctl"))
             .arg("-D")
