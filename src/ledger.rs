@@ -430,6 +430,14 @@ pub fn exists(state: &std::path::Path) -> Result<bool, LedgerError> {
 }
 
 /// Opens the ledger `--state` names: a `postgres://` URL, or a SQLite file.
+/// Where a run on `state` stages what it fetches (its `Store::staging`), before it is opened.
+pub fn staging_of(state: &std::path::Path) -> Result<std::path::PathBuf, LedgerError> {
+    match state.to_str().filter(|s| postgres::is_url(s)) {
+        Some(url) => Ok(postgres::Address::parse(url)?.staging()),
+        None => Ok(crate::staging::dir_for(state)),
+    }
+}
+
 pub fn open(state: &std::path::Path) -> Result<Box<dyn Store>, LedgerError> {
     match state.to_str().filter(|s| postgres::is_url(s)) {
         Some(url) => Ok(Box::new(postgres::PostgresLedger::open(

@@ -16,7 +16,6 @@ use crate::drill::{self, DrillRecord};
 use crate::plan::{self, PlanOptions};
 use crate::platform::Platform;
 use crate::report::timeline::{LaneMode, Timeline};
-use crate::staging::dir_for as staging_dir;
 
 #[derive(Args, Debug)]
 pub struct DrillArgs {
@@ -30,8 +29,9 @@ pub struct DrillArgs {
     /// PASS if every site is restored within this time, e.g. `6h`.
     #[arg(long, value_parser = crate::limits::duration_arg(crate::limits::MAX_RTO))]
     target_rto: Duration,
-    /// The drill's ledger (SQLite); must not exist. Kept afterwards for `drover audit`,
-    /// `drover status` and `drover report`.
+    /// The drill's ledger, a SQLite file or postgres://…?ledger=<name> (docs/running.md); must
+    /// not exist. Kept afterwards for `drover audit`, `drover status`, `drover report` and
+    /// `drover estimate --history`.
     #[arg(long, short)]
     state: PathBuf,
     /// The drill history (JSON lines) the result is appended to; `drover drills` lists it.
@@ -116,7 +116,7 @@ pub fn drill(args: DrillArgs) -> Result<Done, Failure> {
     if args.keep {
         errln!("drill: kept the copy in {}", dir.display());
     } else {
-        clean_up(&dir, &staging_dir(&args.state));
+        clean_up(&dir, &staging_of(&args.state));
     }
     outcome
 }
@@ -226,27 +226,22 @@ fn refuse_external_steps(production: &crate::plan::Plan, args: &DrillArgs) -> Re
 /// The drill's ledger and staging must be new, and its history one (or not exist yet):
 /// appending a JSON line to a request or a ledger would damage it.
 fn refuse_existing_outputs(args: &DrillArgs) -> Result<(), Failure> {
-    if args
-        .state
-        .to_str()
-        .is_some_and(crate::ledger::postgres::is_url)
-    {
+    if crate::ledger::exists(&args.state)? {
         return Err(super::refuse(
             &args.state,
             "--state",
-            "a drill's ledger is a SQLite file (kept beside its history)".into(),
-            "give the drill a new --state file",
+            "that ledger already exists".into(),
+            "give each drill a new --state (a new file, or a new ledger=<name>)",
         ));
     }
-    for path in [args.state.clone(), staging_dir(&args.state)] {
-        if path.exists() {
-            return Err(super::refuse(
-                &path,
-                "--state",
-                format!("{} already exists", path.display()),
-                "give each drill a new --state file",
-            ));
-        }
+    let staging = staging_of(&args.state);
+    if staging.exists() {
+        return Err(super::refuse(
+            &staging,
+            "--state",
+            format!("{} already exists", staging.display()),
+            "give each drill a new --state (its staging directory is named after it)",
+        ));
     }
     if args.history.exists() {
         drill::read(&args.history).map_err(|e| {
@@ -295,14 +290,14 @@ fn isolated_copy(
     match prepare(platform, sites, dir.join("platform"), started)? {
         Some(Ok(copy)) => Ok(Some(copy)),
         Some(Err(e)) => {
-            clean_up(dir, &staging_dir(&args.state));
+            clean_up(dir, &staging_of(&args.state));
             Err(Failure::Internal(
                 anyhow::Error::new(e).context("preparing the drill copy"),
             ))
         }
         None => {
             errln!("interrupted: the drill's copy is removed; nothing was recorded");
-            clean_up(dir, &staging_dir(&args.state));
+            clean_up(dir, &staging_of(&args.state));
             Ok(None)
         }
     }
@@ -341,6 +336,11 @@ fn prepare(
             })
         })
     }))
+}
+
+/// Where the drill's steps stage their files (refused when it exists, removed with the copy).
+fn staging_of(state: &std::path::Path) -> PathBuf {
+    crate::ledger::staging_of(state).unwrap_or_else(|_| crate::staging::dir_for(state))
 }
 
 impl DrillArgs {
@@ -412,11 +412,17 @@ fn rehearse(
     if done == Done::Interrupted {
         verdict = Err(drill::DrillFailure::Interrupted);
     }
-    let state = std::path::absolute(&args.state).unwrap_or_else(|_| args.state.clone());
+    let state = match args.state.to_str() {
+        Some(url) if crate::ledger::postgres::is_url(url) => url.to_owned(),
+        _ => std::path::absolute(&args.state)
+            .unwrap_or_else(|_| args.state.clone())
+            .display()
+            .to_string(),
+    };
     let record = DrillRecord::new(
         &started,
         &stored.info,
-        &state.display().to_string(),
+        &state,
         args.target_rto,
         &m,
         &verdict,

@@ -62,11 +62,8 @@ pub fn run(args: WorkerArgs) -> Result<Done, Failure> {
         slots: args.slots as usize,
         lease: args.lease,
         // Absolute: a fetch records where its files are, and a step reading them checks there.
-        staging: std::path::absolute(
-            args.staging
-                .unwrap_or_else(|| PathBuf::from(format!("{}.staging", at.ledger))),
-        )
-        .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the staging path")))?,
+        staging: std::path::absolute(args.staging.unwrap_or_else(|| at.staging()))
+            .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the staging path")))?,
     };
     let runtime = super::shared::runtime()?;
     let worked = runtime.block_on(async {

@@ -192,6 +192,11 @@ impl Address {
         config
     }
 
+    /// Where a run on this ledger stages what it fetches: `<ledger name>.staging` here.
+    pub fn staging(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("{}.staging", self.ledger))
+    }
+
     /// The connector that checks the server as `sslmode` asks.
     pub fn tls(&self) -> crate::pgtls::MakeRustlsConnect {
         self.tls.connector.clone()
@@ -860,7 +865,7 @@ impl super::Store for PostgresLedger {
         Ok(Box::new(other))
     }
     fn staging(&self) -> std::path::PathBuf {
-        std::path::PathBuf::from(format!("{}.staging", self.at.ledger))
+        self.at.staging()
     }
     fn file(&self) -> Option<&std::path::Path> {
         None

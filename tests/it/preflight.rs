@@ -336,6 +336,45 @@ fn a_drill_leaves_production_byte_identical_and_cleans_up() {
     assert_eq!(file_digests(p.dir()), files, "still byte-identical");
 }
 
+/// A drill into a PostgreSQL ledger: production untouched, the copy and staging gone, the
+/// ledger kept in the database for audit, and the history naming it; a drill into a ledger
+/// that exists is refused before anything runs.
+#[test]
+fn a_drill_keeps_its_ledger_in_postgres() {
+    let url = support::postgres::database("drill");
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(dir.path(), 4, 1);
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let files = file_digests(p.dir());
+    let state = format!("{url}?ledger=drill-1");
+
+    let out = drill(dir.path(), "1h", &state);
+    let stderr = support::exited(&out, 0);
+    assert!(stderr.contains("4 of 4 sites restored"), "{stderr}");
+    assert_eq!(file_digests(p.dir()), files, "production is byte-identical");
+    assert!(
+        !dir.path().join("drill-1.staging").exists(),
+        "staging is gone"
+    );
+    let audit = drover()
+        .args(["audit", "--state", &state, "--format", "json"])
+        .output()
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(audit["sessions"][0]["mode"], "drill", "{audit}");
+    let history = std::fs::read_to_string(dir.path().join("drills.jsonl")).unwrap();
+    assert!(history.contains(&state), "{history}");
+
+    let out = drill(dir.path(), "1h", &state);
+    let said = support::exited(&out, 2);
+    assert!(said.contains("already exists"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("drills.jsonl")).unwrap(),
+        history,
+        "nothing recorded"
+    );
+}
+
 #[test]
 fn a_drill_never_reaches_outside_the_copy() {
     let dir = tempfile::tempdir().unwrap();
