@@ -233,8 +233,8 @@ fn a_standby_takes_over_from_a_killed_coordinator_and_nothing_finished_runs_agai
     let url = support::postgres::database("takeover");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    support::demo(d, "init", 120, &[]);
-    support::demo(d, "incident", 120, &[]);
+    support::demo(d, "init", 60, &[]);
+    support::demo(d, "incident", 60, &[]);
     let state = format!("{url}?ledger=w");
     let workflow = support::shipped_workflow();
     let mut coordinator = spawn_in(
@@ -271,7 +271,7 @@ fn a_standby_takes_over_from_a_killed_coordinator_and_nothing_finished_runs_agai
         )
         .len()
     };
-    wait_for("a third of the sites", 300, || notified() >= 40);
+    wait_for("a third of the sites", 300, || notified() >= 20);
     coordinator.kill().unwrap(); // SIGKILL
     let killed = Instant::now();
     coordinator.wait().unwrap();
@@ -312,7 +312,7 @@ fn a_standby_takes_over_from_a_killed_coordinator_and_nothing_finished_runs_agai
     for m in platform.outbox().unwrap() {
         *per_site.entry(m.site).or_default() += 1;
     }
-    assert_eq!(per_site.len(), 120);
+    assert_eq!(per_site.len(), 60);
     assert!(per_site.values().all(|&n| n == 1), "{per_site:?}");
     eprintln!("coordinator takeover after SIGKILL: {takeover:?}");
 }
