@@ -48,13 +48,10 @@ CREATE TABLE IF NOT EXISTS drover_work (
     error TEXT,
     failure TEXT,
     queued_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
-    collected BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (ledger, step)
 );
 CREATE INDEX IF NOT EXISTS drover_work_queued ON drover_work (ledger, queued_at)
     WHERE state = 'queued';
-CREATE INDEX IF NOT EXISTS drover_work_results ON drover_work (ledger)
-    WHERE state IN ('done', 'failed', 'expired') AND NOT collected;
 CREATE TABLE IF NOT EXISTS drover_attempts (
     ledger TEXT NOT NULL,
     step TEXT NOT NULL,
@@ -265,15 +262,6 @@ impl Dispatcher {
             plan,
             run_id: run_id.to_owned(),
         });
-        // What an earlier coordinator was handed but may not have recorded: this one adopts it.
-        me.client
-            .execute(
-                "UPDATE drover_work SET collected = false WHERE ledger = $1 AND collected \
-                 AND EXISTS (SELECT 1 FROM drover_holders WHERE ledger = $1 AND holder = $2)",
-                &[&me.at.ledger, &me.holder],
-            )
-            .await
-            .map_err(pg(at))?;
         let renewer = Arc::clone(&me);
         tokio::spawn(async move { renewer.keep_hold(lease).await });
         let queuer = Arc::clone(&me);
@@ -517,7 +505,7 @@ impl Dispatcher {
                  ON CONFLICT (ledger, step) DO UPDATE SET attempt = EXCLUDED.attempt, \
                  kind = EXCLUDED.kind, ctx = EXCLUDED.ctx, state = 'queued', worker = NULL, \
                  lease_until = NULL, output = NULL, error = NULL, failure = NULL, \
-                 queued_at = clock_timestamp(), collected = false \
+                 queued_at = clock_timestamp() \
                  WHERE drover_work.state NOT IN ('done', 'running') RETURNING step), \
                  n AS (SELECT pg_notify('drover_queued', $1) FROM (SELECT 1 FROM q LIMIT 1) o) \
                  SELECT step FROM q LEFT JOIN n ON true",
@@ -579,18 +567,17 @@ impl Dispatcher {
     /// Gives up the steps whose worker's lease expired, and hands every finished result to the
     /// step waiting for it.
     async fn collect(&self, expire: bool) -> Result<(), tokio_postgres::Error> {
-        if self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
-            return Ok(());
-        }
+        let steps: Vec<String> = {
+            let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            waiting.keys().cloned().collect()
+        };
         if expire {
             self.expire().await?;
         }
-        self.collect_results().await
+        self.collect_results(steps).await
     }
 
     /// Gives up the steps whose worker's lease expired, by the database's clock.
@@ -607,53 +594,24 @@ impl Dispatcher {
             .map(drop)
     }
 
-    /// Hands every finished result to the step waiting for it.
-    ///
-    /// Reads only results not handed over yet (`collected`, through a partial index: reading
-    /// every awaited step at each wake-up cost the server more than the steps did), and marks
-    /// those it handed over. A result nobody awaits yet (its step's queueing not acknowledged)
-    /// stays unmarked, for the next look.
-    async fn collect_results(&self) -> Result<(), tokio_postgres::Error> {
+    /// Hands every finished result of `steps` to the step waiting for it.
+    async fn collect_results(&self, steps: Vec<String>) -> Result<(), tokio_postgres::Error> {
         let rows = self
             .client
             .query(
                 "SELECT step, attempt, state, output, error, failure FROM drover_work \
-                 WHERE ledger = $1 AND state IN ('done', 'failed', 'expired') AND NOT collected",
-                &[&self.at.ledger],
+                 WHERE ledger = $1 AND step = ANY($2) AND state IN ('done', 'failed', 'expired')",
+                &[&self.at.ledger, &steps],
             )
             .await?;
-        let mut handed = Vec::new();
-        let mut senders = Vec::new();
-        {
-            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            for row in rows {
-                let step: String = row.get(0);
-                let attempt: i32 = row.get(1);
-                if waiting.get(&step).is_none_or(|(a, _)| *a != attempt) {
-                    continue;
-                }
-                let (_, tx) = waiting.remove(&step).expect("present");
-                senders.push((tx, row));
-                handed.push(step);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            let step: String = row.get(0);
+            let attempt: i32 = row.get(1);
+            if waiting.get(&step).is_none_or(|(a, _)| *a != attempt) {
+                continue;
             }
-        }
-        if handed.is_empty() {
-            return Ok(());
-        }
-        // Only while this coordinator holds the run; a successor reads everything afresh
-        // ([`Dispatcher::start`]). Unmarked, they would only be read again, and ignored.
-        let marked = self
-            .client
-            .execute(
-                "UPDATE drover_work SET collected = true WHERE ledger = $1 AND step = ANY($2) \
-                 AND EXISTS (SELECT 1 FROM drover_holders WHERE ledger = $1 AND holder = $3)",
-                &[&self.at.ledger, &handed, &self.holder],
-            )
-            .await;
-        if let Err(e) = marked {
-            tracing::warn!(error = %e, "cannot mark results handed over; they will be read again");
-        }
-        for (tx, row) in senders {
+            let (_, tx) = waiting.remove(&step).expect("present");
             let state: &str = row.get(2);
             let error: Option<String> = row.get(4);
             let error = error.unwrap_or_default();

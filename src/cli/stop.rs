@@ -12,7 +12,7 @@ use crate::ledger::StopMode;
 #[derive(Args, Debug)]
 pub struct StopArgs {
     /// The run's ledger: postgres://user@host:port/db?ledger=<name>.
-    #[arg(long, short)]
+    #[arg(long, short, visible_alias = "ledger")]
     state: PathBuf,
     /// Cancel the steps in flight too, as a second Ctrl-C does (they run again on resume).
     /// Without it, no new step starts and those in flight finish.

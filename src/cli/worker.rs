@@ -13,7 +13,7 @@ use crate::ledger::postgres::{Address, PostgresLedger, is_url};
 pub struct WorkerArgs {
     /// The run's ledger, as its coordinator was given it: postgres://user@host:port/db?ledger=<name>
     /// (the password in PGPASSWORD).
-    #[arg(long, short)]
+    #[arg(long, short, visible_alias = "ledger")]
     state: String,
     /// Steps this worker runs at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
