@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS drover_work (
     error TEXT,
     failure TEXT,
     queued_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    claimed_at BIGINT,
     PRIMARY KEY (ledger, step)
 );
 CREATE INDEX IF NOT EXISTS drover_work_queued ON drover_work (ledger, queued_at)
@@ -298,6 +299,20 @@ impl Dispatcher {
     /// Cancelled when this coordinator must stop: another holds the run now, or soon may.
     pub fn deposed(&self) -> CancellationToken {
         self.deposed.clone()
+    }
+
+    /// Whether the database still names this coordinator the run's holder (`None`: it cannot
+    /// say now).
+    pub async fn still_holds(&self) -> Option<bool> {
+        let client = connect(&self.at).await.ok()?;
+        let row = client
+            .query_opt(
+                "SELECT holder = $2 FROM drover_holders WHERE ledger = $1",
+                &[&self.at.ledger, &self.holder],
+            )
+            .await
+            .ok()?;
+        Some(row.is_some_and(|r| r.get::<_, bool>(0)))
     }
 
     /// Why this coordinator was deposed.
@@ -584,10 +599,14 @@ impl Dispatcher {
     async fn expire(&self) -> Result<(), tokio_postgres::Error> {
         self.client
             .execute(
-                "UPDATE drover_work SET state = 'expired', failure = 'retryable', \
+                "WITH e AS (UPDATE drover_work SET state = 'expired', failure = 'retryable', \
                  error = 'worker ' || worker || ' stopped heartbeating: its lease expired at ' \
                  || lease_until || '; the step runs again' \
-                 WHERE ledger = $1 AND state = 'running' AND lease_until < now()",
+                 WHERE ledger = $1 AND state = 'running' AND lease_until < now() \
+                 RETURNING step, attempt, worker, claimed_at) \
+                 INSERT INTO drover_attempts (ledger, step, attempt, worker, claimed_at) \
+                 SELECT $1, step, attempt, worker, COALESCE(claimed_at, 0) FROM e \
+                 ON CONFLICT DO NOTHING",
                 &[&self.at.ledger],
             )
             .await
@@ -728,32 +747,26 @@ pub async fn work(
     let wakeups = Wakeups::listen(at, QUEUED).await;
     let me = worker_name();
     let lease_s = opts.lease.as_secs_f64();
-    let mut running: HashMap<String, (i32, CancellationToken)> = HashMap::new();
+    // Each step in hand: its attempt, how to cancel it, when it was claimed (ms).
+    let mut running: HashMap<String, (i32, CancellationToken, i64)> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut worked = Worked::default();
     let mut heartbeat = tokio::time::interval(opts.lease / 3);
     loop {
         let free = opts.slots.saturating_sub(running.len());
         if free > 0 && !stop.is_cancelled() {
-            // The claim and its record for the audit trail, in one statement.
+            // The attempt's record for the audit trail is written once, when it ends (or, for a
+            // worker that died, when its lease is given up): a row write per step fewer.
+            let claimed_at = crate::ledger::now_ms();
             let rows = client
                 .query(
                     "WITH c AS (SELECT step FROM drover_work WHERE ledger = $1 AND \
-                     state = 'queued' ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
-                     w AS (UPDATE drover_work w SET state = 'running', worker = $3, \
-                     lease_until = now() + make_interval(secs => $4) FROM c \
+                     state = 'queued' ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                     UPDATE drover_work w SET state = 'running', worker = $3, \
+                     lease_until = now() + make_interval(secs => $4), claimed_at = $5 FROM c \
                      WHERE w.ledger = $1 AND w.step = c.step \
-                     RETURNING w.step, w.attempt, w.kind, w.ctx), \
-                     a AS (INSERT INTO drover_attempts (ledger, step, attempt, worker, claimed_at) \
-                     SELECT $1, step, attempt, $3, $5 FROM w ON CONFLICT DO NOTHING) \
-                     SELECT step, attempt, kind, ctx FROM w",
-                    &[
-                        &at.ledger,
-                        &(free as i64),
-                        &me,
-                        &lease_s,
-                        &crate::ledger::now_ms(),
-                    ],
+                     RETURNING w.step, w.attempt, w.kind, w.ctx",
+                    &[&at.ledger, &(free as i64), &me, &lease_s, &claimed_at],
                 )
                 .await
                 .map_err(pg(at))?;
@@ -775,7 +788,7 @@ pub async fn work(
                 let kind = kinds.get(kind);
                 let fetch = kinds.get(FETCH_KIND);
                 let staging = opts.staging.clone();
-                running.insert(step.clone(), (attempt, cancel));
+                running.insert(step.clone(), (attempt, cancel, claimed_at));
                 tasks.spawn(async move {
                     let (result, again) = match kind {
                         Some(k) => match inputs_here(ctx, refetch, fetch, &staging).await {
@@ -804,12 +817,10 @@ pub async fn work(
                 while let Some(joined) = next {
                     if let Ok((step, attempt, result, again)) = joined {
                         worked.refetched += again;
-                        results.push((step, attempt, result));
+                        let claimed = running.remove(&step).map_or(0, |(_, _, at)| at);
+                        results.push((step, attempt, claimed, result));
                     }
                     next = tasks.try_join_next();
-                }
-                for (step, _, _) in &results {
-                    running.remove(step);
                 }
                 report(&client, at, &me, results, &mut worked).await?;
             }
@@ -828,7 +839,7 @@ pub async fn work(
                     .iter()
                     .map(|r| r.get(0))
                     .collect();
-                for (step, (_, cancel)) in &running {
+                for (step, (_, cancel, _)) in &running {
                     if !kept.contains(step) {
                         // Cancelled by the coordinator, or given up after the lease expired.
                         cancel.cancel();
@@ -848,7 +859,7 @@ async fn report(
     client: &tokio_postgres::Client,
     at: &Address,
     me: &str,
-    results: Vec<(String, i32, Result<StepOutput, StepError>)>,
+    results: Vec<(String, i32, i64, Result<StepOutput, StepError>)>,
     worked: &mut Worked,
 ) -> Result<(), LedgerError> {
     let mut steps = Vec::new();
@@ -857,9 +868,11 @@ async fn report(
     let mut outputs: Vec<Option<String>> = Vec::new();
     let mut errors: Vec<Option<String>> = Vec::new();
     let mut failures: Vec<Option<&str>> = Vec::new();
-    for (step, attempt, result) in &results {
+    let mut claimed: Vec<i64> = Vec::new();
+    for (step, attempt, claimed_at, result) in &results {
         steps.push(step.as_str());
         attempts.push(*attempt);
+        claimed.push(*claimed_at);
         match result {
             Ok(o) => {
                 states.push("done");
@@ -884,15 +897,17 @@ async fn report(
     let counted: std::collections::HashSet<String> = client
         .query(
             "WITH r AS (SELECT * FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], \
-             $6::text[], $7::text[]) AS r(step, attempt, state, output, error, failure)), \
+             $6::text[], $7::text[], $10::bigint[]) \
+             AS r(step, attempt, state, output, error, failure, claimed_at)), \
              u AS (UPDATE drover_work w SET state = r.state, output = r.output, \
              error = r.error, failure = r.failure, lease_until = NULL FROM r \
              WHERE w.ledger = $1 AND w.step = r.step AND w.attempt = r.attempt \
              AND w.state = 'running' AND w.worker = $8 RETURNING w.step), \
-             a AS (UPDATE drover_attempts t SET ended_at = $9, outcome = CASE WHEN \
-             EXISTS (SELECT 1 FROM u WHERE u.step = t.step) THEN r.state ELSE 'fenced' END \
-             FROM r WHERE t.ledger = $1 AND t.step = r.step AND t.attempt = r.attempt \
-             AND t.worker = $8), \
+             a AS (INSERT INTO drover_attempts (ledger, step, attempt, worker, claimed_at, \
+             ended_at, outcome) SELECT $1, r.step, r.attempt, $8, r.claimed_at, $9, CASE WHEN \
+             EXISTS (SELECT 1 FROM u WHERE u.step = r.step) THEN r.state ELSE 'fenced' END \
+             FROM r ON CONFLICT (ledger, step, attempt, worker) DO UPDATE \
+             SET ended_at = EXCLUDED.ended_at, outcome = EXCLUDED.outcome), \
              n AS (SELECT pg_notify('drover_reported', $1) FROM (SELECT 1 FROM u LIMIT 1) o) \
              SELECT step FROM u LEFT JOIN n ON true",
             &[
@@ -905,6 +920,7 @@ async fn report(
                 &failures,
                 &me,
                 &crate::ledger::now_ms(),
+                &claimed,
             ],
         )
         .await
@@ -912,7 +928,7 @@ async fn report(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for (i, (step, attempt, _)) in results.iter().enumerate() {
+    for (i, (step, attempt, _, _)) in results.iter().enumerate() {
         if !counted.contains(step) {
             worked.fenced += 1;
             tracing::warn!(

@@ -716,6 +716,17 @@ fn execute_held(
             },
             None => both.await,
         };
+        // A run that failed because its ledger writes failed may have been taken over while
+        // this process was paused or cut off: say so, as deposition.
+        let result = match (result, &dispatcher) {
+            (Err(e), Some(d)) if d.still_holds().await == Some(false) => {
+                tracing::debug!(error = %e, "the run stopped after it was taken over");
+                Err(crate::schedule::RunError::Ledger(LedgerError::Deposed {
+                    state: ledger.shown(),
+                }))
+            }
+            (result, _) => result,
+        };
         signals.abort();
         watched.cancel();
         if let Some(s) = stops {

@@ -163,6 +163,10 @@ impl Address {
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("drover");
         config.ssl_mode(tls.mode);
+        // A process paused or cut off inside a transaction would hold its row locks (the
+        // ledger's hold among them) until the server noticed: no standby could take over.
+        // drover's transactions never wait on their client for long.
+        config.options(IDLE_IN_TRANSACTION);
         Ok(Address {
             config,
             shown: format!(
@@ -189,6 +193,7 @@ impl Address {
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("drover");
         config.ssl_mode(self.tls.mode);
+        config.options(IDLE_IN_TRANSACTION);
         config
     }
 
@@ -222,6 +227,9 @@ pub struct PostgresLedger {
     /// How long a hold lasts without renewal (every write renews it).
     hold: Duration,
 }
+
+/// A transaction left idle this long by its client is ended by the server (its locks freed).
+const IDLE_IN_TRANSACTION: &str = "-c idle_in_transaction_session_timeout=5000";
 
 /// How long a hold on a PostgreSQL ledger lasts without renewal, unless the command says.
 pub const HOLD: Duration = Duration::from_secs(15);
@@ -879,8 +887,12 @@ impl super::Store for PostgresLedger {
             .client
             .borrow_mut()
             .query(
+                // An attempt is recorded when it ends (or its worker is given up); one under way
+                // is the work queue's running row.
                 "SELECT step, attempt, worker, claimed_at, ended_at, outcome FROM drover_attempts \
-                 WHERE ledger = $1 ORDER BY claimed_at, step, attempt",
+                 WHERE ledger = $1 UNION ALL SELECT step, attempt, worker, claimed_at, NULL, NULL \
+                 FROM drover_work WHERE ledger = $1 AND state = 'running' \
+                 ORDER BY 4, 1, 2",
                 &[&self.at.ledger],
             )
             .map_err(err)?;

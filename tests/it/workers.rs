@@ -51,12 +51,7 @@ fn worker(dir: &Path, state: &str, name: &str) -> Child {
 
 /// Stops a worker as Ctrl-C does and returns how many fetches it ran again (its exit line).
 fn refetches_of(mut worker: Child, dir: &Path, name: &str) -> usize {
-    let ok = Command::new("kill")
-        .args(["-INT", &worker.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    signal("-INT", worker.id());
     exit_of(&mut worker, 60);
     let said = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap();
     let line = said
@@ -95,6 +90,59 @@ fn wait_for(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Every one of the `sites` demo sites in `d` is restored as it was, reactivated once and its
+/// customer notified once (`context` begins each failure's message).
+fn restored_once(d: &Path, sites: usize, context: &str) {
+    let out = support::drover()
+        .args(["demo", "verify", "--format", "json", "--dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["all_equal"], true, "{context}{v}");
+    assert_eq!(v["one_reactivation_each"], true, "{context}{v}");
+    let platform = Platform::open(d.join("platform")).unwrap();
+    let mut per_site: BTreeMap<String, usize> = BTreeMap::new();
+    for m in platform.outbox().unwrap() {
+        *per_site.entry(m.site).or_default() += 1;
+    }
+    assert_eq!(per_site.len(), sites, "{context}{per_site:?}");
+    assert!(per_site.values().all(|&n| n == 1), "{context}{per_site:?}");
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`, `-INT`) to process `pid`.
+fn signal(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// A workflow of one `sleep` step of `duration` per site and a request of `sites` sites, in
+/// `d`: the run the small tests coordinate.
+fn sleep_run(d: &Path, duration: &str, sites: usize) -> (String, String) {
+    let wf = support::write(
+        d,
+        "wf.toml",
+        format!(
+            "[workflow]\nname = \"slow\"\n[products.p]\n[steps.slow]\nscope = \"product\"\n\
+             kind = \"sleep\"\nparams = {{ duration = \"{duration}\" }}\nestimate = \"{duration}\"\n"
+        ),
+    );
+    let mut req =
+        String::from("[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n");
+    for i in 0..sites {
+        req.push_str(&format!("[[sites]]\nid = \"site-{i:02}\"\n"));
+    }
+    let req = support::write(d, "req.toml", req);
+    (
+        wf.to_str().unwrap().to_owned(),
+        req.to_str().unwrap().to_owned(),
+    )
 }
 
 /// A 300-site restore by one coordinator and three worker processes, each with a staging area
@@ -194,22 +242,7 @@ fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
     );
     assert_eq!(by_worker.len(), 3, "all three workers did steps");
 
-    // Every site restored as it was, each reactivated and notified exactly once.
-    let out = support::drover()
-        .args(["demo", "verify", "--format", "json", "--dir"])
-        .arg(d)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["all_equal"], true, "{v}");
-    assert_eq!(v["one_reactivation_each"], true, "{v}");
-    let platform = Platform::open(d.join("platform")).unwrap();
-    let mut notified: BTreeMap<String, usize> = BTreeMap::new();
-    for m in platform.outbox().unwrap() {
-        *notified.entry(m.site).or_default() += 1;
-    }
-    assert_eq!(notified.len(), 300);
-    assert!(notified.values().all(|&n| n == 1), "{notified:?}");
+    restored_once(d, 300, "");
 }
 
 /// The steps recorded succeeded in ledger `w`, with the attempt their work ran under.
@@ -299,21 +332,7 @@ fn a_standby_takes_over_from_a_killed_coordinator_and_nothing_finished_runs_agai
             "{step} ran again after the takeover"
         );
     }
-    let out = support::drover()
-        .args(["demo", "verify", "--format", "json", "--dir"])
-        .arg(d)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["all_equal"], true, "{v}");
-    assert_eq!(v["one_reactivation_each"], true, "{v}");
-    let platform = Platform::open(d.join("platform")).unwrap();
-    let mut per_site: BTreeMap<String, usize> = BTreeMap::new();
-    for m in platform.outbox().unwrap() {
-        *per_site.entry(m.site).or_default() += 1;
-    }
-    assert_eq!(per_site.len(), 60);
-    assert!(per_site.values().all(|&n| n == 1), "{per_site:?}");
+    restored_once(d, 60, "");
     eprintln!("coordinator takeover after SIGKILL: {takeover:?}");
 }
 
@@ -377,14 +396,6 @@ retry = { attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }
         .len()
             == 2
     });
-    let signal = |sig: &str, pid: u32| {
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    };
     signal("-STOP", paused.id());
     let mut other = worker(d, &state, "other");
     let status = exit_of(&mut coordinator, 60);
@@ -469,18 +480,7 @@ fn drover_stop_drains_a_coordinated_run_from_anywhere() {
     let url = support::postgres::database("stop");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let wf = support::write(
-        d,
-        "wf.toml",
-        "[workflow]\nname = \"slow\"\n[products.p]\n[steps.slow]\nscope = \"product\"\n\
-         kind = \"sleep\"\nparams = { duration = \"500ms\" }\nestimate = \"500ms\"\n",
-    );
-    let mut req =
-        String::from("[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n");
-    for i in 0..20 {
-        req.push_str(&format!("[[sites]]\nid = \"site-{i:02}\"\n"));
-    }
-    let req = support::write(d, "req.toml", req);
+    let (wf, req) = sleep_run(d, "500ms", 20);
     let state = format!("{url}?ledger=w");
     let coordinator = Command::new(drover_bin())
         .args(["run", "--yes", "--workers", "-w"])
@@ -685,24 +685,7 @@ fn twenty_random_sigkills_of_workers_and_coordinators_repeat_nothing() {
          GROUP BY step HAVING count(*) > 1",
     );
     assert!(twice.is_empty(), "seed {seed}: work reported done twice");
-    let out = support::drover()
-        .args(["demo", "verify", "--format", "json", "--dir"])
-        .arg(d)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["all_equal"], true, "seed {seed}: {v}");
-    assert_eq!(v["one_reactivation_each"], true, "seed {seed}: {v}");
-    let platform = Platform::open(d.join("platform")).unwrap();
-    let mut per_site: BTreeMap<String, usize> = BTreeMap::new();
-    for m in platform.outbox().unwrap() {
-        *per_site.entry(m.site).or_default() += 1;
-    }
-    assert_eq!(per_site.len(), 80);
-    assert!(
-        per_site.values().all(|&n| n == 1),
-        "seed {seed}: {per_site:?}"
-    );
+    restored_once(d, 80, &format!("seed {seed}: "));
 }
 
 /// A coordinator paused (SIGSTOP) past its hold: a standby takes the run over once the hold
@@ -713,20 +696,9 @@ fn a_paused_coordinator_is_deposed_and_changes_nothing() {
     let url = support::postgres::database("deposed");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let wf = support::write(
-        d,
-        "wf.toml",
-        "[workflow]\nname = \"slow\"\n[products.p]\n[steps.slow]\nscope = \"product\"\n\
-         kind = \"sleep\"\nparams = { duration = \"300ms\" }\nestimate = \"300ms\"\n",
-    );
-    let mut req =
-        String::from("[request]\npoint_in_time = \"2022-04-05T07:38:00Z\"\nproducts = [\"p\"]\n");
-    for i in 0..30 {
-        req.push_str(&format!("[[sites]]\nid = \"site-{i:02}\"\n"));
-    }
-    let req = support::write(d, "req.toml", req);
+    let (wf, req) = sleep_run(d, "300ms", 30);
+    let (wf, req) = (wf.as_str(), req.as_str());
     let state = format!("{url}?ledger=w");
-    let (wf, req) = (wf.to_str().unwrap(), req.to_str().unwrap());
     let mut old = spawn_in(
         d,
         &[
@@ -762,14 +734,6 @@ fn a_paused_coordinator_is_deposed_and_changes_nothing() {
     wait_for("a first step done", 60, || {
         !query(&url, "SELECT 1 FROM drover_work WHERE state = 'done'").is_empty()
     });
-    let signal = |sig: &str, pid: u32| {
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    };
     signal("-STOP", old.id());
     let paused = Instant::now();
     let status = exit_of(&mut standby, 120);
