@@ -13,6 +13,7 @@
 //! localhost signed by a CA made for this run ([`Server::ca`]), so that drover's default
 //! `sslmode=prefer` connections are encrypted, and `verify-full` can be tested.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -196,7 +197,57 @@ fn certificates(dir: &Path) {
     }
 }
 
+/// The file in a server's directory naming the test process it serves.
+const OWNER: &str = "owner.pid";
+
+/// The shell command that stops the server in `dir` and removes the directory.
+fn stop_command(dir: &Path) -> String {
+    format!(
+        "{runuser}'{pg_ctl}' -D '{data}' -m immediate -w stop; rm -rf '{dir}'",
+        runuser = if is_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
+        pg_ctl = bin("pg_ctl").display(),
+        data = dir.join("data").display(),
+        dir = dir.display(),
+    )
+}
+
+/// Stops the servers of earlier test runs whose process is gone and whose watchdog did not
+/// stop them (it was killed too), and removes their directories.
+fn stop_abandoned() {
+    let temp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let ours = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("drover-pg-"));
+        let Some(owner) = std::fs::read_to_string(dir.join(OWNER))
+            .ok()
+            .filter(|_| ours)
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{owner}")).exists() {
+            let _ = Command::new("sh")
+                .args(["-c", &stop_command(&dir)])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn start() -> Server {
+    stop_abandoned();
     let dir = tempfile::Builder::new()
         .prefix("drover-pg-")
         .tempdir()
@@ -221,18 +272,15 @@ fn start() -> Server {
         ]),
         "initdb",
     );
-    // Stop the server and remove its directory once this process has ended, however it ends.
+    // Stop the server and remove its directory once this process has ended, however it ends:
+    // a watchdog in a process group of its own, deaf to the signals a Ctrl-C or a CI runner
+    // sends to the test's group (it died with them, and left the server running). Should it
+    // be killed anyway, the next test run stops the server ([`stop_abandoned`]).
+    std::fs::write(dir.join(OWNER), std::process::id().to_string()).expect("write the owner");
     let stop = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {runuser}'{pg_ctl}' -D '{data}' -m immediate -w stop; rm -rf '{dir}'",
+        "trap '' INT HUP TERM QUIT; while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {}",
+        stop_command(&dir),
         pid = std::process::id(),
-        runuser = if is_root() {
-            "runuser -u postgres -- "
-        } else {
-            ""
-        },
-        pg_ctl = bin("pg_ctl").display(),
-        data = data.display(),
-        dir = dir.display(),
     );
     #[expect(
         clippy::zombie_processes,
@@ -240,6 +288,7 @@ fn start() -> Server {
     )]
     Command::new("sh")
         .args(["-c", &stop])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
