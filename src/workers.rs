@@ -101,6 +101,14 @@ struct Sent {
     refetch: Vec<Sent>,
 }
 
+/// A step's params as they travel in the queue.
+fn owned_pairs(params: &crate::plan::Params) -> Vec<(String, String)> {
+    params
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 impl Sent {
     /// The context a step runs with on this worker.
     fn into_context(self, staging: &Path, cancel: CancellationToken) -> StepContext {
@@ -398,10 +406,7 @@ impl Dispatcher {
             step_id: ctx.step_id.clone(),
             site: ctx.site.clone(),
             product: ctx.product.clone(),
-            params: (&ctx.params)
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            params: owned_pairs(&ctx.params),
             upstream: ctx.upstream.clone(),
             idempotency_key: ctx.idempotency_key.clone(),
             attempt: ctx.attempt,
@@ -491,10 +496,7 @@ impl Dispatcher {
             step_id: step.id.clone(),
             site,
             product,
-            params: (&step.params)
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            params: owned_pairs(&step.params),
             upstream: Default::default(),
             idempotency_key: format!("{}/{}", self.run_id, step.id),
             attempt: 1,

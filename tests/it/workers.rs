@@ -92,6 +92,33 @@ fn wait_for(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// `drover run --workers` of the demo platform's request in `d` with the shipped workflow,
+/// holding the run for `lease`, its stderr in `d/<name>.err`; returns once the ledger exists.
+fn coordinate_demo(d: &Path, url: &str, state: &str, lease: &str, name: &str) -> Child {
+    let workflow = support::shipped_workflow();
+    let coordinator = spawn_in(
+        d,
+        &[
+            "run",
+            "--yes",
+            "--max-sites",
+            "1000",
+            "--workers",
+            "--lease",
+            lease,
+            "-w",
+            workflow.to_str().unwrap(),
+            "-r",
+            "request.toml",
+            "--state",
+            state,
+        ],
+        name,
+    );
+    ledger_created(url);
+    coordinator
+}
+
 /// Every one of the `sites` demo sites in `d` is restored as it was, reactivated once and its
 /// customer notified once (`context` begins each failure's message).
 fn restored_once(d: &Path, sites: usize, context: &str) {
@@ -158,25 +185,7 @@ fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
     support::demo(d, "init", 300, &[]);
     support::demo(d, "incident", 300, &[]);
     let state = format!("{url}?ledger=w");
-    let workflow = support::shipped_workflow();
-    let mut coordinator = spawn_in(
-        d,
-        &[
-            "run",
-            "--yes",
-            "--max-sites",
-            "1000",
-            "--workers",
-            "-w",
-            workflow.to_str().unwrap(),
-            "-r",
-            "request.toml",
-            "--state",
-            &state,
-        ],
-        "coordinator",
-    );
-    ledger_created(&url);
+    let mut coordinator = coordinate_demo(d, &url, &state, "15s", "coordinator");
     let mut workers: Vec<Child> = (0..3)
         .map(|i| worker(d, &state, &format!("w{i}")))
         .collect();
@@ -269,25 +278,7 @@ fn a_standby_takes_over_from_a_killed_coordinator_and_nothing_finished_runs_agai
     support::demo(d, "init", 60, &[]);
     support::demo(d, "incident", 60, &[]);
     let state = format!("{url}?ledger=w");
-    let workflow = support::shipped_workflow();
-    let mut coordinator = spawn_in(
-        d,
-        &[
-            "run",
-            "--yes",
-            "--max-sites",
-            "1000",
-            "--workers",
-            "-w",
-            workflow.to_str().unwrap(),
-            "-r",
-            "request.toml",
-            "--state",
-            &state,
-        ],
-        "coordinator",
-    );
-    ledger_created(&url);
+    let mut coordinator = coordinate_demo(d, &url, &state, "15s", "coordinator");
     let mut standby = spawn_in(
         d,
         &["resume", "--workers", "--standby", "--state", &state],
@@ -567,27 +558,7 @@ fn twenty_random_sigkills_of_workers_and_coordinators_repeat_nothing() {
     support::demo(d, "init", 80, &[]);
     support::demo(d, "incident", 80, &[]);
     let state = format!("{url}?ledger=w");
-    let workflow = support::shipped_workflow();
-    let coordinator = spawn_in(
-        d,
-        &[
-            "run",
-            "--yes",
-            "--max-sites",
-            "1000",
-            "--workers",
-            "--lease",
-            "10s",
-            "-w",
-            workflow.to_str().unwrap(),
-            "-r",
-            "request.toml",
-            "--state",
-            &state,
-        ],
-        "c0",
-    );
-    ledger_created(&url);
+    let coordinator = coordinate_demo(d, &url, &state, "10s", "c0");
     let standby = |n: usize| {
         let child = spawn_in(
             d,
