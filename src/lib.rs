@@ -99,6 +99,7 @@ pub mod ids;
 pub mod ledger;
 pub mod limits;
 pub mod load;
+pub mod pgslice;
 mod pgtls;
 pub mod plan;
 pub mod platform;

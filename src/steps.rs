@@ -3,8 +3,9 @@
 //!
 //! Built-in kinds ([`BUILTIN`], the one list): `fetch` (verified download of a backup
 //! snapshot); `exec` (a command) and `http` (a JSON POST) for operators' own infrastructure; the
-//! reference platform's `restore-contacts`, `restore-tenant`, `rebuild-index`, `validate`,
-//! `reactivate` and `notify`; for tests, benchmarks and drills `noop`, `sleep`, `flaky`, `fail`.
+//! reference platform's `restore-contacts`, `restore-tenant`, `restore-attachments`,
+//! `rebuild-index`, `validate`, `reactivate` and `notify`; for multi-tenant PostgreSQL shards
+//! `pg-restore-tenant` and `pg-validate` (tenant slices, `pgslice`); for tests, benchmarks and drills `noop`, `sleep`, `flaky`, `fail`.
 
 mod exec;
 mod fail;
@@ -13,9 +14,13 @@ mod flaky;
 mod http;
 mod noop;
 mod notify;
+mod pg_common;
+mod pg_restore_tenant;
+mod pg_validate;
 mod platform_common;
 mod reactivate;
 mod rebuild_index;
+mod restore_attachments;
 mod restore_contacts;
 mod restore_tenant;
 mod secret;
@@ -37,12 +42,19 @@ type Make = fn() -> Arc<dyn StepKind>;
 
 /// Every built-in step kind, by the name workflows use: the one list. The planner's known kinds
 /// ([`KNOWN_KINDS`]) and the run's [`Registry::builtin`] both derive from it.
-const BUILTIN: [(&str, Make); 13] = [
+const BUILTIN: [(&str, Make); 16] = [
     ("fetch", || Arc::new(fetch::Fetch::default())),
     ("restore-contacts", || {
         Arc::new(restore_contacts::RestoreContacts)
     }),
     ("restore-tenant", || Arc::new(restore_tenant::RestoreTenant)),
+    ("restore-attachments", || {
+        Arc::new(restore_attachments::RestoreAttachments)
+    }),
+    ("pg-restore-tenant", || {
+        Arc::new(pg_restore_tenant::PgRestoreTenant)
+    }),
+    ("pg-validate", || Arc::new(pg_validate::PgValidate)),
     ("rebuild-index", || Arc::new(rebuild_index::RebuildIndex)),
     ("validate", || Arc::new(validate::Validate)),
     ("reactivate", || Arc::new(reactivate::Reactivate)),
@@ -174,6 +186,7 @@ pub fn resolves_secrets(kind: &str, param: &str) -> bool {
         "http" => param == "url" || param.starts_with("header."),
         "notify" => param == "webhook" || param.starts_with("header."),
         "exec" => param.starts_with("env."),
+        "pg-restore-tenant" | "pg-validate" => param == "database",
         _ => false,
     }
 }

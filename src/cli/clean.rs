@@ -60,7 +60,7 @@ fn clean(ledger: &mut dyn Store, args: &CleanArgs, me: &Holder) -> Result<Done, 
         );
         return Ok(Done::Ok);
     }
-    let argv: Vec<String> = std::env::args().collect();
+    let argv = super::shared::argv();
     ledger.record_session(
         crate::ledger::SessionMode::Clean,
         &argv,

@@ -21,6 +21,8 @@ use crate::platform::{DeleteMode, Platform};
 
 /// The workflow the demo runs, embedded so the demo needs no files.
 const WORKFLOW: &str = include_str!("../../workflows/saas-platform.toml");
+/// The same for a platform with its shards in PostgreSQL (`--postgres`).
+const WORKFLOW_POSTGRES: &str = include_str!("../../workflows/saas-platform-postgres.toml");
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -73,6 +75,13 @@ struct Place {
     /// Where the platform, backups, request, ledger and report go [default: a new temp dir].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Put the platform's shards in PostgreSQL: one schema per shard in the database of this URL
+    /// (`postgres://user@host:port/db`; the password from PGPASSWORD; `sslmode` as libpq), which
+    /// must hold none of them yet. Restored with workflows/saas-platform-postgres.toml. Without a
+    /// URL, prints how to start a throwaway server. `incident` and `verify` find the server in
+    /// the platform (`<dir>/platform/postgres.url`).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    postgres: Option<String>,
 }
 
 /// How `init` builds the platform.
@@ -104,16 +113,33 @@ struct IncidentOpts {
 
 pub fn run(args: DemoArgs) -> Result<Done, Failure> {
     match args.stage {
-        Some(Stage::Init { place, build }) => init(&dir(&place)?, &build).map(|()| Done::Ok),
-        Some(Stage::Incident { place, incident: o }) => {
-            incident(&dir(&place)?, &o).map(|()| Done::Ok)
+        Some(Stage::Init { place, build }) => {
+            init(&dir(&place)?, &build, place.postgres.as_deref()).map(|()| Done::Ok)
         }
-        Some(Stage::Verify { place, format }) => verify(&dir(&place)?, format),
+        Some(Stage::Incident { place, incident: o }) => {
+            let dir = dir(&place)?;
+            same_server(&dir, &place)?;
+            incident(&dir, &o).map(|()| Done::Ok)
+        }
+        Some(Stage::Verify { place, format }) => {
+            let dir = dir(&place)?;
+            same_server(&dir, &place)?;
+            verify(&dir, format)
+        }
         None => whole(&args.opts),
     }
 }
 
 fn dir(o: &Place) -> Result<PathBuf, Failure> {
+    if o.postgres.as_deref() == Some("") {
+        return Err(super::refuse(
+            Path::new("--postgres"),
+            "--postgres",
+            "needs the URL of a PostgreSQL server (13 or later) whose database the demo may fill"
+                .into(),
+            &throwaway_server(),
+        ));
+    }
     let d = match &o.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("drover-demo-{}", std::process::id())),
@@ -125,13 +151,38 @@ fn dir(o: &Place) -> Result<PathBuf, Failure> {
         .map_err(Failure::from)
 }
 
+/// How to start a throwaway PostgreSQL server for the demo, as commands to copy.
+fn throwaway_server() -> String {
+    "start a throwaway server (Debian: `apt-get install postgresql`; not as root), then give its URL:\n\
+     \x20 bin=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin); d=$(mktemp -d)\n\
+     \x20 $bin/initdb -D $d/data -U drover --auth=trust\n\
+     \x20 $bin/pg_ctl -D $d/data -l $d/log -o \"-p 54329 -k $d -c listen_addresses=127.0.0.1\" -w start\n\
+     \x20 $bin/createdb -h 127.0.0.1 -p 54329 -U drover demo\n\
+     \x20 drover demo --postgres postgres://drover@127.0.0.1:54329/demo\n\
+     and when done: $bin/pg_ctl -D $d/data stop && rm -rf $d"
+        .into()
+}
+
 fn whole(o: &DemoOpts) -> Result<Done, Failure> {
     let dir = dir(&o.place)?;
     let started = std::time::Instant::now();
     errln!("demo in {}", dir.display());
-    init(&dir, &o.build)?;
+    init(&dir, &o.build, o.place.postgres.as_deref())?;
     let workflow = dir.join("workflow.toml");
-    let drills = calibrate(dir.as_path(), &workflow, &dir.join("request.toml"))?;
+    let drills = match &o.place.postgres {
+        None => Some(calibrate(
+            dir.as_path(),
+            &workflow,
+            &dir.join("request.toml"),
+        )?),
+        Some(_) => {
+            errln!(
+                "calibration: skipped; a drill copies a platform on SQLite shards only, so the \
+                 forecast below uses the workflow's estimates"
+            );
+            None
+        }
+    };
     incident(&dir, &o.incident)?;
     let request = dir.join("request.toml");
     let deleted = std::fs::read_to_string(&request)
@@ -139,18 +190,21 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
         .matches("[[sites]]")
         .count();
     let (max_sites, state) = (deleted.max(1).to_string(), dir.join("ledger.db"));
-    let forecast = [
+    let history: Vec<&str> = match &drills {
+        Some(d) => vec!["--history", path(d)],
+        None => vec![],
+    };
+    let mut forecast = vec![
         "drover",
         "estimate",
         "-w",
         path(&workflow),
         "-r",
         path(&request),
-        "--history",
-        path(&drills),
     ];
+    forecast.extend(&history);
     command(&forecast)?;
-    let argv = [
+    let mut argv = vec![
         "drover",
         "run",
         "--yes",
@@ -162,9 +216,8 @@ fn whole(o: &DemoOpts) -> Result<Done, Failure> {
         path(&request),
         "--state",
         path(&state),
-        "--history",
-        path(&drills),
     ];
+    argv.extend(&history);
     let run_done = command(&argv)?;
     let verdict = verify(&dir, Format::Text)?;
     report(&dir)?;
@@ -265,7 +318,29 @@ fn gen_opts(o: &BuildOpts) -> GenerateOptions {
     }
 }
 
-fn init(dir: &Path, o: &BuildOpts) -> Result<(), Failure> {
+/// `--postgres` on `incident` or `verify` must name the server `init` built the platform on.
+fn same_server(dir: &Path, place: &Place) -> Result<(), Failure> {
+    let Some(given) = &place.postgres else {
+        return Ok(());
+    };
+    let recorded = Platform::open(dir.join("platform"))
+        .ok()
+        .and_then(|p| p.postgres_url());
+    if recorded.as_deref() == Some(given.as_str()) {
+        return Ok(());
+    }
+    Err(super::refuse(
+        Path::new("--postgres"),
+        "--postgres",
+        match recorded {
+            Some(_) => "names another server than the one this demo's platform was built on".into(),
+            None => "this demo's platform has its shards in SQLite, not PostgreSQL".into(),
+        },
+        "leave --postgres out: the platform knows its server (<dir>/platform/postgres.url)",
+    ))
+}
+
+fn init(dir: &Path, o: &BuildOpts, postgres: Option<&str>) -> Result<(), Failure> {
     let dest = o.backups.as_deref().map(s3_destination).transpose()?;
     for mine in ["backups", "backups-upload"] {
         if dir.join(mine).exists() {
@@ -279,7 +354,10 @@ fn init(dir: &Path, o: &BuildOpts) -> Result<(), Failure> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let opts = gen_opts(o);
-    let platform = Platform::build(dir.join("platform"), &opts)?;
+    let platform = match postgres {
+        Some(url) => Platform::build_on_postgres(dir.join("platform"), &opts, url)?,
+        None => Platform::build(dir.join("platform"), &opts)?,
+    };
     // The marker also records how the platform was built: the incident's request needs the
     // same generated site sizes.
     let marker = serde_json::json!({
@@ -308,11 +386,19 @@ fn init(dir: &Path, o: &BuildOpts) -> Result<(), Failure> {
         (Some(url), Some(dest)) => upload(&local, dest, url)?,
         _ => local.display().to_string(),
     };
-    std::fs::write(dir.join("workflow.toml"), WORKFLOW).context("writing workflow.toml")?;
+    let workflow = match postgres {
+        Some(_) => WORKFLOW_POSTGRES,
+        None => WORKFLOW,
+    };
+    std::fs::write(dir.join("workflow.toml"), workflow).context("writing workflow.toml")?;
     let all = site_ids(&platform)?;
     write_request(dir, &platform, &opts, &all, now, &source)?;
+    let shards = match platform.postgres_url() {
+        Some(_) => " (shards in PostgreSQL)",
+        None => "",
+    };
     errln!(
-        "init: {} sites built and backed up twice to {source}; {}/request.toml lists them all",
+        "init: {} sites built{shards} and backed up twice to {source}; {}/request.toml lists them all",
         all.len(),
         dir.display()
     );

@@ -157,7 +157,7 @@ fn with_lock(
     let result = (|| {
         let stored = ledger.load()?;
         let (ops, message) = f(&stored)?;
-        let argv: Vec<String> = std::env::args().collect();
+        let argv = super::shared::argv();
         ledger.record_session(mode, &argv, &me, &stored.info.plan_hash)?;
         ledger.apply(&ops)?;
         Ok::<_, Failure>(message)

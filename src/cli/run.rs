@@ -577,7 +577,7 @@ fn execute_held(
     reclaim(&stored.info, &plan, &stored.steps, &ledger.shown())?;
     check_kinds(&plan, Path::new(&stored.snapshot.workflow_file))?;
     check_secrets(&plan, Path::new(&stored.snapshot.workflow_file), true)?;
-    let argv: Vec<String> = std::env::args().collect();
+    let argv = super::shared::argv();
     ledger.record_session(mode, &argv, me, &stored.info.plan_hash)?;
     // A stop asked of an earlier session is not this one's.
     ledger.clear_stop()?;

@@ -258,3 +258,9 @@ pub(crate) fn learn_history(
         .collect();
     Ok(DurationModel::learn(&history))
 }
+
+/// This process's command line as a ledger records it: any credential in it (a password in a
+/// `--state` or `--postgres` URL) replaced by `***`.
+pub(crate) fn argv() -> Vec<String> {
+    std::env::args().map(|a| crate::redact::text(&a)).collect()
+}

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::postgres::PgSession;
 use super::registry::{Contact, SiteRecord, SiteState};
 use super::{Context, IoContext, Platform, PlatformError};
 use crate::backup::layout::{MANIFEST, snapshot_name};
@@ -23,6 +24,9 @@ pub struct ContactsExport {
     pub site: String,
     pub contacts: Vec<Contact>,
 }
+
+/// Per shard, its tables with a site column (parents first), looked up once per backup.
+type SliceTables = BTreeMap<String, Vec<(String, Vec<String>)>>;
 
 /// What a backup wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -55,7 +59,15 @@ impl Platform {
             snapshot: snapshot_name(time),
             ..BackupReport::default()
         };
+        let pg = self.pg()?;
+        if let Some(pg) = &pg {
+            pg.run(crate::pgslice::begin(&pg.db))?;
+        }
+        let mut tables = BTreeMap::new();
         for (shard, (product, on_shard)) in shard_sites(&all) {
+            if pg.is_some() {
+                break; // a PostgreSQL platform's rows are in its sites' own units
+            }
             let unit = shard.clone();
             let mut snap = Snapshot::start(store, &unit, &product, None, on_shard, time)?;
             let object = snap.dir.join("shard.sqlite");
@@ -67,20 +79,27 @@ impl Platform {
         }
         for site in all.iter().filter(|s| s.state != SiteState::Deleted) {
             for product in &site.products {
-                self.backup_attachments(store, site, product, time, &mut report)?;
+                let slices = pg.as_ref().map(|pg| (pg, &mut tables));
+                self.backup_product(store, site, product, time, &mut report, slices)?;
             }
             self.backup_contacts(store, site, time, &mut report)?;
+        }
+        if let Some(pg) = &pg {
+            pg.execute("ROLLBACK", "ending the backup's transaction")?;
         }
         Ok(report)
     }
 
-    fn backup_attachments(
+    /// A site's own unit of a product: its attachments, and on a PostgreSQL platform its rows
+    /// (a tenant slice).
+    fn backup_product(
         &self,
         store: &Path,
         site: &SiteRecord,
         product: &str,
         time: DateTime<Utc>,
         report: &mut BackupReport,
+        slices: Option<(&PgSession, &mut SliceTables)>,
     ) -> Result<(), PlatformError> {
         let unit = format!("{}/{product}", site.id);
         let mut snap = Snapshot::start(store, &unit, product, Some(&site.id), vec![], time)?;
@@ -88,6 +107,12 @@ impl Platform {
         let object = snap.dir.join("attachments.tar");
         write_tar(&src, &object)?;
         snap.add(report, "attachments.tar", Some("tar"))?;
+        if let Some((pg, tables)) = slices {
+            let shard = site.shard(product)?;
+            for object in self.pg_export(pg, tables, shard, &site.id, &snap.dir)? {
+                snap.add(report, &object, None)?;
+            }
+        }
         snap.finish(report)
     }
 

@@ -68,7 +68,16 @@ struct Tenant<'a> {
 impl Platform {
     /// Builds a new platform in `dir` (created if missing; must not hold one already).
     pub fn build(dir: impl AsRef<Path>, opts: &GenerateOptions) -> Result<Platform, PlatformError> {
-        let dir = dir.as_ref();
+        Platform::build_indexed(dir.as_ref(), opts, true)
+    }
+
+    /// [`Platform::build`], with or without the shards' full-text index (shards that move to
+    /// PostgreSQL leave it behind).
+    pub(crate) fn build_indexed(
+        dir: &Path,
+        opts: &GenerateOptions,
+        index: bool,
+    ) -> Result<Platform, PlatformError> {
         if dir.join(REGISTRY).exists() {
             return Err(PlatformError::AlreadyBuilt {
                 dir: dir.to_owned(),
@@ -82,7 +91,7 @@ impl Platform {
         let sites = generate::sites(opts);
         platform.build_registry(&sites, opts.seed)?;
         for (shard, (product, tenants)) in shards(&sites) {
-            platform.build_shard(&shard, product, &tenants, opts.seed)?;
+            platform.build_shard(&shard, product, &tenants, opts.seed, index)?;
         }
         for site in &sites {
             for (product, _, _) in &site.products {
@@ -144,6 +153,7 @@ impl Platform {
         product: &Product,
         tenants: &[Tenant<'_>],
         seed: u64,
+        index: bool,
     ) -> Result<(), PlatformError> {
         let path = self.shard_path(shard);
         let mut conn = open_db(&path, true)?;
@@ -154,7 +164,9 @@ impl Platform {
             for table in product.tables {
                 insert_rows(&tx, &path, table, tenant, &mut rng)?;
             }
-            index_site(&tx, &path, product, tenant.site)?;
+            if index {
+                index_site(&tx, &path, product, tenant.site)?;
+            }
         }
         tx.commit().db(&path)
     }

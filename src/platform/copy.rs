@@ -11,6 +11,14 @@ use super::{Context, IoContext, Platform, PlatformError, REGISTRY, open_db_read_
 impl Platform {
     /// Copies the platform into `dest`, which must not exist yet, and opens the copy.
     pub fn copy_to(&self, dest: &Path) -> Result<Platform, PlatformError> {
+        if self.postgres_url().is_some() {
+            return Err(crate::pgslice::SliceError::Config(format!(
+                "{}: the shards of this platform are in PostgreSQL; a drill's isolated copy is \
+                 made only of a platform on SQLite shards",
+                self.dir.display()
+            ))
+            .into());
+        }
         if dest.exists() {
             return Err(PlatformError::AlreadyBuilt {
                 dir: dest.to_owned(),

@@ -58,6 +58,9 @@ pub enum PlatformError {
     BadRegistry { site: String, reason: String },
     #[error(transparent)]
     Invalid(#[from] ValidationFailure),
+    /// The platform's shards on PostgreSQL.
+    #[error(transparent)]
+    Postgres(#[from] crate::pgslice::SliceError),
 }
 
 impl PlatformError {
@@ -76,6 +79,7 @@ impl PlatformError {
                     | ErrorCode::OperationInterrupted
             ),
             PlatformError::Io { .. } => true,
+            PlatformError::Postgres(e) => e.is_retryable(),
             _ => false,
         }
     }

@@ -36,14 +36,27 @@ pub struct ProductFingerprint {
 
 impl Platform {
     pub fn fingerprint(&self, site: &str) -> Result<SiteFingerprint, PlatformError> {
+        self.fingerprint_on(site, self.pg()?.as_ref())
+    }
+
+    fn fingerprint_on(
+        &self,
+        site: &str,
+        pg: Option<&super::postgres::PgSession>,
+    ) -> Result<SiteFingerprint, PlatformError> {
         let path = self.dir.join(super::REGISTRY);
         let conn = self.registry()?;
         let record = registry::site(&conn, &path, site)?;
         let mut products = BTreeMap::new();
         for product in &record.products {
             let shard = record.shard(product)?;
-            let conn = self.shard(shard)?;
-            let fp = product_fingerprint(&conn, &self.shard_path(shard), "main", site, product)?;
+            let fp = match pg {
+                Some(pg) => self.pg_fingerprint(pg, shard, site, product)?,
+                None => {
+                    let conn = self.shard(shard)?;
+                    product_fingerprint(&conn, &self.shard_path(shard), "main", site, product)?
+                }
+            };
             products.insert(product.clone(), fp);
         }
         let mut h = Sha256::new();
@@ -63,8 +76,9 @@ impl Platform {
     /// Every site's fingerprint, by site.
     pub fn fingerprint_all(&self) -> Result<BTreeMap<String, SiteFingerprint>, PlatformError> {
         let ids: Vec<String> = self.sites()?.into_iter().map(|s| s.id).collect();
+        let pg = self.pg()?;
         ids.into_iter()
-            .map(|id| Ok((id.clone(), self.fingerprint(&id)?)))
+            .map(|id| Ok((id.clone(), self.fingerprint_on(&id, pg.as_ref())?)))
             .collect()
     }
 

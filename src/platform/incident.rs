@@ -75,8 +75,15 @@ impl Platform {
             }
         }
         let mut rows = 0;
+        let pg = self.pg()?;
         for (shard, (product, sites)) in by_shard {
-            rows += self.purge_shard(shard, product, &sites)?;
+            rows += match &pg {
+                Some(pg) => {
+                    let schema = super::restore::product_schema(sites[0], product)?;
+                    self.pg_purge(pg, shard, schema, &sites)?
+                }
+                None => self.purge_shard(shard, product, &sites)?,
+            };
         }
         for r in records {
             let dir = self.dir.join("attachments").join(&r.id);

@@ -172,6 +172,14 @@ impl Platform {
         Ok(entries)
     }
 
+    /// Before a product's rows are restored elsewhere (a PostgreSQL shard): refuses a live site,
+    /// moves a deleted one to `restoring`, and voids an earlier validation of the product.
+    pub fn begin_product_restore(&self, site: &str, product: &str) -> Result<(), PlatformError> {
+        let record = self.begin(site, "restore data of")?;
+        record.shard(product)?; // the site has the product
+        self.void_validation(site, product)
+    }
+
     /// Refuses a live site; moves a deleted one to `restoring`.
     fn begin(&self, site: &str, action: &'static str) -> Result<SiteRecord, PlatformError> {
         let path = self.registry_path();

@@ -127,6 +127,46 @@ impl Product {
     }
 }
 
+impl Product {
+    /// The product's tables in a PostgreSQL schema (no full-text index: a PostgreSQL shard would
+    /// index with an expression index, derived by the server). A table with an issue reference
+    /// on the shard that holds the issues has a foreign key to them.
+    pub fn pg_ddl(&self, schema: &str) -> String {
+        let q = |t: &str| crate::pgslice::qualified(schema, t);
+        let has_issues = self.tables.iter().any(|t| t.name == "issues");
+        let mut out = vec![format!("CREATE SCHEMA {}", crate::pgslice::ident(schema))];
+        for table in self.tables {
+            let mut cols = vec![
+                "site text NOT NULL".to_owned(),
+                "id bigint NOT NULL".to_owned(),
+            ];
+            let mut fk = None;
+            for (name, col) in table.columns {
+                let ty = if matches!(col, Col::IssueRef) {
+                    "bigint"
+                } else {
+                    "text"
+                };
+                cols.push(format!("{name} {ty} NOT NULL"));
+                if matches!(col, Col::IssueRef) && has_issues {
+                    fk = Some(format!(
+                        "FOREIGN KEY (site, {name}) REFERENCES {} (site, id)",
+                        q("issues")
+                    ));
+                }
+            }
+            cols.push("PRIMARY KEY (site, id)".to_owned());
+            cols.extend(fk);
+            out.push(format!(
+                "CREATE TABLE {} ({})",
+                q(table.name),
+                cols.join(", ")
+            ));
+        }
+        out.join(";\n")
+    }
+}
+
 impl Table {
     pub fn rows(&self, units: u64) -> u64 {
         (units as f64 * self.per_unit).round() as u64

@@ -104,6 +104,26 @@ impl Platform {
         )))
     }
 
+    /// Records that `site`'s `product` validated where drover's own checks ran elsewhere (a
+    /// PostgreSQL shard, `pg-validate`); a live site is refused.
+    pub fn mark_validated(
+        &self,
+        site: &str,
+        product: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), PlatformError> {
+        let record = self.site(site)?;
+        if record.state.is_live() {
+            return Err(PlatformError::SiteActive {
+                site: site.to_owned(),
+                state: record.state,
+                action: "validate",
+            });
+        }
+        record.shard(product)?;
+        self.record_validation(&record, product, at)
+    }
+
     fn record_validation(
         &self,
         record: &SiteRecord,

@@ -11,6 +11,7 @@ mod fetch_run;
 mod fuzz;
 mod kinds;
 mod pg_ledger;
+mod pg_targets;
 mod plan_cli;
 mod platform;
 mod preflight;
