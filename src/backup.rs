@@ -8,7 +8,8 @@
 //! - `s3`: `s3://bucket/prefix` through aws-sdk-s3 — the only module that imports the AWS SDK;
 //! - `catalog`: the newest complete snapshot at or before a point in time, and the RPO;
 //! - `check`: every fetch of a plan has a snapshot in its window (before anything runs);
-//! - `download`: ranged, parallel, verified, atomic, idempotent fetch of one snapshot.
+//! - `download`: ranged, parallel, verified, atomic, idempotent fetch of one snapshot;
+//! - `writer`: one snapshot written into a local store, its manifest last.
 
 pub mod catalog;
 pub mod check;
@@ -17,6 +18,7 @@ pub mod layout;
 pub mod local;
 pub mod manifest;
 pub mod s3;
+pub mod writer;
 
 use std::ops::Range;
 use std::path::Path;

@@ -24,7 +24,7 @@ mod export;
 mod restore;
 mod validate;
 
-pub use export::{begin, export_tenant};
+pub use export::{BackupReport, back_up, begin, export_tenant};
 pub use restore::{Existing, RestoreOptions, Restored, restore_tenant};
 pub use validate::{Validated, validate_tenant};
 

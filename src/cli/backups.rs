@@ -18,6 +18,37 @@ pub enum BackupsCommand {
     List(ListArgs),
     /// Download one unit's snapshot for a point in time into a directory, verifying every object.
     Fetch(FetchArgs),
+    /// Back up tenants of a multi-tenant PostgreSQL schema as tenant slices (the pg-snapshot
+    /// format that `pg-restore-tenant` restores): per tenant a snapshot of the unit
+    /// `<tenant>/<product>` holding its rows of every table with the tenant column (COPY text),
+    /// their counts and checksums, and the tables' foreign-key order. Every tenant is read in one
+    /// read-only transaction, at the same moment.
+    PgSnapshot(PgSnapshotArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PgSnapshotArgs {
+    /// The database: postgres://user@host:port/db (`sslmode`, `sslrootcert` as libpq). No
+    /// password in it: set PGPASSWORD.
+    #[arg(long, value_name = "URL")]
+    database: String,
+    /// The schema holding the tenants' tables.
+    #[arg(long)]
+    schema: String,
+    /// The column naming the tenant in every table to back up (tables without it are left out).
+    #[arg(long, default_value = "site")]
+    tenant_column: String,
+    /// The product the units are named after (`<tenant>/<product>`) [default: the schema].
+    #[arg(long)]
+    product: Option<String>,
+    /// Only these tenants (comma-separated) [default: every tenant in the tables].
+    #[arg(long, value_delimiter = ',')]
+    tenants: Option<Vec<String>>,
+    /// The backup store: a directory, written in drover's layout (docs/backups.md).
+    #[arg(long)]
+    store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +102,7 @@ pub fn run(cmd: BackupsCommand) -> Result<Done, Failure> {
     match cmd {
         BackupsCommand::List(args) => runtime.block_on(list(args)),
         BackupsCommand::Fetch(args) => runtime.block_on(fetch(args)),
+        BackupsCommand::PgSnapshot(args) => runtime.block_on(pg_snapshot(args)),
     }
 }
 
@@ -163,6 +195,67 @@ async fn fetch(args: FetchArgs) -> Result<Done, Failure> {
         "{}",
         serde_json::to_string(&report).map_err(anyhow::Error::from)?
     );
+    Ok(Done::Ok)
+}
+
+async fn pg_snapshot(args: PgSnapshotArgs) -> Result<Done, Failure> {
+    let refuse = |message: String, fix: &str| {
+        super::refuse(
+            std::path::Path::new("--database"),
+            "--database",
+            message,
+            fix,
+        )
+    };
+    if crate::redact::has_credentials(&args.database) {
+        return Err(refuse(
+            "carries a password: command lines are seen by every user of the machine and kept in \
+             shell histories"
+                .into(),
+            "remove it from the URL and set PGPASSWORD in the environment",
+        ));
+    }
+    let db = crate::pgslice::connect(&args.database, "drover backups")
+        .await
+        .map_err(|e| match e {
+            crate::pgslice::SliceError::Config(m) => refuse(m, "give postgres://user@host:port/db"),
+            e => Failure::Internal(anyhow::anyhow!("{e}")),
+        })?;
+    let product = args.product.as_deref().unwrap_or(&args.schema);
+    let started = std::time::Instant::now();
+    let report = crate::pgslice::back_up(
+        &db,
+        &args.schema,
+        &args.tenant_column,
+        product,
+        args.tenants.clone(),
+        &args.store,
+        chrono::Utc::now(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::pgslice::SliceError::Config(m) => super::refuse(
+            &args.store,
+            "--schema",
+            m,
+            "check --schema, --tenant-column and --tenants",
+        ),
+        e => Failure::Internal(anyhow::anyhow!("{e}")),
+    })?;
+    match args.format {
+        Format::Json => super::print_json(&report)?,
+        Format::Text => errln!(
+            "pg-snapshot: {} tenants of schema {} ({} tables, {} rows, {}) into {} as snapshot {} in {}",
+            report.units.len(),
+            report.schema,
+            report.tables.len(),
+            report.rows,
+            crate::util::size_text(report.bytes),
+            args.store.display(),
+            report.snapshot,
+            crate::report::human(started.elapsed())
+        ),
+    }
     Ok(Done::Ok)
 }
 

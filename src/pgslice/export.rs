@@ -81,3 +81,119 @@ pub async fn begin(db: &Db) -> Result<(), SliceError> {
         .await
         .map_err(db.failed("starting the backup's transaction"))
 }
+
+/// What [`back_up`] wrote.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BackupReport {
+    pub schema: String,
+    /// The snapshot directory name, `YYYYMMDDTHHMMSSZ`.
+    pub snapshot: String,
+    pub tables: Vec<String>,
+    /// Every unit written (`<tenant>/<product>`), in order.
+    pub units: Vec<String>,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Backs up the slices of `tenants` (every tenant found when `None`) of `schema` into `store`,
+/// a directory in drover's backup layout: per tenant a snapshot of the unit
+/// `<tenant>/<product>` at `time`, its manifest written last. All read in one transaction.
+pub async fn back_up(
+    db: &Db,
+    schema: &str,
+    tenant_column: &str,
+    product: &str,
+    tenants: Option<Vec<String>>,
+    store: &Path,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<BackupReport, SliceError> {
+    begin(db).await?;
+    let result = back_up_in(db, schema, tenant_column, product, tenants, store, time).await;
+    let _ = db.client.batch_execute("ROLLBACK").await;
+    result
+}
+
+async fn back_up_in(
+    db: &Db,
+    schema: &str,
+    tenant_column: &str,
+    product: &str,
+    tenants: Option<Vec<String>>,
+    store: &Path,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<BackupReport, SliceError> {
+    let tables = super::tenant_tables(db, schema, tenant_column).await?;
+    if tables.is_empty() {
+        return Err(SliceError::Config(format!(
+            "schema {schema} has no table with the column '{tenant_column}' (check --schema and \
+             --tenant-column)"
+        )));
+    }
+    let tenants = match tenants {
+        Some(t) => t,
+        None => {
+            let union: Vec<String> = tables
+                .iter()
+                .map(|(t, _)| {
+                    format!(
+                        "SELECT {c}::text FROM {} WHERE {c} IS NOT NULL",
+                        qualified(schema, t),
+                        c = ident(tenant_column)
+                    )
+                })
+                .collect();
+            let sql = format!("{} ORDER BY 1", union.join(" UNION "));
+            db.client
+                .query(&sql, &[])
+                .await
+                .map_err(db.failed(format!("listing the tenants of schema {schema}")))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        }
+    };
+    if let Some(bad) = tenants.iter().find(|t| !unit_safe(t)) {
+        return Err(SliceError::Config(format!(
+            "tenant '{bad}' cannot name a backup unit: drover's units are made of letters, \
+             digits, '-', '_', '.' and '@' (not starting with '.')"
+        )));
+    }
+    let mut report = BackupReport {
+        schema: schema.to_owned(),
+        snapshot: crate::backup::layout::snapshot_name(time),
+        tables: tables.iter().map(|(t, _)| t.clone()).collect(),
+        ..BackupReport::default()
+    };
+    let failed = |e: crate::backup::writer::WriteError| SliceError::Config(e.to_string());
+    for tenant in &tenants {
+        let unit = format!("{tenant}/{product}");
+        let mut snap = crate::backup::writer::SnapshotWriter::start(
+            store,
+            &unit,
+            product,
+            Some(tenant),
+            vec![],
+            time,
+        )
+        .map_err(failed)?;
+        let manifest = export_tenant(db, schema, tenant_column, &tables, tenant, &snap.dir).await?;
+        for t in &manifest.tables {
+            snap.add(&t.file, None).map_err(failed)?;
+            report.rows += t.rows;
+        }
+        snap.add(MANIFEST, None).map_err(failed)?;
+        report.bytes += snap.bytes;
+        report.units.push(snap.finish().map_err(failed)?);
+    }
+    Ok(report)
+}
+
+/// Whether a tenant's value can be a path component of a backup unit.
+fn unit_safe(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= 128
+        && !tenant.starts_with('.')
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+}

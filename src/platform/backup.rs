@@ -5,17 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::postgres::PgSession;
 use super::registry::{Contact, SiteRecord, SiteState};
 use super::{Context, IoContext, Platform, PlatformError};
-use crate::backup::layout::{MANIFEST, snapshot_name};
-use crate::backup::manifest::{FORMAT, Manifest, ObjectEntry};
+use crate::backup::layout::snapshot_name;
+use crate::backup::writer::{SnapshotWriter, WriteError};
 
 /// The object of a site's `contacts` unit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,12 +36,6 @@ pub struct BackupReport {
     pub units: Vec<String>,
     /// Bytes of objects written (manifests excluded).
     pub bytes: u64,
-}
-
-/// One snapshot being written.
-struct Snapshot {
-    dir: PathBuf,
-    manifest: Manifest,
 }
 
 impl Platform {
@@ -69,13 +62,13 @@ impl Platform {
                 break; // a PostgreSQL platform's rows are in its sites' own units
             }
             let unit = shard.clone();
-            let mut snap = Snapshot::start(store, &unit, &product, None, on_shard, time)?;
+            let mut snap = start(store, &unit, &product, None, on_shard, time)?;
             let object = snap.dir.join("shard.sqlite");
             let conn = self.shard(&shard)?;
             conn.execute("VACUUM INTO ?1", [object.to_string_lossy()])
                 .db(&self.shard_path(&shard))?;
-            snap.add(&mut report, "shard.sqlite", None)?;
-            snap.finish(&mut report)?;
+            add(&mut snap, &mut report, "shard.sqlite", None)?;
+            finish(snap, &mut report)?;
         }
         for site in all.iter().filter(|s| s.state != SiteState::Deleted) {
             for product in &site.products {
@@ -102,18 +95,18 @@ impl Platform {
         slices: Option<(&PgSession, &mut SliceTables)>,
     ) -> Result<(), PlatformError> {
         let unit = format!("{}/{product}", site.id);
-        let mut snap = Snapshot::start(store, &unit, product, Some(&site.id), vec![], time)?;
+        let mut snap = start(store, &unit, product, Some(&site.id), vec![], time)?;
         let src = self.attachments_dir(&site.id, product);
         let object = snap.dir.join("attachments.tar");
         write_tar(&src, &object)?;
-        snap.add(report, "attachments.tar", Some("tar"))?;
+        add(&mut snap, report, "attachments.tar", Some("tar"))?;
         if let Some((pg, tables)) = slices {
             let shard = site.shard(product)?;
             for object in self.pg_export(pg, tables, shard, &site.id, &snap.dir)? {
-                snap.add(report, &object, None)?;
+                add(&mut snap, report, &object, None)?;
             }
         }
-        snap.finish(report)
+        finish(snap, report)
     }
 
     fn backup_contacts(
@@ -124,7 +117,7 @@ impl Platform {
         report: &mut BackupReport,
     ) -> Result<(), PlatformError> {
         let unit = format!("{}/contacts", site.id);
-        let mut snap = Snapshot::start(store, &unit, "contacts", Some(&site.id), vec![], time)?;
+        let mut snap = start(store, &unit, "contacts", Some(&site.id), vec![], time)?;
         let export = ContactsExport {
             site: site.id.clone(),
             contacts: self.contacts(&site.id)?,
@@ -132,69 +125,8 @@ impl Platform {
         let object = snap.dir.join("contacts.json");
         let json = serde_json::to_vec_pretty(&export).expect("contacts serialize");
         fs::write(&object, json).io(&object)?;
-        snap.add(report, "contacts.json", None)?;
-        snap.finish(report)
-    }
-}
-
-impl Snapshot {
-    /// Creates the snapshot directory; refuses one that already has a manifest.
-    fn start(
-        store: &Path,
-        unit: &str,
-        product: &str,
-        site: Option<&str>,
-        sites: Vec<String>,
-        time: DateTime<Utc>,
-    ) -> Result<Snapshot, PlatformError> {
-        let dir = store.join(unit).join(snapshot_name(time));
-        if dir.join(MANIFEST).exists() {
-            return Err(PlatformError::SnapshotExists { path: dir });
-        }
-        // Leftovers of an interrupted backup: never complete, safe to replace.
-        if dir.exists() {
-            fs::remove_dir_all(&dir).io(&dir)?;
-        }
-        fs::create_dir_all(&dir).io(&dir)?;
-        let manifest = Manifest {
-            format: FORMAT.to_owned(),
-            unit: unit.to_owned(),
-            product: product.to_owned(),
-            site: site.map(str::to_owned),
-            sites,
-            snapshot_time: time,
-            objects: vec![],
-        };
-        Ok(Snapshot { dir, manifest })
-    }
-
-    /// Records an object already written into the snapshot directory.
-    fn add(
-        &mut self,
-        report: &mut BackupReport,
-        name: &str,
-        unpack: Option<&str>,
-    ) -> Result<(), PlatformError> {
-        let path = self.dir.join(name);
-        let bytes = fs::read(&path).io(&path)?;
-        report.bytes += bytes.len() as u64;
-        self.manifest.objects.push(ObjectEntry {
-            name: name.to_owned(),
-            size: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
-            unpack: unpack.map(str::to_owned),
-        });
-        Ok(())
-    }
-
-    /// Writes the manifest, last, and atomically.
-    fn finish(self, report: &mut BackupReport) -> Result<(), PlatformError> {
-        let tmp = self.dir.join("manifest.json.tmp");
-        fs::write(&tmp, self.manifest.to_json()).io(&tmp)?;
-        let path = self.dir.join(MANIFEST);
-        fs::rename(&tmp, &path).io(&path)?;
-        report.units.push(self.manifest.unit);
-        Ok(())
+        add(&mut snap, report, "contacts.json", None)?;
+        finish(snap, report)
     }
 }
 
@@ -234,4 +166,41 @@ fn write_tar(src: &Path, dest: &Path) -> Result<(), PlatformError> {
         tar.append_data(&mut header, &rel, &bytes[..]).io(dest)?;
     }
     tar.into_inner().and_then(|f| f.sync_all()).io(dest)
+}
+
+fn start(
+    store: &Path,
+    unit: &str,
+    product: &str,
+    site: Option<&str>,
+    sites: Vec<String>,
+    time: DateTime<Utc>,
+) -> Result<SnapshotWriter, PlatformError> {
+    SnapshotWriter::start(store, unit, product, site, sites, time).map_err(Into::into)
+}
+
+fn add(
+    snap: &mut SnapshotWriter,
+    report: &mut BackupReport,
+    name: &str,
+    unpack: Option<&str>,
+) -> Result<(), PlatformError> {
+    let before = snap.bytes;
+    snap.add(name, unpack)?;
+    report.bytes += snap.bytes - before;
+    Ok(())
+}
+
+fn finish(snap: SnapshotWriter, report: &mut BackupReport) -> Result<(), PlatformError> {
+    report.units.push(snap.finish()?);
+    Ok(())
+}
+
+impl From<WriteError> for PlatformError {
+    fn from(e: WriteError) -> PlatformError {
+        match e {
+            WriteError::Exists(path) => PlatformError::SnapshotExists { path },
+            WriteError::Io { path, source } => PlatformError::Io { path, source },
+        }
+    }
 }

@@ -308,3 +308,239 @@ fn a_corrupt_table_object_quarantines_one_site_and_a_killed_copy_resumes_exactly
             && r.get::<_, String>(1).starts_with("identity"))
     );
 }
+
+/// An operator's own schema: tenant column `tenant_id`, a foreign key, values COPY must escape.
+const APP_SCHEMA: &str = "
+CREATE SCHEMA app;
+CREATE TABLE app.accounts (tenant_id text NOT NULL, id bigint NOT NULL, name text,
+    PRIMARY KEY (tenant_id, id));
+CREATE TABLE app.orders (tenant_id text NOT NULL, id bigint NOT NULL, account_id bigint,
+    total numeric(12, 2), note text, PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, account_id) REFERENCES app.accounts (tenant_id, id));
+INSERT INTO app.accounts SELECT 'site-000' || t, a, 'account ' || a || E' of\\t\"' || t || E'\"\\n'
+    FROM generate_series(1, 4) t, generate_series(1, 20) a;
+INSERT INTO app.orders SELECT 'site-000' || t, o, 1 + o % 20, o * 1.25,
+    CASE WHEN o % 7 = 0 THEN NULL ELSE E'back\\\\slash ' || o END
+    FROM generate_series(1, 4) t, generate_series(1, 150) o;
+";
+
+/// Every row of a tenant, as text, in key order.
+fn tenant_rows(url: &str, tenant: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in ["accounts", "orders"] {
+        let sql =
+            format!("SELECT t::text FROM app.{table} t WHERE tenant_id = '{tenant}' ORDER BY id");
+        out.extend(rows(url, &sql).iter().map(|r| r.get::<_, String>(0)));
+    }
+    out
+}
+
+#[test]
+fn an_operators_schema_restores_by_tenant_and_refuses_what_it_must() {
+    let url = database("pg_app");
+    let secret = "pw-Kv93mQ";
+    let with_password = url.replacen("drover@", &format!("drover:{secret}@"), 1);
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin.batch_execute(APP_SCHEMA).unwrap();
+    let before: Vec<Vec<String>> = (1..=4)
+        .map(|t| tenant_rows(&url, &format!("site-000{t}")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The backup: one slice per tenant, in drover's layout.
+    let out = drover()
+        .args([
+            "backups",
+            "pg-snapshot",
+            "--database",
+            &url,
+            "--schema",
+            "app",
+        ])
+        .args([
+            "--tenant-column",
+            "tenant_id",
+            "--format",
+            "json",
+            "--store",
+        ])
+        .arg(d.join("store"))
+        .output()
+        .unwrap();
+    exited(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["tables"],
+        serde_json::json!(["accounts", "orders"]),
+        "parents first"
+    );
+    assert_eq!(report["units"].as_array().unwrap().len(), 4);
+    assert_eq!(report["rows"], 4 * (20 + 150));
+    let refused = drover()
+        .args([
+            "backups",
+            "pg-snapshot",
+            "--database",
+            &with_password,
+            "--schema",
+            "app",
+        ])
+        .args(["--store", "elsewhere"])
+        .output()
+        .unwrap();
+    assert!(support::refused(&refused).contains("PGPASSWORD"));
+
+    // The incident: tenants 1, 2 and 3 deleted; tenant 3 already has a new live row; a trigger
+    // makes any copy of tenant 2's orders touch tenant 4's rows.
+    admin
+        .batch_execute(
+            "DELETE FROM app.orders WHERE tenant_id IN ('site-0001', 'site-0002', 'site-0003');
+             DELETE FROM app.accounts WHERE tenant_id IN ('site-0001', 'site-0002', 'site-0003');
+             INSERT INTO app.accounts VALUES ('site-0003', 999, 'made after the incident');
+             CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.tenant_id = 'site-0002' THEN
+                 UPDATE app.accounts SET name = 'touched' WHERE tenant_id = 'site-0004' AND id = 1;
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER touch AFTER INSERT ON app.orders FOR EACH ROW EXECUTE FUNCTION app.touch();",
+        )
+        .unwrap();
+
+    let workflow = support::write(
+        d,
+        "workflow.toml",
+        r#"
+[workflow]
+name = "app-tenants"
+[pools.db]
+capacity = 2
+[products.app]
+[steps.fetch]
+scope = "product"
+kind = "fetch"
+params = { unit = "{site}/{product}", source = "{backups}", point_in_time = "{point_in_time}" }
+estimate = "1s"
+[steps.restore]
+scope = "product"
+kind = "pg-restore-tenant"
+after = ["fetch"]
+params = { database = "{env:APP_DB}" }
+uses = { db = 1 }
+retry = { attempts = 1 }
+estimate = "1s"
+[steps.validate]
+scope = "product"
+kind = "pg-validate"
+after = ["fetch", "restore"]
+params = { database = "{env:APP_DB}" }
+estimate = "1s"
+"#,
+    );
+    let request = support::write(
+        d,
+        "request.toml",
+        format!(
+            "[request]\nname = \"app\"\npoint_in_time = \"{}\"\nproducts = [\"app\"]\n\
+             [backups]\nsource = \"{}\"\n\
+             [[sites]]\nid = \"site-0001\"\n[[sites]]\nid = \"site-0002\"\n[[sites]]\nid = \"site-0003\"\n",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            d.join("store").display()
+        ),
+    );
+    let out = drover()
+        .env("APP_DB", &with_password)
+        .args(["run", "--yes", "-w"])
+        .arg(&workflow)
+        .arg("-r")
+        .arg(&request)
+        .args(["--state", "s.db"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let status = status_json(&d.join("s.db"));
+    let state = |site: &str| {
+        status["site_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == site)
+            .unwrap()
+            .clone()
+    };
+    // Tenant 1 is back, equal to its backup, and validated.
+    assert_eq!(state("site-0001")["state"], "restored", "{status}");
+    assert_eq!(tenant_rows(&url, "site-0001"), before[0]);
+    // Tenant 3's live row is never overwritten: the site is quarantined, its row kept.
+    assert_eq!(state("site-0003")["state"], "quarantined", "{status}");
+    let reason = state("site-0003")["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("already holds rows of tenant 'site-0003'"),
+        "{reason}"
+    );
+    assert_eq!(tenant_rows(&url, "site-0003").len(), 1);
+    // Tenant 2's copy changed a neighbour's row: rolled back whole, the neighbour unchanged.
+    assert_eq!(state("site-0002")["state"], "failed", "{status}");
+    let reason = state("site-0002")["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("changed other tenants' rows of app.accounts")
+            || reason.contains("changed other tenants' rows"),
+        "{reason}"
+    );
+    assert!(
+        tenant_rows(&url, "site-0002").is_empty(),
+        "nothing of the copy stayed"
+    );
+    assert_eq!(tenant_rows(&url, "site-0004"), before[3]);
+    for file in support::files_under(d) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{}",
+            file.display()
+        );
+    }
+    assert!(!text.contains(secret));
+
+    // The same idempotency key never copies twice; another key finds live rows and refuses;
+    // `existing = replace` replaces them in the same transaction.
+    admin
+        .batch_execute("DROP TRIGGER touch ON app.orders")
+        .unwrap();
+    let slice = std::fs::read_dir(d.join("store/site-0002/app"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use drover::pgslice::{Existing, RestoreOptions, SliceError, connect, restore_tenant};
+        let mut db = connect(&url, "test").await.unwrap();
+        let opts = |key, existing| RestoreOptions {
+            schema: None,
+            tenant: "site-0002",
+            existing,
+            skip_neighbour_check: &[],
+            key,
+        };
+        let first = restore_tenant(&mut db, &slice, &opts("k1", Existing::Refuse))
+            .await
+            .unwrap();
+        assert_eq!(first.rows_inserted, 170);
+        let again = restore_tenant(&mut db, &slice, &opts("k1", Existing::Refuse))
+            .await
+            .unwrap();
+        assert!(again.already_restored && again.rows_inserted == 0);
+        let other = restore_tenant(&mut db, &slice, &opts("k2", Existing::Refuse)).await;
+        assert!(matches!(other, Err(SliceError::LiveRows(_))), "{other:?}");
+        let replaced = restore_tenant(&mut db, &slice, &opts("k3", Existing::Replace))
+            .await
+            .unwrap();
+        assert_eq!((replaced.rows_replaced, replaced.rows_inserted), (170, 170));
+    });
+    assert_eq!(tenant_rows(&url, "site-0002"), before[1]);
+}
