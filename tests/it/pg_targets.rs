@@ -544,3 +544,24 @@ estimate = "1s"
     });
     assert_eq!(tenant_rows(&url, "site-0002"), before[1]);
 }
+
+#[test]
+fn demo_postgres_without_a_url_says_how_to_start_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = drover()
+        .args(["demo", "--postgres", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = support::refused(&out);
+    assert!(
+        text.contains("initdb")
+            && text.contains("pg_ctl")
+            && text.contains("drover demo --postgres postgres://"),
+        "{text}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was made"
+    );
+}
