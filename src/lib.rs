@@ -74,8 +74,10 @@
 //! - [`generate`]: synthetic requests for benchmarks and drills.
 //! - [`steps`]: the `StepKind` trait, the registry, one file per built-in kind.
 //! - [`backup`]: backup stores (local, S3), manifests, point-in-time choice, verified fetch.
-//! - [`platform`]: the reference multi-tenant SaaS platform (SQLite shards) the demo deletes and
-//!   restores.
+//! - [`platform`]: the reference multi-tenant SaaS platform (SQLite shards, or schemas on a
+//!   PostgreSQL server) the demo deletes and restores.
+//! - [`pgslice`]: one tenant's rows of a multi-tenant PostgreSQL schema: backed up as a tenant
+//!   slice, restored into the live shard in one transaction, validated.
 //! - [`ledger`]: the durable record of a run (SQLite; in-memory for tests), group-committed.
 //! - [`schedule`]: the one loop that spawns steps: pools, policies, retries, failure isolation.
 //! - [`sim`]: the scheduling core over virtual time, and the duration model: forecasts.
