@@ -685,23 +685,41 @@ pub struct Worked {
     pub refetched: usize,
 }
 
+/// The fetches this worker ran again, by step ID: one at a time per fetch, and once each while
+/// its files stay here. Steps of many sites read the same shard snapshot; fetched again for each
+/// of them at once, the copies would write the same files under each other.
+#[derive(Default)]
+struct Refetched(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<StepOutput>>>>>);
+
+impl Refetched {
+    fn slot(&self, step_id: &str) -> Arc<tokio::sync::Mutex<Option<StepOutput>>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(step_id.to_owned()).or_default().clone()
+    }
+}
+
+/// The directory a fetch's output names, if it is on this machine.
+fn dir_here(output: &StepOutput) -> Option<&Path> {
+    output["dir"]
+        .as_str()
+        .map(Path::new)
+        .filter(|dir| dir.is_dir())
+}
+
 /// The step's context with every fetched input on this machine. A fetch whose files are not
 /// here (it ran on another worker whose staging is not shared with this one, or on one that
-/// died and took its staging with it) runs again here first, verified as any fetch is.
+/// died and took its staging with it) runs again here first, verified as any fetch is; steps
+/// that need the same fetch wait for one another's.
 async fn inputs_here(
     mut ctx: StepContext,
     refetch: Vec<Sent>,
     fetch: Option<Arc<dyn StepKind>>,
     staging: &Path,
+    refetched: &Refetched,
 ) -> Result<(StepContext, usize), StepError> {
     let mut again = 0;
     for sent in refetch {
-        let here = ctx
-            .upstream
-            .get(&sent.step_id)
-            .and_then(|o| o["dir"].as_str())
-            .is_some_and(|dir| Path::new(dir).is_dir());
-        if here {
+        if ctx.upstream.get(&sent.step_id).and_then(dir_here).is_some() {
             continue;
         }
         let Some(fetch) = &fetch else {
@@ -709,13 +727,19 @@ async fn inputs_here(
                 "this worker has no fetch kind to fetch its inputs again".into(),
             ));
         };
+        let id = sent.step_id.clone();
+        let slot = refetched.slot(&id);
+        let mut done = slot.lock().await;
+        if let Some(output) = done.as_ref().filter(|o| dir_here(o).is_some()) {
+            ctx.upstream.insert(id, output.clone());
+            continue;
+        }
         tracing::warn!(
             step = %ctx.step_id,
             fetch = %sent.step_id,
             "the fetched files this step reads are not on this machine (fetched by a worker \
              whose staging is not shared, or one that is gone): fetching them again here"
         );
-        let id = sent.step_id.clone();
         let output = fetch
             .run(sent.into_context(staging, ctx.cancel.clone()))
             .await
@@ -727,10 +751,31 @@ async fn inputs_here(
                     StepError::Quarantine(m) => StepError::Quarantine(again(m)),
                 }
             })?;
+        *done = Some(output.clone());
         ctx.upstream.insert(id, output);
         again += 1;
     }
     Ok((ctx, again))
+}
+
+/// A step that failed while the fetched files it read went away under it (the worker that
+/// fetched them died with its staging) did not fail on its own account: it runs again, and
+/// the next attempt fetches its inputs where it runs.
+fn unless_inputs_went(
+    result: Result<StepOutput, StepError>,
+    read: &[String],
+) -> Result<StepOutput, StepError> {
+    match result {
+        Err(StepError::Permanent(m) | StepError::Quarantine(m))
+            if read.iter().any(|dir| !Path::new(dir).is_dir()) =>
+        {
+            Err(StepError::Retryable(format!(
+                "{m} (the fetched files it read went away while it ran; it runs again and \
+                 fetches them where it runs)"
+            )))
+        }
+        other => other,
+    }
 }
 
 /// A worker's own name in the queue: host and process.
@@ -753,6 +798,7 @@ pub async fn work(
     let mut running: HashMap<String, (i32, CancellationToken, i64)> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut worked = Worked::default();
+    let refetched = Arc::new(Refetched::default());
     let mut heartbeat = tokio::time::interval(opts.lease / 3);
     loop {
         let free = opts.slots.saturating_sub(running.len());
@@ -790,13 +836,23 @@ pub async fn work(
                 let kind = kinds.get(kind);
                 let fetch = kinds.get(FETCH_KIND);
                 let staging = opts.staging.clone();
+                let refetched = refetched.clone();
                 running.insert(step.clone(), (attempt, cancel, claimed_at));
                 tasks.spawn(async move {
                     let (result, again) = match kind {
-                        Some(k) => match inputs_here(ctx, refetch, fetch, &staging).await {
-                            Ok((ctx, again)) => (k.run(ctx).await, again),
-                            Err(e) => (Err(e), 0),
-                        },
+                        Some(k) => {
+                            match inputs_here(ctx, refetch, fetch, &staging, &refetched).await {
+                                Ok((ctx, again)) => {
+                                    let read: Vec<String> = ctx
+                                        .upstream
+                                        .values()
+                                        .filter_map(|o| o["dir"].as_str().map(str::to_owned))
+                                        .collect();
+                                    (unless_inputs_went(k.run(ctx).await, &read), again)
+                                }
+                                Err(e) => (Err(e), 0),
+                            }
+                        }
                         None => (
                             Err(StepError::Permanent(
                                 "this worker has no such step kind".into(),
@@ -946,4 +1002,34 @@ async fn report(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_that_failed_because_its_fetched_files_went_away_runs_again() {
+        let here = tempfile::tempdir().unwrap();
+        let gone = here.path().join("gone");
+        let failed = || {
+            Err(StepError::Permanent(
+                "snapshot shard.sqlite: no such file".into(),
+            ))
+        };
+        let read_gone = [
+            here.path().display().to_string(),
+            gone.display().to_string(),
+        ];
+        match unless_inputs_went(failed(), &read_gone) {
+            Err(StepError::Retryable(m)) => assert!(m.contains("went away"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Its files are all here: the failure is the step's own.
+        let read_here = [here.path().display().to_string()];
+        assert!(matches!(
+            unless_inputs_went(failed(), &read_here),
+            Err(StepError::Permanent(_))
+        ));
+    }
 }

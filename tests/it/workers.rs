@@ -230,6 +230,20 @@ fn three_workers_restore_300_sites_and_a_killed_worker_s_steps_are_rescued() {
         refetched > 0,
         "readers fetched again what was not on their machine"
     );
+    // Many sites read one shard's snapshot: a worker fetches each lost fetch again once, not
+    // once per reader (and not several times at once into the same files).
+    let lost = query(
+        &url,
+        &format!(
+            "SELECT step FROM drover_work WHERE worker LIKE '{victim}' AND state = 'done' \
+             AND kind = 'fetch'"
+        ),
+    )
+    .len();
+    assert!(
+        refetched <= 2 * lost,
+        "{refetched} fetches run again by two workers for {lost} fetches lost"
+    );
 
     // Every orphan was finished by another worker.
     for step in &orphans {
