@@ -151,8 +151,28 @@ fn main() {
     for mix in &mixes {
         let ms = fixed_ms(&mix.plan);
         let durations = sim::model::Durations::fixed(&ms);
-        let lb = Bounds::new(&mix.plan, &ms, &mix.capacity).lower_bound_ms() as f64 / 1000.0;
+        let bounds = Bounds::new(&mix.plan, &ms, &mix.capacity);
+        let lb = bounds.lower_bound_ms() as f64 / 1000.0;
         println!("\n{} — lower bound {:.0} s", mix.name, lb);
+        let parts: Vec<String> = mix
+            .plan
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(p, pool)| {
+                format!(
+                    "{} {:.0} s + {:.0} s",
+                    pool.name,
+                    bounds.pool_ms[p] as f64 / 1000.0,
+                    bounds.pool_edges_ms[p] as f64 / 1000.0
+                )
+            })
+            .collect();
+        println!(
+            "  (work ÷ capacity + edges: {}; critical path {:.0} s)",
+            parts.join(", "),
+            bounds.critical_path_ms as f64 / 1000.0
+        );
         let mut o = SimOptions::for_plan(&mix.plan);
         o.capacity = mix.capacity.clone();
         let outcomes = sim::compare(&mix.plan, &o, &durations);
