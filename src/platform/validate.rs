@@ -28,14 +28,7 @@ impl Platform {
         snapshot: impl AsRef<Path>,
         at: DateTime<Utc>,
     ) -> Result<(), PlatformError> {
-        let record = self.site(site)?;
-        if record.state.is_live() {
-            return Err(PlatformError::SiteActive {
-                site: site.to_owned(),
-                state: record.state,
-                action: "validate",
-            });
-        }
+        let record = self.not_live(site)?;
         let fail = |reason: String| ValidationFailure {
             site: site.to_owned(),
             product: product.to_owned(),
@@ -112,6 +105,13 @@ impl Platform {
         product: &str,
         at: DateTime<Utc>,
     ) -> Result<(), PlatformError> {
+        let record = self.not_live(site)?;
+        record.shard(product)?;
+        self.record_validation(&record, product, at)
+    }
+
+    /// `site`'s record; a live site is never validated (its data is the customer's now).
+    fn not_live(&self, site: &str) -> Result<SiteRecord, PlatformError> {
         let record = self.site(site)?;
         if record.state.is_live() {
             return Err(PlatformError::SiteActive {
@@ -120,8 +120,7 @@ impl Platform {
                 action: "validate",
             });
         }
-        record.shard(product)?;
-        self.record_validation(&record, product, at)
+        Ok(record)
     }
 
     fn record_validation(

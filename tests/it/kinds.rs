@@ -23,16 +23,6 @@ fn status(dir: &Path) -> Value {
     support::status_json(&dir.join("s.db"))
 }
 
-fn site_state(doc: &Value, site: &str) -> Value {
-    doc["site_status"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["site"] == site)
-        .unwrap()
-        .clone()
-}
-
 #[test]
 fn exec_runs_commands_with_the_idempotency_key_and_classifies_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,8 +77,8 @@ estimate = "1s"
         .unwrap();
     support::exited(&out, 3);
     let doc = status(d);
-    assert_eq!(site_state(&doc, "site-1")["state"], "restored");
-    let failed = site_state(&doc, "site-2");
+    assert_eq!(support::site_status(&doc, "site-1")["state"], "restored");
+    let failed = support::site_status(&doc, "site-2");
     assert_eq!(failed["state"], "failed");
     assert!(
         failed["reason"]
@@ -153,13 +143,13 @@ retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "10ms" }}
     let doc = tokio::task::spawn_blocking(move || status(&dd))
         .await
         .unwrap();
-    assert_eq!(site_state(&doc, "site-ok")["state"], "restored");
+    assert_eq!(support::site_status(&doc, "site-ok")["state"], "restored");
     assert_eq!(
-        site_state(&doc, "site-flaky")["state"],
+        support::site_status(&doc, "site-flaky")["state"],
         "restored",
         "503 was retried"
     );
-    let bad = site_state(&doc, "site-bad");
+    let bad = support::site_status(&doc, "site-bad");
     assert_eq!(bad["state"], "failed");
     assert!(
         bad["reason"].as_str().unwrap().contains("HTTP 400"),

@@ -463,15 +463,7 @@ estimate = "1s"
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(3), "{text}");
     let status = status_json(&d.join("s.db"));
-    let state = |site: &str| {
-        status["site_status"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["site"] == site)
-            .unwrap()
-            .clone()
-    };
+    let state = |site: &str| support::site_status(&status, site);
     // Tenant 1 is back, equal to its backup, and validated.
     assert_eq!(state("site-0001")["state"], "restored", "{status}");
     assert_eq!(tenant_rows(&url, "site-0001"), before[0]);

@@ -74,12 +74,7 @@ fn one_flipped_byte_in_a_sites_backup_quarantines_that_site_only() {
     let status = status_json(&d.join("s.db"));
     assert_eq!(status["sites"]["quarantined"], 1, "{status}");
     assert_eq!(status["sites"]["restored"], 11, "{status}");
-    let site = status["site_status"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["site"] == "site-0003")
-        .unwrap();
+    let site = support::site_status(&status, "site-0003");
     assert_eq!(site["state"], "quarantined");
     let reason = site["reason"].as_str().unwrap();
     assert!(

@@ -409,12 +409,7 @@ fn failures_are_isolated_reported_and_repaired_by_retry_and_skip() {
     );
     assert_eq!(fetch["blocked_steps"], 4, "two checks and two site steps");
     assert!(failures.iter().any(|f| f["step"] == "site-c/p/check"));
-    let site_a = doc["site_status"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["site"] == "site-a")
-        .unwrap();
+    let site_a = support::site_status(&doc, "site-a");
     assert!(
         site_a["reason"]
             .as_str()
@@ -493,13 +488,7 @@ fn failures_are_isolated_reported_and_repaired_by_retry_and_skip() {
         .assert()
         .code(3);
     let doc = status_json(&state);
-    let b = doc["site_status"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["site"] == "site-b")
-        .unwrap()
-        .clone();
+    let b = support::site_status(&doc, "site-b");
     assert_eq!(b["state"], "restored", "{b}");
     assert_eq!(doc["steps"]["skipped"], 1);
     assert_eq!(doc["sites"]["failed"], 1);

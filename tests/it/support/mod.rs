@@ -72,6 +72,17 @@ pub fn status_json(state: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// One site's entry in a `status_json` document.
+pub fn site_status(doc: &serde_json::Value, site: &str) -> serde_json::Value {
+    doc["site_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == site)
+        .unwrap_or_else(|| panic!("{site} is not in the status: {doc}"))
+        .clone()
+}
+
 /// Every regular file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
