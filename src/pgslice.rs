@@ -30,7 +30,6 @@ pub use validate::{Validated, validate_tenant};
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -240,14 +239,7 @@ pub async fn connect(url: &str, application: &str) -> Result<Db, SliceError> {
             crate::redact::text(&e.to_string())
         ))
     })?;
-    if config.get_password().is_none()
-        && let Ok(password) = std::env::var("PGPASSWORD")
-    {
-        config.password(password);
-    }
-    config.connect_timeout(Duration::from_secs(10));
-    config.application_name(application);
-    config.ssl_mode(tls.mode);
+    crate::pgtls::settle(&mut config, &tls, application);
     let (client, connection) =
         config
             .connect(tls.connector)

@@ -31,6 +31,20 @@ pub struct Tls {
     pub connector: MakeRustlsConnect,
 }
 
+/// What every drover connection sets once the caller has checked the URL: the password from
+/// `PGPASSWORD` when the URL has none, a 10 s connect timeout, the name the server shows for it
+/// (`pg_stat_activity.application_name`), and TLS as `tls` says.
+pub fn settle(config: &mut tokio_postgres::Config, tls: &Tls, application: &str) {
+    if config.get_password().is_none()
+        && let Ok(password) = std::env::var("PGPASSWORD")
+    {
+        config.password(password);
+    }
+    config.connect_timeout(std::time::Duration::from_secs(10));
+    config.application_name(application);
+    config.ssl_mode(tls.mode);
+}
+
 /// Takes `sslmode` and `sslrootcert` out of `url`: the rest of the URL (for tokio-postgres to
 /// parse), and how to connect. The error says what is wrong and what to give instead.
 pub fn split(url: &str) -> Result<(String, Tls), String> {

@@ -98,12 +98,10 @@ CREATE TABLE IF NOT EXISTS drover_updates (
 /// Where a PostgreSQL ledger is: the connection, and the ledger's name in it.
 #[derive(Clone)]
 pub struct Address {
-    config: Config,
+    /// Settled (`pgtls::settle`); the blocking client's `Config` is made from it.
+    config: tokio_postgres::Config,
     /// The URL as given, without `ledger=`: for messages and the audit trail.
     shown: String,
-    /// The URL without `ledger=` and the TLS settings, for the async connections of the work
-    /// queue.
-    url: String,
     /// TLS as the URL's `sslmode` asks (crate::pgtls).
     tls: crate::pgtls::Tls,
     pub ledger: String,
@@ -148,7 +146,7 @@ impl Address {
             format!("{base}?{}", rest.join("&"))
         };
         let (plain, tls) = crate::pgtls::split(&without).map_err(bad)?;
-        let mut config = Config::from_str(&plain)
+        let mut config = tokio_postgres::Config::from_str(&plain)
             .map_err(|e| bad(format!("not a PostgreSQL URL drover can use: {e}")))?;
         if config.get_password().is_some() {
             return Err(bad(
@@ -157,12 +155,7 @@ impl Address {
                     .into(),
             ));
         }
-        if let Ok(password) = std::env::var("PGPASSWORD") {
-            config.password(password);
-        }
-        config.connect_timeout(Duration::from_secs(10));
-        config.application_name("drover");
-        config.ssl_mode(tls.mode);
+        crate::pgtls::settle(&mut config, &tls, "drover");
         // A process paused or cut off inside a transaction would hold its row locks (the
         // ledger's hold among them) until the server noticed: no standby could take over.
         // drover's transactions never wait on their client for long.
@@ -173,7 +166,6 @@ impl Address {
                 "{without}{}ledger={ledger}",
                 if rest.is_empty() { "?" } else { "&" }
             ),
-            url: plain,
             tls,
             ledger,
         })
@@ -186,15 +178,7 @@ impl Address {
 
     /// The same connection settings for `tokio-postgres` (the work queue).
     pub fn async_config(&self) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::from_str(&self.url).expect("parsed once already");
-        if let Ok(password) = std::env::var("PGPASSWORD") {
-            config.password(password);
-        }
-        config.connect_timeout(Duration::from_secs(10));
-        config.application_name("drover");
-        config.ssl_mode(self.tls.mode);
-        config.options(IDLE_IN_TRANSACTION);
-        config
+        self.config.clone()
     }
 
     /// Where a run on this ledger stages what it fetches: `<ledger name>.staging` here.
@@ -208,7 +192,7 @@ impl Address {
     }
 
     fn connect(&self) -> Result<Client, LedgerError> {
-        self.config
+        Config::from(self.config.clone())
             .connect(self.tls())
             .map_err(|e| LedgerError::Postgres {
                 state: self.shown.clone(),

@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
 
 use postgres::{Client, Config};
 
@@ -35,7 +34,7 @@ impl PostgresRegistry {
     pub fn connect(target: &Target) -> Result<PostgresRegistry, RegistryError> {
         let (plain, tls) = crate::pgtls::split(&target.registry)
             .map_err(|e| RegistryError::Config(format!("[target] registry: {e}")))?;
-        let mut config = Config::from_str(&plain).map_err(|e| {
+        let mut config = tokio_postgres::Config::from_str(&plain).map_err(|e| {
             RegistryError::Config(format!(
                 "[target] registry is not a PostgreSQL URL drover can read: {e}"
             ))
@@ -59,17 +58,14 @@ impl PostgresRegistry {
                  optionally schema.view)"
             )));
         }
-        if let Ok(password) = std::env::var("PGPASSWORD") {
-            config.password(password);
-        }
-        config.connect_timeout(Duration::from_secs(10));
-        config.application_name("drover preflight");
+        crate::pgtls::settle(&mut config, &tls, "drover preflight");
         let unreachable = |e: postgres::Error| RegistryError::Unreachable {
             registry: at.clone(),
             reason: reason(&e),
         };
-        config.ssl_mode(tls.mode);
-        let mut client = config.connect(tls.connector).map_err(unreachable)?;
+        let mut client = Config::from(config)
+            .connect(tls.connector)
+            .map_err(unreachable)?;
         client
             .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             .map_err(unreachable)?;
@@ -243,7 +239,7 @@ impl SiteRegistry for PostgresRegistry {
 }
 
 /// `postgres://user@host:port/db`, without a password.
-fn describe(config: &Config) -> String {
+fn describe(config: &tokio_postgres::Config) -> String {
     let host = config
         .get_hosts()
         .first()
