@@ -260,8 +260,16 @@ pub async fn connect(url: &str, application: &str) -> Result<Db, SliceError> {
     })
 }
 
-/// Reads and checks the `pg-tenant.json` of a fetched slice.
-pub fn read_manifest(dir: &Path) -> Result<TenantManifest, SliceError> {
+/// The URL in a file that names a database (`database_file`, a platform's `postgres.url`): its
+/// first line that is neither empty nor a `#` comment, trimmed.
+pub fn url_in(text: &str) -> Option<&str> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Reads and checks the `pg-tenant.json` of a fetched slice, which must be `tenant`'s.
+pub fn read_manifest(dir: &Path, tenant: &str) -> Result<TenantManifest, SliceError> {
     let path = dir.join(MANIFEST);
     let bad = |reason: String| SliceError::BadSlice {
         path: path.display().to_string(),
@@ -298,6 +306,15 @@ pub fn read_manifest(dir: &Path) -> Result<TenantManifest, SliceError> {
                 t.name, manifest.tenant_column
             )));
         }
+    }
+    if manifest.tenant != tenant {
+        return Err(SliceError::BadSlice {
+            path: dir.display().to_string(),
+            reason: format!(
+                "holds the rows of tenant '{}', not of '{tenant}'",
+                manifest.tenant
+            ),
+        });
     }
     Ok(manifest)
 }

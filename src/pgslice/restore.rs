@@ -64,16 +64,7 @@ pub async fn restore_tenant(
     dir: &Path,
     opts: &RestoreOptions<'_>,
 ) -> Result<Restored, SliceError> {
-    let manifest = read_manifest(dir)?;
-    if manifest.tenant != opts.tenant {
-        return Err(SliceError::BadSlice {
-            path: dir.display().to_string(),
-            reason: format!(
-                "holds the rows of tenant '{}', not of '{}'",
-                manifest.tenant, opts.tenant
-            ),
-        });
-    }
+    let manifest = read_manifest(dir, opts.tenant)?;
     ensure_bookkeeping(db).await?;
     db.client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")

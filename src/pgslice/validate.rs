@@ -24,16 +24,7 @@ pub async fn validate_tenant(
     schema: Option<&str>,
     tenant: &str,
 ) -> Result<Validated, SliceError> {
-    let manifest = read_manifest(dir)?;
-    if manifest.tenant != tenant {
-        return Err(SliceError::BadSlice {
-            path: dir.display().to_string(),
-            reason: format!(
-                "holds the rows of tenant '{}', not of '{tenant}'",
-                manifest.tenant
-            ),
-        });
-    }
+    let manifest = read_manifest(dir, tenant)?;
     let schema = schema.unwrap_or(&manifest.schema);
     db.client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

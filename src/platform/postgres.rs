@@ -62,10 +62,7 @@ impl Platform {
     /// The URL of the server holding this platform's shards, when they are in PostgreSQL.
     pub fn postgres_url(&self) -> Option<String> {
         let text = fs::read_to_string(self.dir.join(POSTGRES_URL)).ok()?;
-        text.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(str::to_owned)
+        pgslice::url_in(&text).map(str::to_owned)
     }
 
     pub(crate) fn pg(&self) -> Result<Option<PgSession>, PlatformError> {
@@ -231,7 +228,7 @@ impl Platform {
         let mut h = Sha256::new();
         let mut rows = BTreeMap::new();
         for table in product.tables {
-            let columns: Vec<String> = table.column_list().split(", ").map(str::to_owned).collect();
+            let columns: Vec<String> = table.column_names().into_iter().map(Into::into).collect();
             let sql = checksum_sql(&qualified(shard, table.name), &columns, &mine);
             let (n, sum) = pg.run(checksum(
                 &pg.db,

@@ -194,9 +194,14 @@ impl Table {
 
     /// `site, id, <columns>`: the canonical column order.
     pub fn column_list(&self) -> String {
+        self.column_names().join(", ")
+    }
+
+    /// `site`, `id`, then the table's own columns.
+    pub fn column_names(&self) -> Vec<&'static str> {
         let mut cols = vec!["site", "id"];
         cols.extend(self.columns.iter().map(|(name, _)| *name));
-        cols.join(", ")
+        cols
     }
 
     /// Selects `(site, doc, text)` index entries of site `?1` from this table in `schema`.

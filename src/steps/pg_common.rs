@@ -34,15 +34,11 @@ pub(crate) async fn connect(ctx: &StepContext) -> Result<(Pooled, Resolved), Ste
 fn read_url(file: &str) -> Result<String, StepError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| StepError::Permanent(format!("database_file {file}: cannot read it: {e}")))?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            StepError::Permanent(format!(
-                "database_file {file} holds no URL: write one postgres:// URL in it"
-            ))
-        })
+    pgslice::url_in(&text).map(str::to_owned).ok_or_else(|| {
+        StepError::Permanent(format!(
+            "database_file {file} holds no URL: write one postgres:// URL in it"
+        ))
+    })
 }
 
 /// The directory of the upstream fetch of the slice: the `unit` param, by default
