@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::events::Progress;
 use crate::ledger::StepState;
 use crate::plan::rank::Successors;
-use crate::plan::{Owner, Plan, StepIdx};
+use crate::plan::{Owner, Plan, StepFacts, StepIdx};
 use policy::Priorities;
 use queue::ReadyQueue;
 
@@ -47,17 +47,12 @@ pub struct Core {
     max_parallel: usize,
     /// Counters for progress displays (steps, sites, running, pools).
     pub counts: Progress,
-    /// Per step: its site, or `NO_SITE` for a shared step. With `signature`, what the hot path
-    /// reads instead of the plan's steps, whose records are hundreds of bytes each.
-    site_of: Arc<[u32]>,
-    /// Per step: its pool use, as an index into `signatures`.
-    signature: Arc<[u16]>,
-    /// The distinct pool uses of the plan's steps.
-    signatures: Arc<[Vec<(u16, u32)>]>,
+    /// Per step, its site and pool use: what the hot path reads instead of the plan's steps,
+    /// whose records are hundreds of bytes each.
+    facts: Arc<StepFacts>,
 }
 
-/// `Core::site_of` of a shared step.
-const NO_SITE: u32 = u32::MAX;
+const NO_SITE: u32 = StepFacts::NO_SITE;
 
 impl Core {
     /// Every step pending; call [`Core::restore`] to start from recorded states.
@@ -77,27 +72,8 @@ impl Core {
             ..Progress::default()
         };
         let ready = ReadyQueue::new(priorities.by_place());
-        let mut signatures: Vec<Vec<(u16, u32)>> = Vec::new();
-        let mut signature = Vec::with_capacity(n);
-        let mut site_of = Vec::with_capacity(n);
-        for step in &plan.steps {
-            let sig = match signatures.iter().position(|s| *s == step.uses) {
-                Some(i) => i,
-                None => {
-                    signatures.push(step.uses.clone());
-                    signatures.len() - 1
-                }
-            };
-            signature.push(sig as u16);
-            site_of.push(match step.owner {
-                Owner::Site { site, .. } => site,
-                Owner::Shared { .. } => NO_SITE,
-            });
-        }
         Core {
-            site_of: site_of.into(),
-            signature: signature.into(),
-            signatures: signatures.into(),
+            facts: plan.facts(),
             succ,
             priorities,
             state: vec![StepState::Pending; n],
@@ -134,30 +110,32 @@ impl Core {
                 self.counts.steps_done += 1;
             }
         }
-        let plan = Arc::clone(&self.plan);
-        for (i, step) in plan.steps.iter().enumerate() {
-            self.waiting[i] = step
-                .deps
-                .iter()
-                .filter(|&&d| !self.state[d as usize].is_done())
-                .count() as u32;
-            if let Owner::Site { site, .. } = step.owner
-                && !self.state[i].is_done()
-            {
+        // Counted forward along the successor lists and from the flat per-step facts, not from
+        // every step's record (each simulated policy restores a core).
+        let n = self.state.len();
+        self.waiting.iter_mut().for_each(|w| *w = 0);
+        for (j, &was) in recorded.iter().enumerate() {
+            let done = self.state[j].is_done();
+            if !done {
+                for k in 0..self.succ.of(j).len() {
+                    let next = self.succ.of(j)[k];
+                    self.waiting[next as usize] += 1;
+                }
+            }
+            let site = self.facts.site_of[j];
+            if site == NO_SITE {
+                continue;
+            }
+            if !done {
                 self.site_left[site as usize] += 1;
             }
-        }
-        for (i, step) in plan.steps.iter().enumerate() {
-            if let Owner::Site { site, .. } = step.owner
-                && recorded[i] != StepState::Pending
-                && recorded[i] != StepState::Blocked
-            {
+            if was != StepState::Pending && was != StepState::Blocked {
                 self.site_started[site as usize] = true;
-                self.site_failed[site as usize] |= recorded[i] == StepState::Failed;
+                self.site_failed[site as usize] |= was == StepState::Failed;
             }
         }
         let mut blocked = Vec::new();
-        for i in 0..plan.steps.len() {
+        for i in 0..n {
             if self.state[i] == StepState::Failed {
                 self.counts.steps_failed += 1;
                 blocked.extend(
@@ -167,7 +145,7 @@ impl Core {
                 );
             }
         }
-        for i in 0..plan.steps.len() {
+        for i in 0..n {
             if self.state[i] == StepState::Pending && self.waiting[i] == 0 {
                 self.push_ready(i as StepIdx);
             }
@@ -233,14 +211,14 @@ impl Core {
         if self.counts.running >= self.max_parallel {
             return None;
         }
-        let idx = self.ready.pop_fitting(&self.signatures, &self.free)?;
-        for &(pool, n) in &self.signatures[self.signature[idx as usize] as usize] {
+        let idx = self.ready.pop_fitting(&self.facts.signatures, &self.free)?;
+        for &(pool, n) in self.facts.uses(idx as usize) {
             self.free[pool as usize] -= n;
             self.counts.pools_in_use[pool as usize] += n;
         }
         self.state[idx as usize] = StepState::Running;
         self.holds[idx as usize] = true;
-        let site = self.site_of[idx as usize];
+        let site = self.facts.site_of[idx as usize];
         if site != NO_SITE {
             self.site_started[site as usize] = true;
         }
@@ -254,7 +232,7 @@ impl Core {
         if !std::mem::replace(&mut self.holds[idx as usize], false) {
             return;
         }
-        for &(pool, n) in &self.signatures[self.signature[idx as usize] as usize] {
+        for &(pool, n) in self.facts.uses(idx as usize) {
             self.free[pool as usize] += n;
             self.counts.pools_in_use[pool as usize] -= n;
         }
@@ -267,14 +245,16 @@ impl Core {
         let i = idx as usize;
         self.state[i] = StepState::Succeeded;
         self.counts.steps_done += 1;
-        let succ = Arc::clone(&self.succ);
-        for &next in succ.of(i) {
+        // By index, not through a clone of the `Arc`: simulations on other threads share it,
+        // and its reference count, touched on every step, bounced between their cores.
+        for k in 0..self.succ.of(i).len() {
+            let next = self.succ.of(i)[k];
             self.waiting[next as usize] -= 1;
             if self.waiting[next as usize] == 0 && self.state[next as usize] == StepState::Pending {
                 self.push_ready(next);
             }
         }
-        let site = self.site_of[i];
+        let site = self.facts.site_of[i];
         if site == NO_SITE {
             return None;
         }
@@ -364,13 +344,14 @@ impl Core {
     }
 
     fn push_ready(&mut self, idx: StepIdx) {
-        let site = self.site_of[idx as usize];
+        let site = self.facts.site_of[idx as usize];
         if site != NO_SITE && self.held[site as usize] {
             self.parked.push(idx);
             return;
         }
         self.seq += 1;
         let key = self.priorities.key(idx, self.seq);
-        self.ready.push(self.signature[idx as usize], key, idx);
+        self.ready
+            .push(self.facts.signature[idx as usize], key, idx);
     }
 }

@@ -59,6 +59,57 @@ pub struct Plan {
     /// A plan's dependencies never change once it is made.
     #[serde(skip)]
     successors: std::sync::OnceLock<std::sync::Arc<rank::Successors>>,
+    /// Per step, the little the scheduler reads on its hot path, made on first use: each
+    /// simulation built it again from step records of hundreds of bytes each.
+    #[serde(skip)]
+    facts: std::sync::OnceLock<std::sync::Arc<StepFacts>>,
+}
+
+/// Per step of a plan, its site and its pool use, in flat arrays: what the scheduler and the
+/// simulator read for every step, instead of the step records.
+#[derive(Debug)]
+pub struct StepFacts {
+    /// Per step: its site, or [`StepFacts::NO_SITE`] for a shared step.
+    pub site_of: Box<[u32]>,
+    /// Per step: its pool use, as an index into `signatures`.
+    pub signature: Box<[u16]>,
+    /// The distinct pool uses of the plan's steps.
+    pub signatures: Box<[Vec<(u16, u32)>]>,
+}
+
+impl StepFacts {
+    pub const NO_SITE: u32 = u32::MAX;
+
+    fn of(plan: &Plan) -> StepFacts {
+        let n = plan.steps.len();
+        let mut signatures: Vec<Vec<(u16, u32)>> = Vec::new();
+        let mut signature = Vec::with_capacity(n);
+        let mut site_of = Vec::with_capacity(n);
+        for step in &plan.steps {
+            let sig = match signatures.iter().position(|s| *s == step.uses) {
+                Some(i) => i,
+                None => {
+                    signatures.push(step.uses.clone());
+                    signatures.len() - 1
+                }
+            };
+            signature.push(sig as u16);
+            site_of.push(match step.owner {
+                Owner::Site { site, .. } => site,
+                Owner::Shared { .. } => StepFacts::NO_SITE,
+            });
+        }
+        StepFacts {
+            site_of: site_of.into(),
+            signature: signature.into(),
+            signatures: signatures.into(),
+        }
+    }
+
+    /// Step `i`'s pool units.
+    pub fn uses(&self, i: usize) -> &[(u16, u32)] {
+        &self.signatures[self.signature[i] as usize]
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -158,6 +209,13 @@ impl Plan {
     pub fn successors(&self) -> std::sync::Arc<rank::Successors> {
         self.successors
             .get_or_init(|| std::sync::Arc::new(rank::successors(self)))
+            .clone()
+    }
+
+    /// Every step's site and pool use in flat arrays (computed once per plan).
+    pub fn facts(&self) -> std::sync::Arc<StepFacts> {
+        self.facts
+            .get_or_init(|| std::sync::Arc::new(StepFacts::of(self)))
             .clone()
     }
 

@@ -849,6 +849,7 @@ impl<'a> Expander<'a> {
             lower_bound: Duration::ZERO,
             hash: String::new(),
             successors: Default::default(),
+            facts: Default::default(),
         }
     }
 }
