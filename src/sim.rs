@@ -138,47 +138,24 @@ pub fn compare_from(
     })
 }
 
-/// `f` on a core per concrete policy, restored to `states`, in policy order. As many threads as
-/// cores, each taking the next policy when it is done: six simulations of millions of steps at
-/// once on two cores only hold six sets of arrays in memory at once, and a thread that runs its
-/// simulations one after another reuses the memory the last one freed.
+/// `f` on a core per concrete policy, restored to `states`, in policy order. On a thread per
+/// core, each taking the next policy when it is done: six simulations of millions of steps at
+/// once on two cores held six sets of arrays at once, and a thread that runs its simulations
+/// one after another reuses the memory the last one freed.
 fn each_policy<R: Send>(
     plan: &Arc<Plan>,
     opts: &SimOptions,
     states: &[StepState],
     f: impl Fn(Policy, Core) -> R + Sync,
 ) -> Vec<R> {
-    let policies = Policy::CONCRETE;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(policies.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&policy) = policies.get(i) else {
-                            return out;
-                        };
-                        let mut o = opts.clone();
-                        o.policy = policy;
-                        let mut core = new_core(plan, &o);
-                        core.restore(states);
-                        out.push((i, f(policy, core)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a simulation does not panic"))
-            .collect()
-    });
-    done.sort_by_key(|&(i, _)| i);
-    done.into_iter().map(|(_, r)| r).collect()
+    crate::util::on_every_core(Policy::CONCRETE.len(), |i| {
+        let policy = Policy::CONCRETE[i];
+        let mut o = opts.clone();
+        o.policy = policy;
+        let mut core = new_core(plan, &o);
+        core.restore(states);
+        f(policy, core)
+    })
 }
 
 /// What `auto` runs: the soonest makespan; of the policies within [`AUTO_MARGIN`] of it, the

@@ -1,4 +1,5 @@
-//! Small shared helpers: serde adapters for durations, listing a directory tree, bounded reads.
+//! Small shared helpers: serde adapters for durations, listing a directory tree, bounded reads,
+//! independent jobs on every core.
 
 /// Serializes a `Duration` as whole milliseconds.
 pub mod millis {
@@ -125,6 +126,42 @@ fn needs_escape(c: char) -> bool {
         || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// `f(0)`, …, `f(jobs - 1)` on a thread per core (at most one per job), each thread taking the
+/// next job when it is done; the results in job order. For independent jobs of uneven size
+/// (simulations of different policies, backups of sites of different sizes).
+pub fn on_every_core<R: Send>(jobs: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs);
+    if threads <= 1 {
+        return (0..jobs).map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= jobs {
+                            return out;
+                        }
+                        out.push((i, f(i)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    done.sort_by_key(|&(i, _)| i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +192,21 @@ mod tests {
         assert_eq!(read_capped(&path, 5).unwrap(), b"12345");
         assert!(read_capped(&path, 4).is_err());
         assert!(read_capped(dir.path(), 5).is_err());
+    }
+
+    #[test]
+    fn jobs_on_every_core_come_back_in_job_order_each_run_once() {
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let out = super::on_every_core(50, |i| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Uneven jobs, so that threads finish out of order.
+            std::thread::sleep(std::time::Duration::from_micros(
+                ((50 - i) * 37 % 300) as u64,
+            ));
+            i * 2
+        });
+        assert_eq!(out, (0..50).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(runs.into_inner(), 50);
+        assert!(super::on_every_core(0, |i| i).is_empty());
     }
 }

@@ -265,7 +265,8 @@ fn trials(
             },
         }
     };
-    parallel((0..n as u64).collect(), |t| {
+    crate::util::on_every_core(n as usize, |t| {
+        let t = t as u64;
         let mut rng =
             rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(t));
         trial(t, &model.sample(plan, &mut rng))
@@ -295,7 +296,9 @@ fn run_sweep(
         .max()
         .unwrap_or(0);
     let lo = sweep.lo.max(needs);
-    let results: Vec<(u32, f64, String)> = parallel((lo..=sweep.hi).collect(), |c| {
+    let capacities: Vec<u32> = (lo..=sweep.hi).collect();
+    let results: Vec<(u32, f64, String)> = crate::util::on_every_core(capacities.len(), |i| {
+        let c = capacities[i];
         let mut o = opts.clone();
         o.capacity[pool] = c;
         let schedule = super::simulate(plan, &o, durations);
@@ -321,24 +324,6 @@ fn run_sweep(
         binding: results.into_iter().map(|(_, _, b)| b).collect(),
         capped_from,
         smallest_meeting_target: smallest,
-    })
-}
-
-/// Maps `f` over `items` on every core, keeping the order.
-fn parallel<T: Send + Sync + Copy, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len().max(1));
-    let chunk = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|c| s.spawn(|| c.iter().map(|&t| f(t)).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("simulation thread"))
-            .collect()
     })
 }
 
