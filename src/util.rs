@@ -128,7 +128,7 @@ fn needs_escape(c: char) -> bool {
 
 /// `f(0)`, …, `f(jobs - 1)` on a thread per core (at most one per job), each thread taking the
 /// next job when it is done; the results in job order. For independent jobs of uneven size
-/// (simulations of different policies, backups of sites of different sizes).
+/// (simulations of different policies, trials, sweep points).
 pub fn on_every_core<R: Send>(jobs: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let threads = std::thread::available_parallelism()

@@ -414,7 +414,7 @@ impl DurationModel {
         &self.evidence
     }
 
-    /// The fit for a step: its group's, else its kind's over other products.
+    /// The fit for a step of group `g`: the group's, else its kind's over other products.
     fn fit_of_group(&self, g: &Group) -> Option<&Fit> {
         self.groups
             .get(g)
